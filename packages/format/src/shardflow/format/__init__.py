@@ -1,0 +1,58 @@
+"""shardflow.format: MDS (byte-compatible with mosaicml-streaming), JSONL, CSV and TSV shards."""
+
+from shardflow.format._version import __version__
+from shardflow.format.compression import compress, decompress, get_compressions, is_compression
+from shardflow.format.encodings import (
+    get_mds_encoded_size,
+    get_mds_encodings,
+    is_mds_encoding,
+    mds_decode,
+    mds_encode,
+)
+from shardflow.format.errors import (
+    EncodingError,
+    FormatError,
+    IndexFormatError,
+    MissingDependencyError,
+    ShardFormatError,
+    ShardHashError,
+    ShardTooLargeError,
+    UnknownNameError,
+    UnsafeEncodingError,
+)
+from shardflow.format.hashing import get_hash, get_hashes, is_hash
+from shardflow.format.index import merge_index
+from shardflow.format.reader import LocalDataset
+from shardflow.format.writers import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
+
+__all__ = [
+    "__version__",
+    "MDSWriter",
+    "JSONWriter",
+    "XSVWriter",
+    "CSVWriter",
+    "TSVWriter",
+    "LocalDataset",
+    "merge_index",
+    "get_mds_encodings",
+    "is_mds_encoding",
+    "get_mds_encoded_size",
+    "mds_encode",
+    "mds_decode",
+    "get_compressions",
+    "is_compression",
+    "compress",
+    "decompress",
+    "get_hashes",
+    "is_hash",
+    "get_hash",
+    "FormatError",
+    "EncodingError",
+    "UnknownNameError",
+    "IndexFormatError",
+    "ShardFormatError",
+    "ShardHashError",
+    "ShardTooLargeError",
+    "UnsafeEncodingError",
+    "MissingDependencyError",
+]

@@ -1,0 +1,51 @@
+"""The errors of shardflow.format: one base, leaves that also inherit the matching builtin."""
+
+from __future__ import annotations
+
+__all__ = [
+    "FormatError",
+    "EncodingError",
+    "UnknownNameError",
+    "IndexFormatError",
+    "ShardFormatError",
+    "ShardHashError",
+    "ShardTooLargeError",
+    "UnsafeEncodingError",
+    "MissingDependencyError",
+]
+
+
+class FormatError(ValueError):
+    """Base of every error raised by shardflow.format."""
+
+
+class UnknownNameError(FormatError):
+    """An encoding, compression or hash name that does not exist; the message lists the valid ones."""
+
+
+class EncodingError(FormatError):
+    """A value does not fit its column; the message names the column, the sample and what was expected."""
+
+
+class IndexFormatError(FormatError):
+    """An ``index.json`` that is corrupt, truncated, of an unsupported version or unsafe."""
+
+
+class ShardFormatError(FormatError):
+    """A shard file that is corrupt or truncated."""
+
+
+class ShardHashError(FormatError):
+    """A shard whose bytes do not match the hash recorded in the index."""
+
+
+class ShardTooLargeError(FormatError):
+    """A shard that would reach 4 GiB, which uint32 offsets cannot address."""
+
+
+class UnsafeEncodingError(FormatError):
+    """A ``pkl`` column read without ``allow_unsafe_types=True``."""
+
+
+class MissingDependencyError(FormatError, ImportError):
+    """An optional codec or hash whose library is not installed; the message names the extra."""
