@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,3 +24,17 @@ def shared_dir() -> Path:
     if not SHARED_DIR.is_dir():
         pytest.fail(f"{SHARED_DIR} is missing: clone the repository beside the shared/ folder")
     return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_python(shared_dir: Path) -> Path:
+    """A python with mosaicml-streaming 0.13.0: $SHARDFLOW_REFERENCE_PYTHON, else built by
+    ``../shared/reference/setup.sh`` on first use and reused (never skipped: a failure fails the test)."""
+    explicit = os.environ.get("SHARDFLOW_REFERENCE_PYTHON")
+    if explicit:
+        return Path(explicit)
+    setup = shared_dir / "reference" / "setup.sh"
+    result = subprocess.run(["bash", str(setup)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"{setup} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from shardflow import _version as meta_version
 
@@ -82,7 +82,7 @@ def test_import_loads_nothing_heavy(package: str) -> None:
         f"import sys, shardflow.{package}\n"
         "loaded = {m.split('.')[0] if not m.startswith('shardflow.') else '.'.join(m.split('.')[:2])"
         " for m in sys.modules}\n"
-        f"print(sorted(loaded & {sorted(forbidden)!r}))"
+        f"print(sorted(loaded & set({sorted(forbidden)!r})))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"import shardflow.{package} loaded {result.stdout.strip()}"

@@ -34,7 +34,8 @@ print("ok")
 def test_format_wheel_alone_writes_and_reads(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(REPO / "packages/format")],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
+         str(REPO / "packages" / "format")],
         check=True,
     )
     (wheel,) = wheels.glob("shardflow_format-*.whl")

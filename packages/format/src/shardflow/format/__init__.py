@@ -21,8 +21,8 @@ from shardflow.format.errors import (
     UnsafeEncodingError,
 )
 from shardflow.format.hashing import get_hash, get_hashes, is_hash
-from shardflow.format.index import merge_index
-from shardflow.format.reader import LocalDataset
+from shardflow.format.index import merge_index, read_index
+from shardflow.format.reader import LocalDataset, ShardInfo
 from shardflow.format.writers import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "TSVWriter",
     "LocalDataset",
     "merge_index",
+    "read_index",
+    "ShardInfo",
     "get_mds_encodings",
     "is_mds_encoding",
     "get_mds_encoded_size",

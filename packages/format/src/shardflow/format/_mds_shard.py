@@ -1,0 +1,163 @@
+"""Random access to the samples of one MDS shard through a memory map and a precomputed column plan."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from shardflow.format._shard_files import check_header, check_offsets, map_file, prepare_file, uint32_table
+from shardflow.format.encodings import get_codec
+from shardflow.format.errors import MissingDependencyError, ShardFormatError
+
+__all__ = ["MDSPlan", "MDSShard"]
+
+# One column step: (name, decode, fixed size or None, index into the sample's size prefix or -1).
+_Step = tuple[str, Callable[[Any], Any], "int | None", int]
+
+
+class MDSPlan:
+    """How to decode the samples of one MDS shard, worked out once from its (validated) index entry.
+
+    Args:
+        entry: The shard's entry, as :func:`shardflow.format.index.read_index` returns it.
+    """
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        self.entry = entry
+        names: list[str] = entry["column_names"]
+        encodings: list[str] = entry["column_encodings"]
+        sizes: list[int | None] = entry["column_sizes"]
+        codecs = [get_codec(encoding) for encoding in encodings]
+        self.unsafe_columns = [name for name, codec in zip(names, codecs, strict=True) if codec.unsafe]
+        steps: list[_Step] = []
+        num_var = 0
+        for name, codec, size in zip(names, codecs, sizes, strict=True):
+            steps.append((name, codec.decode, size, -1 if size is not None else num_var))
+            num_var += size is None
+        self.columns: dict[str, str] = dict(zip(names, encodings, strict=True))
+        self.header = {"column_names": names, "column_encodings": encodings, "column_sizes": sizes}
+        self.steps: tuple[_Step, ...] = tuple(steps)
+        self.num_var = num_var
+        self.fixed_total = sum(size for size in sizes if size is not None)
+        self.prefix = struct.Struct(f"<{num_var}I")
+
+    def open(self, root: Path, validate_hash: str | None) -> MDSShard:
+        """Open the shard under ``root``, decompressing and validating it first as needed."""
+        entry = self.entry
+        raw = entry["raw_data"]
+        path = prepare_file(root, raw, entry.get("zip_data"), entry.get("compression"), validate_hash)
+        return MDSShard(path, map_file(path, raw), self, entry["samples"])
+
+
+class MDSShard:
+    """The samples of one open MDS shard file.
+
+    Layout: ``uint32 samples``, ``uint32 offsets[samples + 1]``, a JSON header, then each sample as the
+    uint32 sizes of its variable-size columns followed by every column's bytes in column order.
+    The header is validated when opening; ``get(i)`` expects ``0 <= i < samples``.
+    """
+
+    def __init__(self, path: Path, buf: Any, plan: MDSPlan, samples: int) -> None:
+        self.path = path
+        self._buf = buf
+        size = len(buf)
+        if size < 4:
+            self._fail(f"it is {size} bytes, too short for a header")
+        num = int.from_bytes(buf[:4], "little")
+        if num != samples:
+            self._fail(f"it holds {num} samples but its index says {samples}")
+        table_end = 4 + 4 * (num + 1)
+        if table_end > size:
+            self._fail(f"its offsets table needs {table_end} bytes but the file has {size}")
+        check_offsets(path, np.frombuffer(buf, "<u4", num + 1, 4), table_end, size)
+        self._offsets = uint32_table(buf, 4, num + 1)
+        check_header(path, bytes(buf[table_end : self._offsets[0]]), plan.header)
+        self._view = memoryview(buf)
+        self._plan = plan
+        self._fixed = self._fixed_steps(plan)
+        self.get: Callable[[int], dict[str, Any]] = self._get_var if plan.num_var else self._get_fixed
+
+    def _fail(self, problem: str) -> NoReturn:
+        raise ShardFormatError(f"{self.path} is corrupt or truncated: {problem}; copy it again")
+
+    @staticmethod
+    def _fixed_steps(plan: MDSPlan) -> tuple[tuple[str, Callable[[Any], Any], int, int], ...]:
+        if plan.num_var:
+            return ()
+        steps, start = [], 0
+        for name, decode, size, _ in plan.steps:
+            assert size is not None
+            steps.append((name, decode, start, start + size))
+            start += size
+        return tuple(steps)
+
+    def _get_fixed(self, i: int) -> dict[str, Any]:
+        offsets = self._offsets
+        begin = offsets[i]
+        if offsets[i + 1] - begin != self._plan.fixed_total:
+            self._bad_size(i)
+        view = self._view
+        try:
+            return {name: decode(view[begin + a : begin + b]) for name, decode, a, b in self._fixed}
+        except (MissingDependencyError, MemoryError):
+            raise
+        except Exception as exc:
+            raise self._decode_error(i, exc) from exc
+
+    def _get_var(self, i: int) -> dict[str, Any]:
+        offsets = self._offsets
+        begin, end = offsets[i], offsets[i + 1]
+        plan = self._plan
+        view = self._view
+        if end - begin < plan.prefix.size:
+            self._bad_size(i)
+        sizes = plan.prefix.unpack_from(view, begin)
+        if plan.prefix.size + plan.fixed_total + sum(sizes) != end - begin:
+            self._bad_size(i)
+        pos = begin + plan.prefix.size
+        sample = {}
+        try:
+            for name, decode, size, var in plan.steps:
+                stop = pos + (size if var < 0 else sizes[var])  # type: ignore[operator]
+                sample[name] = decode(view[pos:stop])
+                pos = stop
+        except (MissingDependencyError, MemoryError):
+            raise
+        except Exception as exc:
+            raise self._decode_error(i, exc) from exc
+        return sample
+
+    def _bad_size(self, i: int) -> NoReturn:
+        begin, end = self._offsets[i], self._offsets[i + 1]
+        self._fail(f"sample {i} spans {end - begin} bytes, which its column sizes do not add up to")
+
+    def _decode_error(self, i: int, exc: Exception) -> ShardFormatError:
+        """Find which column of sample ``i`` fails to decode (slow path, errors only)."""
+        plan = self._plan
+        pos = self._offsets[i] + plan.prefix.size
+        sizes = plan.prefix.unpack_from(self._view, self._offsets[i])
+        column = plan.steps[0][0]
+        for name, decode, size, var in plan.steps:
+            column = name
+            stop = pos + (size if var < 0 else sizes[var])  # type: ignore[operator]
+            try:
+                decode(self._view[pos:stop])
+            except Exception:
+                break
+            pos = stop
+        return ShardFormatError(
+            f"{self.path}: column {column!r} of sample {i} cannot be decoded ({exc}): the file is corrupt; "
+            "copy it again"
+        )
+
+    def close(self) -> None:
+        """Unmap the file; decoded samples that still view it keep the map alive until they go."""
+        self._view = self._offsets = memoryview(b"")
+        try:
+            self._buf.close()
+        except BufferError:
+            pass  # decoded arrays still view the map: it is unmapped when the last of them goes

@@ -1,0 +1,117 @@
+"""Shard hashes: hashlib (but shake_*) and xxhash algorithms, one-shot, streaming and per file."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from shardflow.format.errors import MissingDependencyError, UnknownNameError
+
+__all__ = ["Hasher", "get_hashes", "is_hash", "get_hash", "new_hasher", "hash_file"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+# The xxhash algorithms (names as xxhash.algorithms_available has them); they need the 'xxhash' extra.
+_XXHASH_NAMES = ("xxh32", "xxh64", "xxh3_64", "xxh3_128", "xxh128")
+_HASHLIB_NAMES = tuple(
+    name for name in hashlib.algorithms_available if hasattr(hashlib, name) and not name.startswith("shake_")
+)
+
+
+class Hasher(Protocol):
+    """A streaming hash: feed it with :meth:`update`, read it with :meth:`hexdigest`."""
+
+    def update(self, data: Any, /) -> None:
+        """Add bytes (any bytes-like object) to the hashed data."""
+
+    def hexdigest(self) -> str:
+        """The hash of all the bytes added so far, in lowercase hex."""
+
+
+def get_hashes() -> list[str]:
+    """List the supported hash names (the xxhash ones need ``pip install 'shardflow-format[xxhash]'``).
+
+    Returns:
+        The sorted names.
+    """
+    return sorted(_HASHLIB_NAMES + _XXHASH_NAMES)
+
+
+def is_hash(name: str | None) -> bool:
+    """Whether ``name`` is a supported hash name.
+
+    Args:
+        name: The name to check.
+
+    Returns:
+        ``True`` when :func:`new_hasher` accepts it (an xxhash name may still need the extra).
+    """
+    return name in _HASHLIB_NAMES or name in _XXHASH_NAMES
+
+
+def _constructor(name: str) -> Callable[[], Hasher]:
+    if name in _HASHLIB_NAMES:
+        return getattr(hashlib, name)
+    if name in _XXHASH_NAMES:
+        try:
+            xxhash = importlib.import_module("xxhash")
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"hash {name!r} needs xxhash: pip install 'shardflow-format[xxhash]'"
+            ) from exc
+        return getattr(xxhash, name)
+    raise UnknownNameError(f"unknown hash {name!r}; valid hashes: {', '.join(get_hashes())}")
+
+
+def new_hasher(name: str) -> Hasher:
+    """Start a streaming hash.
+
+    Args:
+        name: A name from :func:`get_hashes`.
+
+    Returns:
+        A fresh hasher.
+
+    Raises:
+        UnknownNameError: Not a supported hash; the message lists the valid ones.
+        MissingDependencyError: An xxhash name without the ``xxhash`` package.
+    """
+    return _constructor(name)()
+
+
+def get_hash(name: str, data: bytes | bytearray | memoryview) -> str:
+    """Hash bytes in one shot.
+
+    Args:
+        name: A name from :func:`get_hashes`.
+        data: The bytes.
+
+    Returns:
+        The lowercase hex digest, as mosaicml-streaming records it in ``index.json``.
+    """
+    hasher = new_hasher(name)
+    hasher.update(data)
+    return hasher.hexdigest()
+
+
+def hash_file(name: str, path: str | Path) -> str:
+    """Hash a file in chunks (constant memory).
+
+    Args:
+        name: A name from :func:`get_hashes`.
+        path: The file.
+
+    Returns:
+        The lowercase hex digest of the file's bytes.
+    """
+    hasher = new_hasher(name)
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()

@@ -1,0 +1,362 @@
+"""The dataset index ``index.json`` (version 2): read it with validation, write it atomically, merge them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Union
+
+from shardflow.format._atomic import write_atomic
+from shardflow.format._text_encodings import TEXT_ENCODINGS
+from shardflow.format.compression import is_compression
+from shardflow.format.encodings import get_mds_encoded_size, is_mds_encoding
+from shardflow.format.errors import IndexFormatError
+from shardflow.format.upload import Out, get_uploader, split_out
+
+__all__ = [
+    "INDEX_BASENAME",
+    "INDEX_VERSION",
+    "FILE_KEYS",
+    "encode_index",
+    "write_index",
+    "read_index",
+    "shard_files",
+    "merge_index",
+]
+
+logger = logging.getLogger(__name__)
+
+INDEX_BASENAME = "index.json"
+INDEX_VERSION = 2
+
+# The keys of a shard entry that describe one file each, in the order the writers produce the files.
+FILE_KEYS = ("raw_data", "zip_data", "raw_meta", "zip_meta")
+
+_SPLIT_FORMATS = ("json", "xsv", "csv", "tsv")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def encode_index(shards: Sequence[dict[str, Any]]) -> bytes:
+    """The bytes of an ``index.json`` listing ``shards``, laid out exactly as the reference writer does."""
+    return json.dumps({"shards": list(shards), "version": INDEX_VERSION}, sort_keys=True).encode("utf-8")
+
+
+def write_index(folder: PathLike, shards: Sequence[dict[str, Any]]) -> Path:
+    """Write ``folder/index.json`` atomically (temporary file, then rename).
+
+    Args:
+        folder: The dataset folder.
+        shards: The shard entries, in order.
+
+    Returns:
+        The path of the index written.
+    """
+    path = Path(folder) / INDEX_BASENAME
+    write_atomic(path, encode_index(shards))
+    return path
+
+
+def shard_files(shard: dict[str, Any]) -> list[str]:
+    """The basenames of every file a shard entry names (raw and compressed, data and meta)."""
+    return [shard[key]["basename"] for key in FILE_KEYS if shard.get(key)]
+
+
+class _Checker:
+    """Validates one parsed index, raising IndexFormatError that names the file and the field."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: str, problem: str) -> IndexFormatError:
+        return IndexFormatError(
+            f"{self.path}: {where}: {problem}. The index is corrupt or was not written by a compatible "
+            "writer: rewrite the dataset, or restore index.json from a good copy"
+        )
+
+    def field(self, obj: dict[str, Any], key: str, where: str, kinds: tuple[type, ...]) -> Any:
+        if key not in obj:
+            raise self.fail(where, f"the field {key!r} is missing")
+        value = obj[key]
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join("null" if kind is type(None) else kind.__name__ for kind in kinds)
+            raise self.fail(where, f"field {key!r} is {value!r}, expected {names}")
+        return value
+
+    def string_list(self, obj: dict[str, Any], key: str, where: str) -> list[str]:
+        values = self.field(obj, key, where, (list,))
+        if not all(isinstance(value, str) for value in values):
+            raise self.fail(where, f"field {key!r} is {values!r}, expected a list of strings")
+        return values
+
+    def index(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            raise self.fail("top level", f"expected a JSON object, found {type(obj).__name__}")
+        version = self.field(obj, "version", "top level", (int,))
+        if version != INDEX_VERSION:
+            raise self.fail("top level", f"version {version} is not supported (only version {INDEX_VERSION})")
+        shards = self.field(obj, "shards", "top level", (list,))
+        seen: dict[str, int] = {}
+        for number, shard in enumerate(shards):
+            self.shard(shard, f"shard {number}")
+            for name in shard_files(shard):
+                if name in seen:
+                    raise self.fail(f"shard {number}", f"file {name!r} is also named by shard {seen[name]}")
+                seen[name] = number
+
+    def shard(self, shard: Any, where: str) -> None:
+        if not isinstance(shard, dict):
+            raise self.fail(where, f"expected a JSON object, found {type(shard).__name__}")
+        version = self.field(shard, "version", where, (int,))
+        if version != INDEX_VERSION:
+            raise self.fail(where, f"version {version} is not supported (only version {INDEX_VERSION})")
+        fmt = self.field(shard, "format", where, (str,))
+        if fmt != "mds" and fmt not in _SPLIT_FORMATS:
+            raise self.fail(where, f"format {fmt!r} is unknown; valid formats: {['mds', *_SPLIT_FORMATS]}")
+        if self.field(shard, "samples", where, (int,)) < 0:
+            raise self.fail(where, f"samples is {shard['samples']}, expected a count >= 0")
+        shard.setdefault("compression", None)
+        shard.setdefault("hashes", [])
+        shard.setdefault("size_limit", None)
+        compression = self.field(shard, "compression", where, (str, type(None)))
+        if compression is not None and not is_compression(compression):
+            raise self.fail(where, f"compression {compression!r} is unknown")
+        self.string_list(shard, "hashes", where)
+        self.field(shard, "size_limit", where, (int, type(None)))
+        keys = FILE_KEYS if fmt in _SPLIT_FORMATS else FILE_KEYS[:2]
+        for key in keys:
+            shard.setdefault(key, None)
+            compressed = key.startswith("zip_")
+            required = not compressed or compression is not None
+            self.file_info(shard, key, f"{where} {key}", required)
+        getattr(self, f"columns_{'xsv' if fmt in ('csv', 'tsv') else fmt}")(shard, where)
+
+    def file_info(self, shard: dict[str, Any], key: str, where: str, required: bool) -> None:
+        info = shard[key]
+        if info is None:
+            if required:
+                raise self.fail(where, "missing: compressed shards need both raw and zip entries")
+            return
+        if not required:
+            raise self.fail(where, "present, but the shard's compression is null")
+        if not isinstance(info, dict):
+            raise self.fail(where, f"expected a JSON object, found {type(info).__name__}")
+        name = self.field(info, "basename", where, (str,))
+        problem = _basename_problem(name)
+        if problem:
+            raise self.fail(where, f"basename {name!r} {problem}")
+        if self.field(info, "bytes", where, (int,)) < 0:
+            raise self.fail(where, f"bytes is {info['bytes']}, expected a size >= 0")
+        info.setdefault("hashes", {})
+        hashes = self.field(info, "hashes", where, (dict,))
+        if not all(isinstance(value, str) for value in hashes.values()):
+            raise self.fail(where, f"hashes is {hashes!r}, expected a map of algorithm to hex digest")
+
+    def column_lists(self, shard: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+        names = self.string_list(shard, "column_names", where)
+        encodings = self.string_list(shard, "column_encodings", where)
+        if len(names) != len(encodings):
+            raise self.fail(where, f"{len(names)} column_names but {len(encodings)} column_encodings")
+        if len(set(names)) != len(names):
+            raise self.fail(where, f"column_names {names!r} repeat a name")
+        return names, encodings
+
+    def columns_mds(self, shard: dict[str, Any], where: str) -> None:
+        names, encodings = self.column_lists(shard, where)
+        sizes = self.field(shard, "column_sizes", where, (list,))
+        if len(sizes) != len(names):
+            raise self.fail(where, f"{len(names)} column_names but {len(sizes)} column_sizes")
+        for name, encoding, size in zip(names, encodings, sizes, strict=True):
+            if not is_mds_encoding(encoding):
+                raise self.fail(where, f"column {name!r} has unknown encoding {encoding!r}")
+            if size != get_mds_encoded_size(encoding):
+                raise self.fail(
+                    where,
+                    f"column {name!r} ({encoding}) has size {size!r}, the encoding fixes "
+                    f"{get_mds_encoded_size(encoding)!r}",
+                )
+
+    def columns_json(self, shard: dict[str, Any], where: str) -> None:
+        columns = self.field(shard, "columns", where, (dict,))
+        for name, encoding in columns.items():
+            self.text_encoding(name, encoding, where)
+        self.field(shard, "newline", where, (str,))
+
+    def columns_xsv(self, shard: dict[str, Any], where: str) -> None:
+        names, encodings = self.column_lists(shard, where)
+        for name, encoding in zip(names, encodings, strict=True):
+            self.text_encoding(name, encoding, where)
+        self.field(shard, "newline", where, (str,))
+        if shard["format"] == "xsv":
+            self.field(shard, "separator", where, (str,))
+
+    def text_encoding(self, name: str, encoding: Any, where: str) -> None:
+        if not isinstance(encoding, str) or encoding not in TEXT_ENCODINGS:
+            raise self.fail(
+                where, f"column {name!r} has encoding {encoding!r}; valid: {sorted(TEXT_ENCODINGS)}"
+            )
+
+
+def _basename_problem(name: str) -> str | None:
+    """Why a shard basename from an index is unsafe, or ``None`` when it stays inside the dataset folder."""
+    if not name:
+        return "is empty"
+    if "\\" in name or "\x00" in name or _DRIVE.match(name) or name.startswith("/"):
+        return "is not a relative POSIX path"
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "has an empty, '.' or '..' part: it could name a file outside the dataset folder"
+    if len(parts) > 2:
+        return "has more than one sub-folder (only merged indexes use one, like 'part0/shard.00000.mds')"
+    return None
+
+
+def read_index(path: PathLike) -> dict[str, Any]:
+    """Read and validate an ``index.json``.
+
+    Every shard entry is checked: version, format, sample count, columns, compression, and each file's
+    basename, size and hashes. Basenames must stay inside the dataset folder (no ``..``, no absolute
+    path; at most one sub-folder, as in merged indexes). Optional fields absent from the file are filled
+    in with their defaults (``compression``/``zip_data``/``zip_meta``/``size_limit``: ``None``,
+    ``hashes``: empty).
+
+    Args:
+        path: The ``index.json`` file, or the dataset folder holding it.
+
+    Returns:
+        The index: ``{'version': 2, 'shards': [shard entry, ...]}``.
+
+    Raises:
+        FileNotFoundError: There is no index at ``path``.
+        IndexFormatError: The file is not valid JSON (corrupt or truncated) or breaks one of the rules
+            above; the message names the file, the shard and the field.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / INDEX_BASENAME
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no dataset index here; write the dataset first") from None
+    try:
+        obj = json.loads(data)
+    except json.JSONDecodeError as err:
+        raise IndexFormatError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}): the file is "
+            "corrupt or truncated; rewrite the dataset or restore index.json from a good copy"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise IndexFormatError(f"{path}: not UTF-8 text ({err.reason}): the file is corrupt") from None
+    _Checker(path).index(obj)
+    return obj
+
+
+def merge_index(*args: Any, **kwargs: Any) -> None:
+    """Merge the indexes of several dataset partitions into one ``index.json``.
+
+    Two call forms, as in mosaicml-streaming:
+
+    - ``merge_index(index_file_urls, out, keep_local=True, download_timeout=60)``: ``index_file_urls``
+      lists the partitions' ``index.json`` files (paths, or ``(local, remote)`` pairs whose local copy
+      exists); the merged index is written to the folder ``out``.
+    - ``merge_index(out, keep_local=True, download_timeout=60)``: merge every ``<out>/<part>/index.json``.
+
+    Each shard file of partition folder ``part`` is named ``part/<basename>`` in the merged index. When
+    ``out`` has a remote part, the merged index is also uploaded (see :mod:`shardflow.format.upload`);
+    ``keep_local=False`` then removes the local copy. ``download_timeout`` is accepted for compatibility:
+    partitions are read from local files only.
+
+    Raises:
+        TypeError: The arguments match neither form.
+        FileNotFoundError: A listed index file does not exist locally.
+        IndexFormatError: A partition's index is invalid, or two partitions name the same file.
+    """
+    first = args[0] if args else kwargs.get("index_file_urls", kwargs.get("out"))
+    if isinstance(first, list):
+        _merge_from_list(*args, **kwargs)
+    elif isinstance(first, (str, os.PathLike, tuple)):
+        _merge_from_root(*args, **kwargs)
+    else:
+        raise TypeError(
+            "merge_index(index_file_urls: list, out, keep_local=True, download_timeout=60) or "
+            f"merge_index(out, keep_local=True, download_timeout=60); got args={args!r}, kwargs={kwargs!r}"
+        )
+
+
+def _local_index_file(url: str | tuple[str, str]) -> Path:
+    """The local index file of one ``index_file_urls`` entry."""
+    local, remote = split_out(url) if isinstance(url, tuple) else split_out(str(url).strip().rstrip("/"))
+    if local is None or not os.path.exists(local):
+        raise FileNotFoundError(
+            f"merge_index: index {url!r} is not a local file; shardflow.format merges local indexes "
+            "only: download the partitions' index.json first and pass (local, remote) pairs"
+        )
+    path = Path(local)
+    return path / INDEX_BASENAME if path.is_dir() else path
+
+
+def _merge_from_list(
+    index_file_urls: Sequence[str | tuple[str, str]],
+    out: Out,
+    keep_local: bool = True,
+    download_timeout: int = 60,
+) -> None:
+    del download_timeout  # Reading local files only.
+    if not index_file_urls or not out:
+        logger.warning("merge_index: nothing to merge (index_file_urls=%r, out=%r)", index_file_urls, out)
+        return
+    shards: list[dict[str, Any]] = []
+    owners: dict[str, Path] = {}
+    urls = list(dict.fromkeys(index_file_urls))
+    for url in urls:
+        path = _local_index_file(url)
+        part = path.parent.name
+        for shard in read_index(path)["shards"]:
+            for key in FILE_KEYS:
+                if shard.get(key):
+                    if "/" in shard[key]["basename"]:
+                        raise IndexFormatError(
+                            f"merge_index: {path} is itself a merged index (it names "
+                            f"{shard[key]['basename']!r}); merge the partitions it lists instead"
+                        )
+                    name = f"{part}/{shard[key]['basename']}"
+                    if name in owners:
+                        raise IndexFormatError(f"merge_index: {path} and {owners[name]} both name {name!r}")
+                    owners[name] = path
+                    shard[key]["basename"] = name
+            shards.append(json.loads(json.dumps(shard, sort_keys=True)))
+    local, _ = split_out(out)
+    uploader = get_uploader(out)  # Before writing anything: a remote out may lack an uploader.
+    folder = Path(local) if local is not None else Path(tempfile.mkdtemp(prefix="shardflow-merge-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    # The reference writes the merged index with its top-level keys unsorted: keep those bytes.
+    index_path = folder / INDEX_BASENAME
+    write_atomic(index_path, json.dumps({"version": INDEX_VERSION, "shards": shards}).encode("utf-8"))
+    logger.info("merge_index: wrote %s (%d shards from %d indexes)", index_path, len(shards), len(urls))
+    if uploader is None:
+        return
+    uploader.upload(index_path, INDEX_BASENAME)
+    uploader.finish()
+    if local is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    elif not keep_local:
+        index_path.unlink()
+
+
+def _merge_from_root(out: Out, keep_local: bool = True, download_timeout: int = 60) -> None:
+    local, _ = split_out(out)
+    if not out or local is None:
+        raise FileNotFoundError(
+            f"merge_index: out={out!r} has no local folder; shardflow.format merges local partitions only: "
+            "pass (local folder, remote URL)"
+        )
+    root = Path(local)
+    found = sorted(str(path) for path in root.glob(f"*/{INDEX_BASENAME}"))
+    _merge_from_list(found, out, keep_local=keep_local, download_timeout=download_timeout)

@@ -1,0 +1,35 @@
+"""Writing a 1 GiB shard streams through files: the writer's memory does not grow with the shard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Writes 16,000 samples of 64 KiB (1000 MiB) into one shard, hashed, then reports its peak RSS in KiB.
+CHILD = """
+import resource, sys
+import numpy as np
+from shardflow.format import MDSWriter
+tokens = np.arange(32768, dtype=np.uint16)
+with MDSWriter(out=sys.argv[1], columns={"id": "int", "tokens": "ndarray:uint16:32768"},
+               size_limit=1 << 30, hashes=["sha1"]) as writer:
+    for i in range(16_000):
+        writer.write({"id": i, "tokens": tokens})
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_peak_rss_while_writing_a_1gib_shard(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path)], capture_output=True, text=True, timeout=120, check=True
+    )
+    peak_mib = int(result.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    shards = json.loads((tmp_path / "index.json").read_text())["shards"]
+    assert [shard["samples"] for shard in shards] == [16_000]
+    assert shards[0]["raw_data"]["bytes"] == (tmp_path / "shard.00000.mds").stat().st_size > 1_000 * 2**20
+    assert peak_mib < 200, f"peak RSS {peak_mib:.0f} MiB while writing a 1 GiB shard"
