@@ -360,8 +360,17 @@ class XSVWriter(_SplitWriter):
         return (self._separator.join(texts) + self._newline).encode("utf-8")
 
 
+class _FixedSeparatorWriter(XSVWriter):
+    """An XSV writer whose separator is fixed by its format (``separator`` is a class attribute)."""
+
+    separator: str
+
+    def __init__(self, *, columns: dict[str, str], newline: str = "\n", out: Out, **kwargs: Any) -> None:
+        super().__init__(columns=columns, separator=self.separator, newline=newline, out=out, **kwargs)
+
+
 @_with_args
-class CSVWriter(XSVWriter):
+class CSVWriter(_FixedSeparatorWriter):
     r"""Writes a CSV dataset (``,`` separated; values are not quoted, so they may not contain ``,``).
 
     Args:
@@ -372,12 +381,9 @@ class CSVWriter(XSVWriter):
     format = "csv"
     separator = ","
 
-    def __init__(self, *, columns: dict[str, str], newline: str = "\n", out: Out, **kwargs: Any) -> None:
-        super().__init__(columns=columns, separator=self.separator, newline=newline, out=out, **kwargs)
-
 
 @_with_args
-class TSVWriter(XSVWriter):
+class TSVWriter(_FixedSeparatorWriter):
     r"""Writes a TSV dataset (tab separated; values may not contain tabs).
 
     Args:
@@ -387,6 +393,3 @@ class TSVWriter(XSVWriter):
 
     format = "tsv"
     separator = "\t"
-
-    def __init__(self, *, columns: dict[str, str], newline: str = "\n", out: Out, **kwargs: Any) -> None:
-        super().__init__(columns=columns, separator=self.separator, newline=newline, out=out, **kwargs)
