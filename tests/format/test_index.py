@@ -236,10 +236,8 @@ def test_merge_from_list_matches_reference(partitions: Path, fixtures_dir: Path,
 def test_merge_errors(partitions: Path, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="merge_index"):
         merge_index(42)
-    with pytest.raises(FileNotFoundError, match="not a local file"):
-        merge_index(["s3://bucket/part0/index.json"], str(partitions))
-    with pytest.raises(FileNotFoundError, match="not a local file"):
-        merge_index([(str(tmp_path / "absent" / "index.json"), "s3://b/i.json")], str(partitions))
+    with pytest.raises(FileNotFoundError, match="absent.*does not exist"):
+        merge_index([str(tmp_path / "absent" / "index.json")], str(partitions))
     twin = tmp_path / "other" / "part0"
     twin.parent.mkdir()
     (partitions / "part0").rename(twin)
@@ -264,13 +262,28 @@ def test_merge_uploads_the_index(
     uploaded: dict[str, bytes] = {}
 
     class Recorder:
+        """The remote root holds the partitions (their local copies are used) and a stale merged index."""
+
         def upload(self, local_path: Path, relative_name: str) -> None:
             uploaded[relative_name] = Path(local_path).read_bytes()
 
         def finish(self) -> None:
             uploaded["finished"] = b""
 
+        def list_objects(self, prefix: str = "") -> list[str]:
+            return [
+                "index.json",
+                "part0/index.json",
+                "part0/shard.00000.mds",
+                "part1/index.json",
+                "x/y/index.json",
+            ]
+
+        def download(self, relative_name: str, local_path: Path) -> Path:
+            raise AssertionError(f"{relative_name} exists locally: no download expected")
+
     monkeypatch.setattr("shardflow.format.index.get_uploader", lambda out: Recorder())
+    monkeypatch.setattr("shardflow.format.index.remote_uploader", lambda remote, **options: Recorder())
     merge_index((str(partitions), "mem://bucket/merged"), keep_local=False)
     assert set(uploaded) == {"index.json", "finished"}
     assert uploaded["index.json"] == (fixtures_dir / "mds/merged/index.json").read_bytes()
@@ -288,6 +301,25 @@ def test_merge_to_remote_needs_an_uploader(partitions: Path, monkeypatch: pytest
     parts = [str(partitions / name / "index.json") for name in ("part0", "part1")]
     with pytest.raises(MissingDependencyError, match="pip install shardflow-storage"):
         merge_index(parts, "s3://bucket/merged")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("s3://bucket/data",),  # a remote root
+        ((".", "s3://bucket/data"),),
+        (["s3://bucket/data/part0/index.json"], "."),  # a remote partition index
+        ([("absent/part0/index.json", "s3://bucket/data/part0/index.json")], "."),  # local copy missing
+    ],
+)
+def test_merge_remote_needs_storage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[Any, ...]
+) -> None:
+    monkeypatch.setattr("shardflow.format.upload.entry_points", lambda group: [])  # a format-only install
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingDependencyError, match=r"'s3://bucket/data.*pip install shardflow-storage"):
+        merge_index(*args)
+    assert not list(tmp_path.iterdir())
 
 
 JSON_VALUES = st.recursive(

@@ -6,10 +6,10 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Union
 
 from shardflow.format._atomic import write_atomic
@@ -17,7 +17,7 @@ from shardflow.format._text_encodings import TEXT_ENCODINGS
 from shardflow.format.compression import is_compression
 from shardflow.format.encodings import get_mds_encoded_size, is_mds_encoding
 from shardflow.format.errors import IndexFormatError
-from shardflow.format.upload import Out, get_uploader, split_out
+from shardflow.format.upload import Out, get_uploader, remote_uploader, split_out
 
 __all__ = [
     "INDEX_BASENAME",
@@ -70,14 +70,14 @@ def shard_files(shard: dict[str, Any]) -> list[str]:
 
 
 class _Checker:
-    """Validates one parsed index, raising IndexFormatError that names the file and the field."""
+    """Validates one parsed index, raising IndexFormatError that names the file (or URL) and the field."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, source: str | Path) -> None:
+        self.source = source
 
     def fail(self, where: str, problem: str) -> IndexFormatError:
         return IndexFormatError(
-            f"{self.path}: {where}: {problem}. The index is corrupt or was not written by a compatible "
+            f"{self.source}: {where}: {problem}. The index is corrupt or was not written by a compatible "
             "writer: rewrite the dataset, or restore index.json from a good copy"
         )
 
@@ -241,20 +241,25 @@ def read_index(path: PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / INDEX_BASENAME
+    return _load_index(path, path)
+
+
+def _load_index(path: Path, source: str | Path) -> dict[str, Any]:
+    """Read and validate the local index file ``path``; errors name ``source``, where it came from."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no dataset index here; write the dataset first") from None
+        raise FileNotFoundError(f"{source}: no dataset index here; write the dataset first") from None
     try:
         obj = json.loads(data)
     except json.JSONDecodeError as err:
         raise IndexFormatError(
-            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}): the file is "
+            f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}): the file is "
             "corrupt or truncated; rewrite the dataset or restore index.json from a good copy"
         ) from None
     except UnicodeDecodeError as err:
-        raise IndexFormatError(f"{path}: not UTF-8 text ({err.reason}): the file is corrupt") from None
-    _Checker(path).index(obj)
+        raise IndexFormatError(f"{source}: not UTF-8 text ({err.reason}): the file is corrupt") from None
+    _Checker(source).index(obj)
     return obj
 
 
@@ -264,19 +269,23 @@ def merge_index(*args: Any, **kwargs: Any) -> None:
     Two call forms, as in mosaicml-streaming:
 
     - ``merge_index(index_file_urls, out, keep_local=True, download_timeout=60)``: ``index_file_urls``
-      lists the partitions' ``index.json`` files (paths, or ``(local, remote)`` pairs whose local copy
-      exists); the merged index is written to the folder ``out``.
+      lists the partitions' ``index.json`` files: local paths, remote URLs, or ``(local, remote)`` pairs
+      (the remote file is used when the local one does not exist). The merged index is written to ``out``.
     - ``merge_index(out, keep_local=True, download_timeout=60)``: merge every ``<out>/<part>/index.json``.
+      When ``out`` has a remote part, the partitions are those found under the remote root (each one's
+      local copy is used where it exists).
 
-    Each shard file of partition folder ``part`` is named ``part/<basename>`` in the merged index. When
-    ``out`` has a remote part, the merged index is also uploaded (see :mod:`shardflow.format.upload`);
-    ``keep_local=False`` then removes the local copy. ``download_timeout`` is accepted for compatibility:
-    partitions are read from local files only.
+    ``out`` is a local folder, a remote URL, or a ``(local, remote)`` pair. Each shard file of partition
+    folder ``part`` is named ``part/<basename>`` in the merged index. Remote indexes are downloaded to a
+    temporary folder through the uploaders of :mod:`shardflow.format.upload` (install shardflow-storage),
+    each within ``download_timeout`` seconds. When ``out`` has a remote part the merged index is uploaded
+    there, and ``keep_local=False`` removes its local copy.
 
     Raises:
         TypeError: The arguments match neither form.
-        FileNotFoundError: A listed index file does not exist locally.
+        FileNotFoundError: A listed index exists neither locally nor remotely.
         IndexFormatError: A partition's index is invalid, or two partitions name the same file.
+        MissingDependencyError: A remote location is given and shardflow-storage is not installed.
     """
     first = args[0] if args else kwargs.get("index_file_urls", kwargs.get("out"))
     if isinstance(first, list):
@@ -290,73 +299,103 @@ def merge_index(*args: Any, **kwargs: Any) -> None:
         )
 
 
-def _local_index_file(url: str | tuple[str, str]) -> Path:
-    """The local index file of one ``index_file_urls`` entry."""
+def _fetch_index(url: str | tuple[str, str], folder: Path, download_timeout: float) -> tuple[str, Path]:
+    """Where one ``index_file_urls`` entry comes from, and its local file (downloaded into ``folder``)."""
     local, remote = split_out(url) if isinstance(url, tuple) else split_out(str(url).strip().rstrip("/"))
-    if local is None or not os.path.exists(local):
+    if local is not None and os.path.exists(local):
+        path = Path(local)
+        path = path / INDEX_BASENAME if path.is_dir() else path
+        return str(path), path
+    if remote is None:
         raise FileNotFoundError(
-            f"merge_index: index {url!r} is not a local file; shardflow.format merges local indexes "
-            "only: download the partitions' index.json first and pass (local, remote) pairs"
+            f"merge_index: index {url!r} does not exist; list the partitions' index.json files as local "
+            "paths, remote URLs or (local, remote) pairs"
         )
-    path = Path(local)
-    return path / INDEX_BASENAME if path.is_dir() else path
+    remote = remote.rstrip("/")
+    root = remote.removesuffix(f"/{INDEX_BASENAME}")
+    part = PurePosixPath(urllib.parse.urlparse(root).path).name
+    if not part:
+        raise ValueError(f"merge_index: {remote} is not in a partition folder; list each partition's index")
+    uploader = remote_uploader(root, download_timeout=download_timeout)
+    path = uploader.download(INDEX_BASENAME, folder / part / INDEX_BASENAME)
+    uploader.finish()
+    return f"{root}/{INDEX_BASENAME}", path
+
+
+def _merged_shards(partitions: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:
+    """The shard entries of every partition ``(source, local index file)``, renamed into its folder."""
+    shards: list[dict[str, Any]] = []
+    owners: dict[str, str] = {}
+    for source, path in partitions:
+        part = path.parent.name
+        for shard in _load_index(path, source)["shards"]:
+            for key in FILE_KEYS:
+                if shard.get(key):
+                    if "/" in shard[key]["basename"]:
+                        raise IndexFormatError(
+                            f"merge_index: {source} is itself a merged index (it names "
+                            f"{shard[key]['basename']!r}); merge the partitions it lists instead"
+                        )
+                    name = f"{part}/{shard[key]['basename']}"
+                    if name in owners:
+                        raise IndexFormatError(f"merge_index: {source} and {owners[name]} both name {name!r}")
+                    owners[name] = source
+                    shard[key]["basename"] = name
+            shards.append(json.loads(json.dumps(shard, sort_keys=True)))
+    return shards
 
 
 def _merge_from_list(
     index_file_urls: Sequence[str | tuple[str, str]],
     out: Out,
     keep_local: bool = True,
-    download_timeout: int = 60,
+    download_timeout: float = 60,
 ) -> None:
-    del download_timeout  # Reading local files only.
     if not index_file_urls or not out:
         logger.warning("merge_index: nothing to merge (index_file_urls=%r, out=%r)", index_file_urls, out)
         return
-    shards: list[dict[str, Any]] = []
-    owners: dict[str, Path] = {}
+    local, _ = split_out(out)
+    uploader = get_uploader(out)  # Before reading anything: a remote out may lack an uploader.
     urls = list(dict.fromkeys(index_file_urls))
-    for url in urls:
-        path = _local_index_file(url)
-        part = path.parent.name
-        for shard in read_index(path)["shards"]:
-            for key in FILE_KEYS:
-                if shard.get(key):
-                    if "/" in shard[key]["basename"]:
-                        raise IndexFormatError(
-                            f"merge_index: {path} is itself a merged index (it names "
-                            f"{shard[key]['basename']!r}); merge the partitions it lists instead"
-                        )
-                    name = f"{part}/{shard[key]['basename']}"
-                    if name in owners:
-                        raise IndexFormatError(f"merge_index: {path} and {owners[name]} both name {name!r}")
-                    owners[name] = path
-                    shard[key]["basename"] = name
-            shards.append(json.loads(json.dumps(shard, sort_keys=True)))
-    local, _ = split_out(out)
-    uploader = get_uploader(out)  # Before writing anything: a remote out may lack an uploader.
-    folder = Path(local) if local is not None else Path(tempfile.mkdtemp(prefix="shardflow-merge-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    # The reference writes the merged index with its top-level keys unsorted: keep those bytes.
-    index_path = folder / INDEX_BASENAME
-    write_atomic(index_path, json.dumps({"version": INDEX_VERSION, "shards": shards}).encode("utf-8"))
-    logger.info("merge_index: wrote %s (%d shards from %d indexes)", index_path, len(shards), len(urls))
-    if uploader is None:
+    with tempfile.TemporaryDirectory(prefix="shardflow-merge-") as temp:
+        partitions = [_fetch_index(url, Path(temp, str(n)), download_timeout) for n, url in enumerate(urls)]
+        shards = _merged_shards(partitions)
+        folder = Path(local) if local is not None else Path(temp)
+        folder.mkdir(parents=True, exist_ok=True)
+        # The reference writes the merged index with its top-level keys unsorted: keep those bytes.
+        index_path = folder / INDEX_BASENAME
+        write_atomic(index_path, json.dumps({"version": INDEX_VERSION, "shards": shards}).encode("utf-8"))
+        logger.info("merge_index: wrote %s (%d shards from %d indexes)", index_path, len(shards), len(urls))
+        if uploader is None:
+            return
+        uploader.upload(index_path, INDEX_BASENAME)
+        uploader.finish()
+        if local is not None and not keep_local:
+            index_path.unlink()
+
+
+def _merge_from_root(out: Out, keep_local: bool = True, download_timeout: float = 60) -> None:
+    if not out:
+        logger.warning("merge_index: no dataset folder given (out=%r); nothing merged", out)
         return
-    uploader.upload(index_path, INDEX_BASENAME)
-    uploader.finish()
-    if local is None:
-        shutil.rmtree(folder, ignore_errors=True)
-    elif not keep_local:
-        index_path.unlink()
-
-
-def _merge_from_root(out: Out, keep_local: bool = True, download_timeout: int = 60) -> None:
-    local, _ = split_out(out)
-    if not out or local is None:
-        raise FileNotFoundError(
-            f"merge_index: out={out!r} has no local folder; shardflow.format merges local partitions only: "
-            "pass (local folder, remote URL)"
-        )
-    root = Path(local)
-    found = sorted(str(path) for path in root.glob(f"*/{INDEX_BASENAME}"))
+    local, remote = split_out(out)
+    found: list[str | tuple[str, str]]
+    if remote is None:
+        assert local is not None  # split_out gives a local folder whenever there is no remote one
+        found = sorted(str(path) for path in Path(local).glob(f"*/{INDEX_BASENAME}"))
+    else:
+        lister = remote_uploader(remote, download_timeout=download_timeout)
+        names = [name for name in lister.list_objects() if _is_partition_index(name)]
+        lister.finish()
+        base = remote.rstrip("/")
+        found = [
+            (str(Path(local, name)), f"{base}/{name}") if local is not None else f"{base}/{name}"
+            for name in names
+        ]
     _merge_from_list(found, out, keep_local=keep_local, download_timeout=download_timeout)
+
+
+def _is_partition_index(name: str) -> bool:
+    """Whether the relative name ``name`` is the index of a partition folder, like ``part0/index.json``."""
+    part, _, basename = name.partition("/")
+    return basename == INDEX_BASENAME and bool(part)

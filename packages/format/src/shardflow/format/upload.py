@@ -9,7 +9,8 @@ entry-point group ``shardflow.format.uploaders``, one entry per URL scheme whose
     [project.entry-points."shardflow.format.uploaders"]
     s3 = "shardflow.storage.upload:make_uploader"
 
-The factory is called as ``factory(remote, progress_bar=..., max_workers=..., retry=...)`` and returns an
+The factory is called as ``factory(remote, progress_bar=..., max_workers=..., retry=...)`` by the writers,
+and as ``factory(remote, download_timeout=...)`` by :func:`~shardflow.format.merge_index`; it returns an
 object with the methods of :class:`Uploader`.
 """
 
@@ -24,7 +25,7 @@ from typing import Any, Protocol, Union
 
 from shardflow.format.errors import MissingDependencyError
 
-__all__ = ["ENTRY_POINT_GROUP", "Out", "Uploader", "split_out", "get_uploader"]
+__all__ = ["ENTRY_POINT_GROUP", "Out", "Uploader", "split_out", "get_uploader", "remote_uploader"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +35,11 @@ Out = Union[str, "os.PathLike[str]", tuple[str, str]]
 
 
 class Uploader(Protocol):
-    """What a writer needs from an uploader.
+    """What shardflow.format needs from an uploader rooted at a remote dataset folder.
 
-    The writer calls :meth:`upload` once per finished file, in the order the files were finished, and
-    ``index.json`` last; then :meth:`finish` once.
+    A writer calls :meth:`upload` once per finished file, in the order the files were finished, and
+    ``index.json`` last; then :meth:`finish` once. :func:`~shardflow.format.merge_index` reads remote
+    partitions with :meth:`list_objects` and :meth:`download`, then calls :meth:`finish`.
     """
 
     def upload(self, local_path: Path, relative_name: str) -> None:
@@ -54,6 +56,30 @@ class Uploader(Protocol):
 
     def finish(self) -> None:
         """Wait until every upload is done; raise if any of them failed."""
+
+    def list_objects(self, prefix: str = "") -> list[str]:
+        """List the remote files below the root.
+
+        Args:
+            prefix: Keep only names that start with it, e.g. ``part0/``.
+
+        Returns:
+            The names, relative to the root and sorted, of every file below it (in sub-folders too).
+        """
+
+    def download(self, relative_name: str, local_path: Path) -> Path:
+        """Download one remote file.
+
+        Args:
+            relative_name: Its name relative to the remote root, e.g. ``part0/index.json``.
+            local_path: Where to write it; missing parent folders are created, an existing file replaced.
+
+        Returns:
+            ``local_path``, complete (never seen partially written).
+
+        Raises:
+            FileNotFoundError: There is no such remote file.
+        """
 
 
 def _remote_scheme(text: str) -> str | None:
@@ -90,34 +116,39 @@ def split_out(out: Out) -> tuple[str | None, str | None]:
 
 
 def get_uploader(out: Out, **options: Any) -> Uploader | None:
-    """The uploader for ``out``, found through the ``shardflow.format.uploaders`` entry points.
+    """The uploader for ``out``, or ``None`` when ``out`` is only local (see :func:`remote_uploader`).
 
     Args:
         out: A local folder, a remote URL, or a ``(local, remote)`` pair.
         **options: Passed to the uploader factory (``progress_bar``, ``max_workers``, ``retry``).
+    """
+    _, remote = split_out(out)
+    return None if remote is None else remote_uploader(remote, **options)
 
-    Returns:
-        ``None`` when ``out`` is only local, else a new uploader for the remote URL.
+
+def remote_uploader(remote: str, **options: Any) -> Uploader:
+    """A new uploader rooted at the URL ``remote``, from the ``shardflow.format.uploaders`` entry points.
+
+    Args:
+        remote: A remote folder URL, e.g. ``s3://bucket/dataset``.
+        **options: Passed to the uploader factory.
 
     Raises:
         MissingDependencyError: No package provides uploaders (install shardflow-storage).
         ValueError: Uploaders are installed, but none for this URL scheme.
     """
-    _, remote = split_out(out)
-    if remote is None:
-        return None
     scheme = _remote_scheme(remote)
     found = {entry.name: entry for entry in entry_points(group=ENTRY_POINT_GROUP)}
     if not found:
         raise MissingDependencyError(
-            f"out={remote!r} is a remote {scheme}:// location, and no uploader is installed: "
-            "pip install shardflow-storage (or write to a local folder)"
+            f"{remote!r} is a remote {scheme}:// location, and no uploader is installed: "
+            "pip install shardflow-storage (or use a local folder)"
         )
     if scheme not in found:
         raise ValueError(
-            f"out={remote!r}: no uploader handles {scheme}:// URLs; installed schemes: {sorted(found)}"
+            f"{remote!r}: no uploader handles {scheme}:// URLs; installed schemes: {sorted(found)}"
         )
-    logger.debug("uploading to %s with %s", remote, found[scheme].value)
+    logger.debug("reaching %s with %s", remote, found[scheme].value)
     factory = found[scheme].load()
     uploader: Uploader = factory(remote, **options)
     return uploader

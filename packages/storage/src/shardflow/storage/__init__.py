@@ -1,0 +1,36 @@
+"""shardflow.storage: local files, S3, GCS, Azure Blob and OCI behind one client."""
+
+from shardflow.storage._version import __version__
+from shardflow.storage.backend import Backend
+from shardflow.storage.client import DEFAULT_TIMEOUT, StorageClient, get_client
+from shardflow.storage.errors import (
+    MissingDependencyError,
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    StorageTimeoutError,
+    TransientStorageError,
+    UnsupportedURLError,
+)
+from shardflow.storage.registry import ENTRY_POINT_GROUP, known_schemes, register_backend
+from shardflow.storage.store import Store, from_url
+
+__all__ = [
+    "__version__",
+    "get_client",
+    "from_url",
+    "StorageClient",
+    "Store",
+    "Backend",
+    "register_backend",
+    "known_schemes",
+    "ENTRY_POINT_GROUP",
+    "DEFAULT_TIMEOUT",
+    "StorageError",
+    "ObjectNotFoundError",
+    "PermissionDeniedError",
+    "TransientStorageError",
+    "StorageTimeoutError",
+    "MissingDependencyError",
+    "UnsupportedURLError",
+]

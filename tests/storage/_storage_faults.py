@@ -1,0 +1,213 @@
+"""A loopback HTTP proxy that injects the failures object stores show: 5xx, resets, short bodies, stalls."""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import random
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["FaultProxy", "FAULTS"]
+
+FAULTS = ("500", "503", "reset", "truncate", "stall")
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-length",
+}
+
+
+class FaultProxy:
+    """Forwards HTTP/1.1 requests from ``127.0.0.1:<port>`` to an upstream loopback server.
+
+    Each request fails with probability ``rate``, the failure drawn from ``faults``:
+
+    - an HTTP status such as ``"500"``, ``"503"``, ``"429"`` or ``"403"``: answered by the proxy with that
+      status, never forwarded;
+    - ``"reset"``: the connection is reset (RST) without an answer;
+    - ``"truncate"``: forwarded, then the answer's headers and half its body are sent and the connection
+      closed (an empty body is reset instead);
+    - ``"stall"``: nothing is answered for ``stall_seconds``, then the connection is closed.
+
+    With ``only``, failures are injected only into requests whose path contains that text.
+
+    Attributes:
+        requests: Requests received, per ``(method, path without query)``.
+        injected: Failures injected, per kind.
+        timeline: ``(method, path, fault, received, answered)`` per request, ``time.monotonic()`` stamps
+            (``answered`` is when the last byte of the answer was sent).
+    """
+
+    def __init__(
+        self,
+        upstream_port: int,
+        *,
+        rate: float = 0.0,
+        faults: tuple[str, ...] = FAULTS,
+        stall_seconds: float = 5.0,
+        seed: int = 0,
+        only: str | None = None,
+    ) -> None:
+        unknown = {f for f in faults if f not in FAULTS and not (f.isdigit() and len(f) == 3)}
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS} and HTTP statuses")
+        self.upstream_port = upstream_port
+        self.rate = rate
+        self.faults = faults
+        self.stall_seconds = stall_seconds
+        self.only = only
+        self.timeline: list[tuple[str, str, str | None, float, float]] = []
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.injected: collections.Counter[str] = collections.Counter()
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    @property
+    def total_requests(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    def _draw(self, method: str, path: str) -> str | None:
+        with self._lock:
+            self.requests[(method, path.split("?")[0])] += 1
+            if (self.only is not None and self.only not in path) or self._random.random() >= self.rate:
+                return None
+            fault = self._random.choice(self.faults)
+            self.injected[fault] += 1
+            return fault
+
+
+def _reset(connection: socket.socket) -> None:
+    """Close with RST instead of FIN."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        upstream: http.client.HTTPConnection | None = None
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+        def _read_body(self) -> bytes:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                parts = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        return b"".join(parts)
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if body or self.command in ("PUT", "POST", "PATCH"):
+                headers["Content-Length"] = str(len(body))
+            for attempt in range(2):  # a kept-alive upstream connection may have been closed meanwhile
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)
+                try:
+                    self.upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = self.upstream.getresponse()
+                    data = response.read()
+                    return response.status, response.reason, response.getheaders(), data
+                except (ConnectionError, http.client.HTTPException):
+                    self.upstream.close()
+                    self.upstream = None
+                    if attempt:
+                        raise
+            raise AssertionError("unreachable")
+
+        def _handle(self) -> None:
+            body = self._read_body()
+            received = time.monotonic()
+            fault = proxy._draw(self.command, self.path)
+            try:
+                self._answer(body, fault)
+            finally:
+                with proxy._lock:
+                    proxy.timeline.append((self.command, self.path, fault, received, time.monotonic()))
+
+        def _answer(self, body: bytes, fault: str | None) -> None:
+            if fault == "reset" or (fault == "truncate" and self.command == "HEAD"):
+                self.close_connection = True
+                _reset(self.connection)
+                return
+            if fault is not None and fault.isdigit():
+                payload = b"injected failure"
+                self.send_response(int(fault))
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+                return
+            if fault == "stall":
+                proxy._stopping.wait(proxy.stall_seconds)
+                self.close_connection = True
+                return
+            status, reason, headers, data = self._forward(body)
+            if fault == "truncate" and not data:
+                self.close_connection = True
+                _reset(self.connection)
+                return
+            self.send_response(status, reason)
+            for name, value in headers:
+                if name.lower() not in _HOP_BY_HOP or (
+                    name.lower() == "content-length" and self.command == "HEAD"
+                ):
+                    self.send_header(name, value)
+            if self.command != "HEAD":
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            if fault == "truncate":
+                self.wfile.write(data[: len(data) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(data)
+
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _handle
+
+        def finish(self) -> None:
+            try:
+                super().finish()
+            finally:
+                if self.upstream is not None:
+                    self.upstream.close()
+
+    return Handler

@@ -1,0 +1,181 @@
+"""A loopback stand-in for OCI Object Storage: the REST calls shardflow-storage makes, nothing more.
+
+OCI has no emulator. This server answers the real ``oci`` SDK's get/put/head/list/delete object and
+get-namespace calls, with ranges and paginated listing, so that the OCI backend is tested through the
+SDK's own request building, signing and response parsing. It does not check signatures.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+__all__ = ["FakeObjectStorage"]
+
+_OBJECT = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/(.+)$")
+_LISTING = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/?$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class FakeObjectStorage:
+    """Object Storage on ``127.0.0.1:<port>`` with in-memory buckets.
+
+    Args:
+        namespace: The tenancy namespace that GET /n/ answers.
+        buckets: Buckets that exist from the start.
+    """
+
+    def __init__(self, namespace: str, buckets: tuple[str, ...]) -> None:
+        self.namespace = namespace
+        self.objects: dict[tuple[str, str], dict[str, bytes]] = {(namespace, b): {} for b in buckets}
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> FakeObjectStorage:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet
+            pass
+
+        def _reply(
+            self,
+            status: int,
+            body: bytes = b"",
+            headers: dict[str, str] | None = None,
+            send_body: bool = True,
+        ) -> None:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("opc-request-id", "fake")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body and body:
+                self.wfile.write(body)
+
+        def _error(self, status: int, code: str, send_body: bool = True) -> None:
+            body = json.dumps({"code": code, "message": f"fake OCI: {code}"}).encode()
+            self._reply(status, body, {"Content-Type": "application/json"}, send_body)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _target(self) -> tuple[str, dict[str, list[str]]]:
+            parsed = urllib.parse.urlsplit(self.path)
+            return parsed.path, urllib.parse.parse_qs(parsed.query)
+
+        def _bucket(self, namespace: str, bucket: str, send_body: bool = True) -> dict[str, bytes] | None:
+            found = store.objects.get((namespace, bucket))
+            if found is None:
+                self._error(404, "BucketNotFound", send_body)
+            return found
+
+        def do_GET(self) -> None:
+            self._body()
+            path, query = self._target()
+            if path.rstrip("/") == "/n":
+                self._reply(200, json.dumps(store.namespace).encode(), {"Content-Type": "application/json"})
+                return
+            listing = _LISTING.match(path)
+            if listing:
+                self._list(*map(urllib.parse.unquote, listing.groups()), query)
+                return
+            self._get(send_body=True)
+
+        def do_HEAD(self) -> None:
+            self._get(send_body=False)
+
+        def _get(self, send_body: bool) -> None:
+            path, _ = self._target()
+            match = _OBJECT.match(path)
+            if not match:
+                self._error(400, "InvalidRequest", send_body)
+                return
+            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            with store.lock:
+                objects = self._bucket(namespace, bucket, send_body)
+                if objects is None:
+                    return
+                data = objects.get(name)
+            if data is None:
+                self._error(404, "ObjectNotFound", send_body)
+                return
+            status, headers = 200, {"Content-Type": "application/octet-stream", "ETag": str(hash(data))}
+            wanted = self.headers.get("Range")
+            if wanted and send_body:
+                first, last = _RANGE.match(wanted).groups()  # type: ignore[union-attr]
+                start, stop = int(first or 0), min(int(last) + 1 if last else len(data), len(data))
+                if start >= len(data):
+                    self._error(416, "InvalidRange")
+                    return
+                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
+                status, data = 206, data[start:stop]
+            self._reply(status, data, headers, send_body)
+
+        def do_PUT(self) -> None:
+            body = self._body()
+            path, _ = self._target()
+            match = _OBJECT.match(path)
+            if not match:
+                self._error(400, "InvalidRequest")
+                return
+            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            with store.lock:
+                objects = self._bucket(namespace, bucket)
+                if objects is None:
+                    return
+                objects[name] = body
+            self._reply(200, b"", {"ETag": str(hash(body))})
+
+        def do_DELETE(self) -> None:
+            self._body()
+            path, _ = self._target()
+            match = _OBJECT.match(path)
+            if not match:
+                self._error(400, "InvalidRequest")
+                return
+            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            with store.lock:
+                objects = self._bucket(namespace, bucket)
+                if objects is None:
+                    return
+                if objects.pop(name, None) is None:
+                    self._error(404, "ObjectNotFound")
+                    return
+            self._reply(204)
+
+        def _list(self, namespace: str, bucket: str, query: dict[str, list[str]]) -> None:
+            prefix = query.get("prefix", [""])[0]
+            start = query.get("start", [""])[0]
+            limit = int(query.get("limit", ["1000"])[0])
+            with store.lock:
+                objects = self._bucket(namespace, bucket)
+                if objects is None:
+                    return
+                names = sorted(n for n in objects if n.startswith(prefix) and n >= start)
+                sizes = {n: len(objects[n]) for n in names[: limit + 1]}
+            page = [{"name": n, "size": sizes[n]} for n in names[:limit]]
+            body: dict[str, object] = {"objects": page, "prefixes": []}
+            if len(names) > limit:
+                body["nextStartWith"] = names[limit]
+            self._reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    return Handler

@@ -1,0 +1,193 @@
+"""Faults injected by a loopback proxy in front of the real servers, on every backend.
+
+5xx, throttling, resets, short bodies and stalls are retried within bounds; 404 and 403 fail at once;
+no partial file ever appears at a final path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from _storage_faults import FaultProxy
+from _storage_targets import Target
+
+from shardflow.storage import (
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    StorageTimeoutError,
+    TransientStorageError,
+)
+
+# Quick retries: the bars are about outcomes, not about waiting.
+FAST = {"backoff": 0.02, "max_backoff": 0.2}
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _populate(target: Target, prefix: str, count: int, rng: random.Random) -> dict[str, bytes]:
+    """``count`` objects of 1 byte to 256 KiB, written straight to the server (no proxy)."""
+    objects = {
+        f"{prefix}/obj-{i:04d}.bin": rng.randbytes(rng.choice([1, 1000, 64 << 10, 256 << 10]))
+        for i in range(count)
+    }
+    client = target.client()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda item: client.put_bytes(*item), objects.items()))
+    return objects
+
+
+class _PartialFileWatch:
+    """Polls the final paths during a run: any file there must already be complete and correct."""
+
+    def __init__(self, expected: dict[Path, str]) -> None:
+        self.expected = expected
+        self.checked = 0
+        self.bad: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _PartialFileWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for path, digest in self.expected.items():
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                self.checked += 1
+                if _sha(data) != digest:
+                    self.bad.append(f"{path}: {len(data)} bytes, not the expected content")
+
+
+def _run_under_faults(
+    target: Target, tmp_path: Path, downloads: int, uploads: int, *, faults: tuple[str, ...], seed: int
+) -> FaultProxy:
+    """Download ``downloads`` and upload ``uploads`` objects through a proxy failing 30% of requests."""
+    rng = random.Random(seed)
+    prefix = target.fresh_prefix()
+    objects = _populate(target, prefix, downloads, rng)
+    sources = {}
+    for i in range(uploads):
+        path = tmp_path / "up" / f"up-{i:03d}.bin"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(rng.randbytes(rng.choice([1, 1000, 64 << 10, 256 << 10])))
+        sources[path] = f"{prefix}/uploaded/up-{i:03d}.bin"
+    dests = {url: tmp_path / "down" / url.rsplit("/", 1)[1] for url in objects}
+    with FaultProxy(target.port, rate=0.3, faults=faults, stall_seconds=3.0, seed=seed) as proxy:  # type: ignore
+        client = target.client(
+            proxy.endpoint,
+            download_retry=25,
+            upload_retry=25,
+            download_timeout=1.0,
+            upload_timeout=1.0,
+            **FAST,
+        )
+        expected = {dests[url]: _sha(data) for url, data in objects.items()}
+        with _PartialFileWatch(expected) as watch, ThreadPoolExecutor(8) as pool:
+            done = list(pool.map(lambda url: client.download(url, dests[url]), objects))
+            list(pool.map(lambda item: client.upload(*item), sources.items()))
+        assert done == [dests[url] for url in objects]
+        assert watch.bad == []
+    for url, data in objects.items():
+        assert _sha(dests[url].read_bytes()) == _sha(data), url
+    assert sorted(os.listdir(tmp_path / "down")) == sorted(path.name for path in dests.values())
+    direct = target.client()
+    for path, url in sources.items():
+        assert _sha(direct.get_bytes(url)) == _sha(path.read_bytes()), url
+    return proxy
+
+
+@pytest.mark.slow
+def test_s3_bar_200_downloads_50_uploads_at_30_percent_faults(s3_target: Target, tmp_path: Path) -> None:
+    proxy = _run_under_faults(
+        s3_target, tmp_path, 200, 50, faults=("500", "503", "reset", "truncate", "stall"), seed=3
+    )
+    assert set(proxy.injected) == {"500", "503", "reset", "truncate", "stall"}
+    assert sum(proxy.injected.values()) >= 0.2 * proxy.total_requests
+
+
+def test_every_backend_survives_30_percent_faults(remote_target: Target, tmp_path: Path) -> None:
+    proxy = _run_under_faults(
+        remote_target, tmp_path, 30, 10, faults=("500", "503", "429", "reset", "truncate"), seed=11
+    )
+    assert sum(proxy.injected.values()) > 5
+
+
+def test_404_costs_one_request(remote_target: Target, tmp_path: Path) -> None:
+    url = f"{remote_target.fresh_prefix()}/missing.bin"
+    with FaultProxy(remote_target.port) as proxy:  # type: ignore[arg-type]
+        client = remote_target.client(proxy.endpoint, download_retry=5)
+        with pytest.raises(ObjectNotFoundError, match="missing.bin.*does not exist.*check"):
+            client.download(url, tmp_path / "missing.bin")
+        assert proxy.total_requests == 1, proxy.requests
+        with pytest.raises(ObjectNotFoundError):
+            client.size(url)
+        assert proxy.total_requests == 2, proxy.requests
+    assert os.listdir(tmp_path) == []
+
+
+def test_403_fails_at_once_and_says_what_to_check(remote_target: Target, tmp_path: Path) -> None:
+    url = f"{remote_target.fresh_prefix()}/denied.bin"
+    with FaultProxy(remote_target.port, rate=1.0, faults=("403",)) as proxy:  # type: ignore[arg-type]
+        client = remote_target.client(proxy.endpoint, download_retry=5)
+        with pytest.raises(PermissionDeniedError, match="denied.bin.*refused.*credentials") as caught:
+            client.download(url, tmp_path / "denied.bin")
+        assert isinstance(caught.value, PermissionError)
+        assert proxy.total_requests == 1
+    assert os.listdir(tmp_path) == []
+
+
+def test_retries_are_bounded_and_the_error_names_the_knob(remote_target: Target, tmp_path: Path) -> None:
+    url = f"{remote_target.fresh_prefix()}/busy.bin"
+    with FaultProxy(remote_target.port, rate=1.0, faults=("503",)) as proxy:  # type: ignore[arg-type]
+        client = remote_target.client(proxy.endpoint, download_retry=3, **FAST)
+        with pytest.raises(TransientStorageError, match="busy.bin.*failed 4 time.*download_retry") as caught:
+            client.download(url, tmp_path / "busy.bin")
+        assert isinstance(caught.value, ConnectionError)
+        assert proxy.total_requests == 4
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_stalled_download_ends_after_download_timeout(remote_target: Target, tmp_path: Path) -> None:
+    url = f"{remote_target.fresh_prefix()}/stalled.bin"
+    remote_target.client().put_bytes(url, b"x" * 1000)
+    timeout, retries = 0.5, 1
+    with FaultProxy(remote_target.port, rate=1.0, faults=("stall",), stall_seconds=30) as proxy:  # type: ignore
+        client = remote_target.client(
+            proxy.endpoint, download_retry=retries, download_timeout=timeout, **FAST
+        )
+        started = time.monotonic()
+        with pytest.raises(StorageTimeoutError, match="stalled.bin.*download_timeout") as caught:
+            client.download(url, tmp_path / "stalled.bin")
+        elapsed = time.monotonic() - started
+        assert isinstance(caught.value, TimeoutError)
+        # (retries + 1) attempts of `timeout` each, plus at most `retries` backoff delays, plus slack.
+        assert (retries + 1) * timeout <= elapsed <= (retries + 1) * timeout + retries * 0.2 + 1.0
+        assert os.listdir(tmp_path) == []
+
+
+def test_a_stalled_upload_ends_after_upload_timeout(remote_target: Target, tmp_path: Path) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(b"y" * 1000)
+    with FaultProxy(remote_target.port, rate=1.0, faults=("stall",), stall_seconds=30) as proxy:  # type: ignore
+        client = remote_target.client(proxy.endpoint, upload_retry=0, upload_timeout=0.5, **FAST)
+        started = time.monotonic()
+        with pytest.raises(StorageTimeoutError, match="upload_timeout"):
+            client.upload(source, f"{remote_target.fresh_prefix()}/stalled.bin")
+        assert 0.5 <= time.monotonic() - started <= 1.5
