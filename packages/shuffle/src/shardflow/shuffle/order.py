@@ -1,0 +1,278 @@
+"""The per-worker API: one epoch's sample ids for one DataLoader worker, from sampling, partition and shuffle.
+
+This is what mosaicml-streaming's ``StreamingDataset`` computes in one leader process per node (the
+whole epoch as a 5-D array, shared through POSIX shared memory); here every worker computes its own slice.
+The pipeline is the reference's "random" batching: resample each stream (``sampling``), lay the epoch's
+positions out over the world (``partition``), and look each position up in the epoch's shuffle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive
+from shardflow.shuffle._kernels import Shuffler, lookup, materialize_all
+from shardflow.shuffle.errors import ShuffleError
+from shardflow.shuffle.partition import (
+    PARTITION_ALGOS,
+    PartitionPlan,
+    partition_all,
+    partition_slice,
+    plan_partition,
+)
+from shardflow.shuffle.sampling import SAMPLING_METHODS, EpochUnits, epoch_units
+from shardflow.shuffle.shuffle import SHUFFLE_ALGOS, make_shuffler
+
+__all__ = ["WorldShape", "SampleOrder", "default_num_canonical_nodes", "default_shuffle_block_size"]
+
+
+def default_num_canonical_nodes(shuffle_algo: str, num_physical_nodes: int) -> int:
+    """The reference's default: 64 per node for ``py1s``/``py2s``, else one per node of the first run."""
+    return 64 * num_physical_nodes if shuffle_algo in ("py1s", "py2s") else num_physical_nodes
+
+
+def default_shuffle_block_size(num_canonical_nodes: int) -> int:
+    """The reference's default: ``max(4_000_000 // num_canonical_nodes, 1 << 18)``."""
+    return max(4_000_000 // num_canonical_nodes, 1 << 18)
+
+
+@dataclass(frozen=True)
+class WorldShape:
+    """How many nodes, ranks per node and DataLoader workers per rank read the epoch.
+
+    Attributes:
+        num_physical_nodes: Nodes of this run.
+        ranks_per_node: Ranks (devices) per node.
+        workers_per_rank: DataLoader workers per rank; a DataLoader with ``num_workers=0`` is 1 worker.
+    """
+
+    num_physical_nodes: int
+    ranks_per_node: int
+    workers_per_rank: int
+
+    def __post_init__(self) -> None:
+        check_positive("num_physical_nodes", self.num_physical_nodes)
+        check_positive("ranks_per_node", self.ranks_per_node)
+        if self.workers_per_rank == 0:
+            raise ShuffleError(
+                "workers_per_rank=0: a DataLoader with num_workers=0 reads in the main process, "
+                "which counts as 1 worker per rank"
+            )
+        check_positive("workers_per_rank", self.workers_per_rank)
+
+
+@dataclass(frozen=True, eq=False)
+class SampleOrder:
+    """Everything that fixes the sample order of a run; each epoch's order follows from it and the world.
+
+    Argument names and defaults follow mosaicml-streaming's ``StreamingDataset``.
+
+    Attributes:
+        samples_per_shard: Samples in each shard, every stream's shards one after the other; sample ids
+            count from the first shard's first sample.
+        num_canonical_nodes: Canonical nodes (see ``default_num_canonical_nodes``).
+        batch_size: Per-device batch size.
+        shards_per_stream: Shards of each stream, in order (default: one stream of every shard).
+        choose_per_stream: Samples drawn per epoch from each stream (see ``resolve_stream_weights``);
+            default: every sample once.
+        shuffle: Whether to shuffle; else positions are read in order.
+        shuffle_algo: ``naive``, ``py1s``, ``py2s``, ``py1br`` or ``py1e``.
+        shuffle_seed: Seed of every random choice of the run.
+        shuffle_block_size: Unit of shuffle of ``py1br``/``py1e``; default
+            ``default_shuffle_block_size(num_canonical_nodes)``.
+        partition_algo: ``orig`` or ``relaxed``.
+        sampling_method: ``balanced`` (partial repeats are redrawn every epoch) or ``fixed``.
+        sampling_granularity: Samples drawn from one shard at a time for partial repeats.
+    """
+
+    samples_per_shard: ArrayLike
+    num_canonical_nodes: int
+    batch_size: int
+    shards_per_stream: Sequence[int] | None = None
+    choose_per_stream: Sequence[int] | None = None
+    shuffle: bool = False
+    shuffle_algo: str = "py1e"
+    shuffle_seed: int = 9176
+    shuffle_block_size: int | None = None
+    partition_algo: str = "relaxed"
+    sampling_method: str = "balanced"
+    sampling_granularity: int = 1
+    _shards: NDArray[np.int64] = field(init=False, repr=False)
+    _streams: NDArray[np.int64] = field(init=False, repr=False)
+    _choose: NDArray[np.int64] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shards = as_sizes("samples_per_shard", self.samples_per_shard)
+        streams = as_sizes(
+            "shards_per_stream",
+            [shards.shape[0]] if self.shards_per_stream is None else self.shards_per_stream,
+        )
+        if int(streams.sum()) != shards.shape[0]:
+            raise ShuffleError(
+                f"shards_per_stream adds up to {int(streams.sum())} shards but samples_per_shard "
+                f"has {shards.shape[0]}: they must describe the same shards"
+            )
+        starts = np.concatenate([[0], np.cumsum(streams)])
+        for stream in range(streams.shape[0]):
+            if shards[starts[stream] : starts[stream + 1]].sum() < 1:
+                raise ShuffleError(
+                    f"stream {stream} has no samples (shards {starts[stream]} to "
+                    f"{starts[stream + 1]}): check its index.json and split, or leave it out"
+                )
+        choose = None
+        if self.choose_per_stream is not None:
+            choose = as_sizes("choose_per_stream", self.choose_per_stream)
+            if choose.shape != streams.shape:
+                raise ShuffleError(
+                    f"choose_per_stream has {choose.shape[0]} entries for {streams.shape[0]} "
+                    f"streams: give one per stream"
+                )
+            if choose.sum() < 1:
+                raise ShuffleError("choose_per_stream draws no samples at all: an epoch needs at least one")
+        check_positive("num_canonical_nodes", self.num_canonical_nodes)
+        check_positive("batch_size", self.batch_size)
+        if self.shuffle_algo not in SHUFFLE_ALGOS:
+            raise ShuffleError(
+                f"shuffle_algo={self.shuffle_algo!r} is unknown: use one of {', '.join(SHUFFLE_ALGOS)}"
+            )
+        if self.partition_algo not in PARTITION_ALGOS:
+            raise ShuffleError(
+                f"partition_algo={self.partition_algo!r} is unknown: use one of {', '.join(PARTITION_ALGOS)}"
+            )
+        if self.sampling_method not in SAMPLING_METHODS:
+            raise ShuffleError(
+                f"sampling_method={self.sampling_method!r} is unknown: use one of "
+                f"{', '.join(SAMPLING_METHODS)}"
+            )
+        check_positive("sampling_granularity", self.sampling_granularity)
+        check_non_negative("shuffle_seed", self.shuffle_seed)
+        if self.shuffle_block_size is not None:
+            check_positive("shuffle_block_size", self.shuffle_block_size)
+        object.__setattr__(self, "_shards", shards)
+        object.__setattr__(self, "_streams", streams)
+        object.__setattr__(self, "_choose", choose)
+
+    @property
+    def epoch_size(self) -> int:
+        """Samples per epoch (before padding to the world)."""
+        return int(self._shards.sum() if self._choose is None else self._choose.sum())
+
+    @property
+    def block_size(self) -> int:
+        """The shuffle block size in effect."""
+        if self.shuffle_block_size is not None:
+            return int(self.shuffle_block_size)
+        return default_shuffle_block_size(self.num_canonical_nodes)
+
+    def units(self, epoch: int) -> EpochUnits:
+        """The epoch's resampled shards: O(shards + repeats), plus O(samples drawn) for partial repeats."""
+        check_non_negative("epoch", epoch)
+        balanced = self.sampling_method == "balanced"
+        return epoch_units(
+            self._shards,
+            self._streams,
+            self._choose,
+            int(self.sampling_granularity),
+            int(self.shuffle_seed),
+            int(epoch),
+            vary_counts=balanced and self.shuffle,
+            vary_subsets=balanced,
+        )
+
+    def plan(
+        self, world: WorldShape, sample_in_epoch: int = 0, initial_physical_nodes: int | None = None
+    ) -> PartitionPlan:
+        """The validated partition of an epoch over ``world`` (see ``partition.plan_partition``)."""
+        return plan_partition(
+            self.partition_algo,
+            self.epoch_size,
+            self.num_canonical_nodes,
+            world.num_physical_nodes,
+            world.ranks_per_node,
+            world.workers_per_rank,
+            self.batch_size,
+            sample_in_epoch,
+            initial_physical_nodes,
+        )
+
+    def _shuffler(self, units: EpochUnits, epoch: int, touched: NDArray[np.bool_] | None) -> Shuffler:
+        return make_shuffler(
+            self.shuffle_algo if self.shuffle else None,
+            units.sizes,
+            self.num_canonical_nodes,
+            int(self.shuffle_seed),
+            int(epoch),
+            self.block_size,
+            touched,
+        )
+
+    def worker_sample_ids(
+        self,
+        epoch: int,
+        world: WorldShape,
+        node: int,
+        rank_of_node: int,
+        worker_of_rank: int,
+        sample_in_epoch: int = 0,
+        initial_physical_nodes: int | None = None,
+    ) -> NDArray[np.int64]:
+        """The sample ids one worker yields this epoch, in the order the DataLoader yields them.
+
+        Equal to ``epoch_sample_ids(...)[node, rank_of_node, worker_of_rank].ravel()`` but computed
+        alone. Time: O(samples of the canonical nodes its positions fall in), to build the shuffle chunks
+        that hold them, one at a time. Memory: O(its samples + shards + one chunk), a chunk being at most
+        1.25 ``shuffle_block_size`` (py1br), a quarter of it (py1e), a shard (py1s, py2s); plus
+        O(samples per canonical node) for ``naive`` or for py1e with a block under 512 (it then tracks
+        samples, not tiles). Nothing is shared with other workers or processes.
+
+        Args:
+            epoch: The epoch.
+            world: Nodes, ranks per node and workers per rank of this run.
+            node: This worker's node in ``[0, num_physical_nodes)``.
+            rank_of_node: Its rank within the node.
+            worker_of_rank: Its DataLoader worker index within the rank (0 when ``num_workers=0``).
+            sample_in_epoch: Samples of the epoch already consumed by the whole world (resumption).
+            initial_physical_nodes: Node count of the run that started this epoch, to resume on another
+                node count with ``partition_algo="relaxed"``.
+
+        Returns:
+            ``batches * batch_size`` sample ids, whole batches, ``-1`` where the epoch is padded; skip
+            those. Every rank of the world gets the same number of real ids.
+
+        Raises:
+            ShuffleError: an impossible world shape, coordinates outside it, a resume point beyond the
+                epoch, or a canonical node without samples.
+        """
+        units = self.units(epoch)
+        plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
+        positions = partition_slice(plan, node, rank_of_node, worker_of_rank)
+        touched = np.zeros(self.num_canonical_nodes, np.bool_)
+        if self.shuffle:
+            bounds = (
+                np.arange(self.num_canonical_nodes + 1, dtype=np.int64)
+                * self.epoch_size
+                // self.num_canonical_nodes
+            )
+            touched[np.searchsorted(bounds, positions[positions >= 0], side="right") - 1] = True
+        return lookup(self._shuffler(units, epoch, touched), units.ids, positions)
+
+    def epoch_sample_ids(
+        self,
+        epoch: int,
+        world: WorldShape,
+        sample_in_epoch: int = 0,
+        initial_physical_nodes: int | None = None,
+    ) -> NDArray[np.int64]:
+        """Every worker's sample ids for the epoch, as the reference's ``generate_work`` ("random" batching).
+
+        Returns:
+            int64 array (nodes, ranks per node, workers per rank, batches per worker, batch size), ``-1``
+            for padding. Memory O(epoch): prefer ``worker_sample_ids`` in a worker.
+        """
+        units = self.units(epoch)
+        plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
+        return partition_all(plan, materialize_all(self._shuffler(units, epoch, None), units.ids))

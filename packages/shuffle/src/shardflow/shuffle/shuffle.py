@@ -1,0 +1,145 @@
+"""The shuffle algorithms by name: build one epoch's shuffle, look positions up in it, or materialise it.
+
+Names, arguments and guarantees follow mosaicml-streaming's ``get_shuffle``: the result is a
+permutation of the epoch's positions in which the set of samples inside each canonical node's range
+(``[c * n // C, (c + 1) * n // C)``) is the same in every epoch, so that a node can cache its shards.
+The values differ from the reference's (see ``_kernels`` for each algorithm), and any single position
+can be looked up without building the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive
+from shardflow.shuffle._kernels import (
+    ALGO_CODES,
+    NO_SHUFFLE,
+    Shuffler,
+    UnitMap,
+    build_node_tables,
+    make_keys,
+    materialize_all,
+    tile_bits_for,
+)
+from shardflow.shuffle._layout import Layout, build_layout
+from shardflow.shuffle.errors import ShuffleError
+
+__all__ = ["SHUFFLE_ALGOS", "get_shuffle", "make_shuffler", "identity_units"]
+
+logger = logging.getLogger(__name__)
+
+SHUFFLE_ALGOS = tuple(ALGO_CODES)
+_EMPTY = np.empty(0, np.int64)
+
+
+def make_shuffler(
+    algo: str | None,
+    unit_sizes: NDArray[np.int64],
+    num_canonical_nodes: int,
+    seed: int,
+    epoch: int,
+    block_size: int,
+    touched: NDArray[np.bool_] | None = None,
+) -> Shuffler:
+    """Build one epoch's shuffle over units of the given sizes (``algo=None``: positions in unit order).
+
+    ``touched`` marks the canonical nodes whose per-node tables are built (default: all); only positions
+    in those nodes may then be looked up. Tables take O(units + samples / block_size) memory per node.
+
+    Raises:
+        ShuffleError: an unknown algorithm, a bad seed, epoch or block size, or fewer samples than
+            canonical nodes (a canonical node would have nothing to shuffle).
+    """
+    if algo is not None and algo not in ALGO_CODES:
+        raise ShuffleError(f"shuffle_algo={algo!r} is unknown: use one of {', '.join(SHUFFLE_ALGOS)}")
+    check_non_negative("shuffle_seed", seed)
+    check_non_negative("epoch", epoch)
+    check_positive("shuffle_block_size", block_size)
+    total = int(unit_sizes.sum())
+    if total < 1:
+        raise ShuffleError("the epoch has no samples to shuffle: every shard (or stream weight) is empty")
+    if algo is not None and num_canonical_nodes > total:
+        raise ShuffleError(
+            f"num_canonical_nodes={num_canonical_nodes} is more than the {total} samples of the epoch, so a "
+            f"canonical node would get no samples: use at most {total} canonical nodes (or check that the "
+            f"dataset's index lists every shard)"
+        )
+    unit_start = np.zeros(unit_sizes.shape[0] + 1, np.int64)
+    np.cumsum(unit_sizes, out=unit_start[1:])
+    code = NO_SHUFFLE if algo is None else ALGO_CODES[algo]
+    if code in (NO_SHUFFLE, ALGO_CODES["naive"]):  # no spans: only the canonical node bounds
+        bounds = np.arange(num_canonical_nodes + 1, dtype=np.int64) * total // num_canonical_nodes
+        layout = Layout(bounds, _EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
+    else:
+        layout = build_layout(unit_sizes, num_canonical_nodes, seed, epoch)
+    num_nodes = num_canonical_nodes
+    shuffler = Shuffler(
+        algo=code,
+        block_size=int(block_size),
+        tile_bits=tile_bits_for(int(block_size)),
+        keys=make_keys(seed, epoch),
+        unit_start=unit_start,
+        bounds=layout.bounds,
+        node_span=layout.node_span,
+        span_unit=layout.unit,
+        span_offset=layout.offset,
+        span_length=layout.length,
+        span_slot=layout.slot,
+        unit_size=unit_sizes,
+        node_table=np.zeros(num_nodes + 1, np.int64),
+        table=_EMPTY,
+        node_phase=np.zeros(num_nodes, np.int64),
+    )
+    if code in (ALGO_CODES["py1br"], ALGO_CODES["py1e"]):
+        if touched is None:
+            touched = np.ones(num_nodes, np.bool_)
+        shuffler, oversized = build_node_tables(shuffler, touched)
+        if oversized:
+            logger.warning(
+                "shuffle_block_size=%d is smaller than some shards: their samples only move within "
+                "their own shard; raise shuffle_block_size for a better shuffle",
+                block_size,
+            )
+    return shuffler
+
+
+def identity_units(shuffler: Shuffler) -> UnitMap:
+    """Map (unit, index) back to the position in the unshuffled sample space."""
+    num_units = shuffler.unit_size.shape[0]
+    return UnitMap(
+        shuffler.unit_start[:num_units], np.zeros(num_units, np.int64), np.zeros(num_units, np.uint64), 1
+    )
+
+
+def get_shuffle(
+    algo: str,
+    shard_sizes: ArrayLike,
+    num_canonical_nodes: int,
+    seed: int,
+    epoch: int,
+    block_size: int = 1 << 18,
+) -> NDArray[np.int64]:
+    """The shuffled order of one epoch, as mosaicml-streaming's ``get_shuffle``.
+
+    Args:
+        algo: One of ``naive``, ``py1s``, ``py2s``, ``py1br``, ``py1e``.
+        shard_sizes: Samples in each shard, in order.
+        num_canonical_nodes: Canonical nodes; each owns a fixed set of samples across epochs.
+        seed: Base seed, constant over a run.
+        epoch: The epoch; each epoch orders samples differently.
+        block_size: Unit of shuffle for ``py1br`` and ``py1e`` (ignored by the others).
+
+    Returns:
+        ``ids`` with ``ids[position]`` = the sample id at that position of the epoch; a permutation of
+        ``range(sum(shard_sizes))``. Memory O(samples); use ``make_shuffler`` to look up a few positions.
+    """
+    sizes = as_sizes("shard_sizes", shard_sizes)
+    check_positive("num_canonical_nodes", num_canonical_nodes)
+    if algo not in ALGO_CODES:
+        raise ShuffleError(f"shuffle_algo={algo!r} is unknown: use one of {', '.join(SHUFFLE_ALGOS)}")
+    shuffler = make_shuffler(algo, sizes, int(num_canonical_nodes), seed, epoch, block_size)
+    return materialize_all(shuffler, identity_units(shuffler))
