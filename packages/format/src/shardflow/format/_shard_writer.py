@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, TypeVar
@@ -127,6 +128,10 @@ class ShardWriter:
         self._old_shards = existing
         self._taken = {name for shard in existing for name in shard_files(shard)}
         self._shards: list[dict[str, Any]] = []
+        # Compressing a finished shard overlaps with encoding the next one (the codecs release the GIL);
+        # at most one shard is in flight, so memory stays bounded.
+        self._compressor_pool = ThreadPoolExecutor(1, "shardflow-compress") if self._compressor else None
+        self._in_flight: Future[dict[str, Any]] | None = None
         self._written: list[Path] = []
         self._samples_done = 0  # In finished shards of this writer.
         self._finished = False
@@ -196,6 +201,7 @@ class ShardWriter:
         try:
             if self._data is not None:
                 self._close_shard()
+            self._land_in_flight()
             index_path = write_index(self._local, self._old_shards + self._shards)
             self._written.append(index_path)
             if self._uploader is not None:
@@ -204,6 +210,8 @@ class ShardWriter:
                 self._drop_local()
         finally:
             self._abandon_shard()
+            if self._compressor_pool is not None:
+                self._compressor_pool.shutdown(wait=True)  # a failed finish still lets the last shard end
             self._finished = True
             if self._progress is not None:
                 self._progress.close()
@@ -226,7 +234,8 @@ class ShardWriter:
         return self._samples_done + (self._sizes.count if self._sizes is not None else 0)
 
     def _next_number(self) -> int:
-        number = max(self._number + 1, len(self._old_shards) + len(self._shards))
+        in_flight = self._in_flight is not None
+        number = max(self._number + 1, len(self._old_shards) + len(self._shards) + in_flight)
         while any(name.startswith(f"shard.{number:05}.") for name in self._taken):
             number += 1
         return number
@@ -284,14 +293,32 @@ class ShardWriter:
         if not count:
             self._abandon_shard()
             return
-        files = self._finish_files(self._number, self._data, self._sizes)
-        self._sizes.discard()
-        self._shards.append({**self._config, "samples": count, **files})
+        shard = (self._number, self._data, self._sizes)
         self._samples_done += count
         self._data = None
         self._sizes = None
         self._threshold = -1
-        logger.debug("finished shard %d of %s: %d samples", self._number, self._local, count)
+        if self._compressor_pool is None:
+            self._shards.append(self._shard_entry(*shard))
+            return
+        self._land_in_flight()
+        self._in_flight = self._compressor_pool.submit(self._shard_entry, *shard)
+
+    def _shard_entry(self, number: int, data: HashingFile, sizes: SizeLog) -> dict[str, Any]:
+        """Build the files of a finished shard (compressed, hashed, uploaded) and return its index entry."""
+        count = sizes.count
+        try:
+            files = self._finish_files(number, data, sizes)
+        finally:
+            sizes.discard()
+        logger.debug("finished shard %d of %s: %d samples", number, self._local, count)
+        return {**self._config, "samples": count, **files}
+
+    def _land_in_flight(self) -> None:
+        """Wait for the shard being compressed, if any, and record its index entry (or raise its error)."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            self._shards.append(in_flight.result())
 
     def _abandon_shard(self) -> None:
         """Delete the temporary files of the open shard, if any."""

@@ -186,7 +186,7 @@ class MDSWriter(ShardWriter):
             raise
         finally:
             data.discard()
-        assert raw.size == self._shard_size, (raw.size, self._shard_size)
+        assert raw.size == 4 + 4 * (count + 1) + len(self._config_bytes) + data.size, (raw.size, data.size)
         raw_info, zip_info = self._publish(raw, raw_name, zip_name)
         return {"raw_data": raw_info, "zip_data": zip_info}
 
