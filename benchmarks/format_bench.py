@@ -4,7 +4,9 @@
     python benchmarks/format_bench.py --scale 0.1     # a tenth of the samples, for a quick look
 
 Each implementation runs in its own process (the reference from the venv built by
-../shared/reference/setup.sh) on the same samples; the script re-executes itself with ``--impl``.
+../shared/reference/setup.sh, or $SHARDFLOW_REFERENCE_PYTHON) on the same samples; the script re-executes
+itself with ``--impl``. Writes time every ``write`` plus ``finish()``; reads time the first ``READ_CAP``
+samples in order and ``READ_CAP`` random ``ds[i]`` (the reference's sequential reads are slow).
 """
 
 from __future__ import annotations
