@@ -8,12 +8,14 @@ compiled: after changing a helper that others inline, delete the ``__pycache__``
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import numba
 
-__all__ = ["jit", "inline"]
+__all__ = ["jit", "inline", "in_threads"]
 
 _Function = TypeVar("_Function", bound=Callable[..., Any])
 
@@ -30,3 +32,19 @@ def inline(function: _Function) -> _Function:
     A call that passes arrays costs a reference count each time, so per-sample helpers take scalars only.
     """
     return cast(_Function, numba.njit(function, cache=True, nogil=True, error_model="numpy", inline="always"))
+
+
+def in_threads(count: int, task: Callable[[int, int], None]) -> None:
+    """Run ``task(start, stop)`` over ``[0, count)`` split among this process's CPUs, in plain threads.
+
+    The kernels release the GIL (``nogil``), so threads run them in parallel; unlike numba's own parallel
+    mode this starts no OpenMP/TBB pool, so processes forked afterwards (DataLoader workers) stay safe.
+    """
+    parts = max(1, min(count, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    if parts == 1:
+        task(0, count)
+        return
+    bounds = [count * k // parts for k in range(parts + 1)]
+    with ThreadPoolExecutor(parts, "shardflow-shuffle") as pool:
+        for future in [pool.submit(task, bounds[k], bounds[k + 1]) for k in range(parts)]:
+            future.result()

@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shardflow.shuffle._jit import inline, jit
+from shardflow.shuffle._jit import in_threads, inline, jit
 from shardflow.shuffle._layout import epoch_key, run_key
+from shardflow.shuffle._memory import empty_int64
 from shardflow.shuffle._random import derive_key, permute_index, random_below, shuffle_in_place
 
 __all__ = [
@@ -451,8 +452,10 @@ def _materialize(
 
 
 @jit
-def _materialize_all(shuffler: Shuffler, units: UnitMap, ids: np.ndarray, scratch: np.ndarray) -> None:
-    for node in range(shuffler.bounds.shape[0] - 1):
+def _materialize_nodes(
+    shuffler: Shuffler, units: UnitMap, ids: np.ndarray, scratch: np.ndarray, first: int, stop: int
+) -> None:
+    for node in range(first, stop):
         base = shuffler.bounds[node]
         size = _node_size(shuffler, node)
         x = 0
@@ -517,8 +520,13 @@ def chunk_capacity(shuffler: Shuffler) -> tuple[int, int]:
 
 def materialize_all(shuffler: Shuffler, units: UnitMap) -> np.ndarray:
     """The id at every position of the epoch (all canonical node tables must be built)."""
-    ids = np.empty(int(shuffler.bounds[-1]), np.int64)
-    _materialize_all(shuffler, units, ids, np.empty(chunk_capacity(shuffler)[1], np.int64))
+    ids = empty_int64(int(shuffler.bounds[-1]))
+    scratch = chunk_capacity(shuffler)[1]
+
+    def materialize(first: int, stop: int) -> None:  # canonical nodes first to stop - 1, own scratch
+        _materialize_nodes(shuffler, units, ids, np.empty(scratch, np.int64), first, stop)
+
+    in_threads(shuffler.bounds.shape[0] - 1, materialize)
     return ids
 
 

@@ -24,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shardflow.shuffle._checks import check_positive, is_integer
-from shardflow.shuffle._jit import jit
+from shardflow.shuffle._jit import in_threads, jit
+from shardflow.shuffle._memory import empty_int64
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = ["PARTITION_ALGOS", "get_partitions", "get_partition_slice", "PartitionPlan", "plan_partition"]
@@ -309,25 +310,19 @@ def _fill_worker(
 
 
 @jit
-def _fill_all(plan: PartitionPlan, out: np.ndarray, ids: np.ndarray) -> None:
-    # Batch-major within a rank: the workers' batches are consecutive in the rank's list, so the reads
-    # of ``ids`` stream through memory instead of jumping a batch of every worker apart.
+def _fill_devices(plan: PartitionPlan, out: np.ndarray, ids: np.ndarray, start: int, stop: int) -> None:
+    # Devices (node, rank) number start to stop - 1. Batch-major within a rank: the workers' batches are
+    # consecutive in the rank's list, so the reads of ``ids`` stream through memory instead of jumping a
+    # batch of every worker apart.
     o = plan.orig
     size = plan.batch
-    for node in range(plan.nodes):
-        for rank in range(o.ranks):
-            first_row = (node * o.ranks + rank) * o.workers
-            for batch in range(plan.batches):
-                for worker in range(o.workers):
-                    _fill_batch(
-                        plan,
-                        node,
-                        rank,
-                        worker,
-                        batch,
-                        out[first_row + worker, batch * size : (batch + 1) * size],
-                        ids,
-                    )
+    for device in range(start, stop):
+        node, rank = divmod(device, o.ranks)
+        first_row = device * o.workers
+        for batch in range(plan.batches):
+            for worker in range(o.workers):
+                row = out[first_row + worker, batch * size : (batch + 1) * size]
+                _fill_batch(plan, node, rank, worker, batch, row, ids)
 
 
 def _check_coordinates(plan: PartitionPlan, node: int, rank_of_node: int, worker_of_rank: int) -> None:
@@ -407,8 +402,9 @@ def partition_all(plan: PartitionPlan, ids: NDArray[np.int64] | None = None) -> 
     Shape: (nodes, ranks per node, workers per rank, batches per worker, batch size).
     """
     o = plan.orig
-    out = np.empty((plan.nodes * o.ranks * o.workers, plan.batches * plan.batch), np.int64)
-    _fill_all(plan, out, _NO_IDS if ids is None else ids)
+    out = empty_int64((plan.nodes * o.ranks * o.workers, plan.batches * plan.batch))
+    source = _NO_IDS if ids is None else ids
+    in_threads(plan.nodes * o.ranks, lambda start, stop: _fill_devices(plan, out, source, start, stop))
     return out.reshape(plan.nodes, o.ranks, o.workers, plan.batches, plan.batch)
 
 
