@@ -88,6 +88,18 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
                 self._error(404, "BucketNotFound", send_body)
             return found
 
+        def _object(self, send_body: bool = True) -> tuple[dict[str, bytes], str] | None:
+            """The bucket's objects and the object name of this request, or None after an error reply."""
+            path, _ = self._target()
+            match = _OBJECT.match(path)
+            if not match:
+                self._error(400, "InvalidRequest", send_body)
+                return None
+            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            with store.lock:
+                objects = self._bucket(namespace, bucket, send_body)
+            return None if objects is None else (objects, name)
+
         def do_GET(self) -> None:
             self._body()
             path, query = self._target()
@@ -104,16 +116,11 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
             self._get(send_body=False)
 
         def _get(self, send_body: bool) -> None:
-            path, _ = self._target()
-            match = _OBJECT.match(path)
-            if not match:
-                self._error(400, "InvalidRequest", send_body)
+            target = self._object(send_body)
+            if target is None:
                 return
-            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            objects, name = target
             with store.lock:
-                objects = self._bucket(namespace, bucket, send_body)
-                if objects is None:
-                    return
                 data = objects.get(name)
             if data is None:
                 self._error(404, "ObjectNotFound", send_body)
@@ -132,31 +139,21 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
 
         def do_PUT(self) -> None:
             body = self._body()
-            path, _ = self._target()
-            match = _OBJECT.match(path)
-            if not match:
-                self._error(400, "InvalidRequest")
+            target = self._object()
+            if target is None:
                 return
-            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            objects, name = target
             with store.lock:
-                objects = self._bucket(namespace, bucket)
-                if objects is None:
-                    return
                 objects[name] = body
             self._reply(200, b"", {"ETag": str(hash(body))})
 
         def do_DELETE(self) -> None:
             self._body()
-            path, _ = self._target()
-            match = _OBJECT.match(path)
-            if not match:
-                self._error(400, "InvalidRequest")
+            target = self._object()
+            if target is None:
                 return
-            namespace, bucket, name = map(urllib.parse.unquote, match.groups())
+            objects, name = target
             with store.lock:
-                objects = self._bucket(namespace, bucket)
-                if objects is None:
-                    return
                 if objects.pop(name, None) is None:
                     self._error(404, "ObjectNotFound")
                     return
