@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardflow.format.errors import MissingDependencyError, UnknownNameError
-from shardflow.format.hashing import get_hash, get_hashes, hash_file, is_hash, new_hasher
+from shardflow.format.hashing import get_hash, get_hashes, hash_file, hash_file_all, is_hash, new_hasher
 
 XXHASH_NAMES = {"xxh32", "xxh64", "xxh3_64", "xxh3_128", "xxh128"}
 
@@ -92,3 +92,13 @@ def test_xxhash_without_the_extra_says_what_to_install(monkeypatch: pytest.Monke
     with pytest.raises(MissingDependencyError, match=r"pip install 'shardflow-format\[xxhash\]'"):
         get_hash("xxh64", b"data")
     assert get_hash("sha1", b"data") == hashlib.sha1(b"data").hexdigest()
+
+
+def test_hash_file_all_reads_once_for_every_algorithm(tmp_path: Path) -> None:
+    path = tmp_path / "data.bin"
+    data = bytes(range(256)) * 9000  # several read chunks
+    path.write_bytes(data)
+    names = ["sha1", "md5", "xxh64", "xxh3_128"]
+    assert hash_file_all(names, path) == {name: get_hash(name, data) for name in names}
+    assert list(hash_file_all(names, path)) == names
+    assert hash_file_all([], path) == {}

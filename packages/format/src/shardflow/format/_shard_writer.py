@@ -17,7 +17,7 @@ from shardflow.format._writer_files import CHUNK_BYTES, HashingFile, SizeLog
 from shardflow.format._writer_folder import load_existing, prepare_new
 from shardflow.format.compression import get_compressor
 from shardflow.format.errors import ShardTooLargeError
-from shardflow.format.hashing import hash_file, new_hasher
+from shardflow.format.hashing import hash_file_all, new_hasher
 from shardflow.format.index import INDEX_BASENAME, shard_files, write_index
 from shardflow.format.upload import Out, get_uploader, split_out
 
@@ -349,7 +349,7 @@ class ShardWriter:
                 zip_info = {
                     "basename": zip_name,
                     "bytes": zipped.stat().st_size,
-                    "hashes": {algo: hash_file(algo, zipped) for algo in self._hashes},
+                    "hashes": hash_file_all(self._hashes, zipped),
                 }
                 self._install(zipped, zip_name)
             finally:

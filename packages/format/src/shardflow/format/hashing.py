@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from shardflow.format.errors import MissingDependencyError, UnknownNameError
 
-__all__ = ["Hasher", "get_hashes", "is_hash", "get_hash", "new_hasher", "hash_file"]
+__all__ = ["Hasher", "get_hashes", "is_hash", "get_hash", "new_hasher", "hash_file", "hash_file_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,23 @@ def hash_file(name: str, path: str | Path) -> str:
     Returns:
         The lowercase hex digest of the file's bytes.
     """
-    hasher = new_hasher(name)
-    with open(path, "rb") as file:
-        while chunk := file.read(_CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+    return hash_file_all([name], path)[name]
+
+
+def hash_file_all(names: Sequence[str], path: str | Path) -> dict[str, str]:
+    """Hash a file with several algorithms in one read (constant memory).
+
+    Args:
+        names: Names from :func:`get_hashes`.
+        path: The file.
+
+    Returns:
+        The lowercase hex digest of the file's bytes, keyed by algorithm, in the order of ``names``.
+    """
+    hashers = {name: new_hasher(name) for name in names}
+    if hashers:
+        with open(path, "rb") as file:
+            while chunk := file.read(_CHUNK):
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
