@@ -23,6 +23,9 @@ def samples(kind, seed, count):
     for i in range(count):
         # Some samples are larger than size_limit, but never the first (the reference would then emit an
         # empty shard, which shardflow does not).
+        if kind == "fixed":  # every sample the same size: full shards fill the hole left for their header
+            result.append({"num": i, "vec": rng.integers(0, 2**16, size=16, dtype=np.uint16)})
+            continue
         n = 3000 if i and rng.random() < 0.03 else int(rng.integers(0, 300))
         text = "".join(rng.choice(letters, size=n))
         if kind == "mds":
@@ -48,6 +51,7 @@ MDS_COLUMNS = {
     "blob": "bytes",
     "meta": "json",
 }
+FIXED_COLUMNS = {"num": "int", "vec": "ndarray:uint16:16"}
 TEXT_COLUMNS = {"id": "str", "number": "int", "ratio": "float"}
 JOBS: list[dict[str, Any]] = [
     {
@@ -58,6 +62,20 @@ JOBS: list[dict[str, Any]] = [
     },
     {"writer": "MDSWriter", "seed": 2, "count": 300, "kwargs": {"size_limit": 4096, "compression": "zstd:5"}},
     {"writer": "MDSWriter", "seed": 3, "count": 100, "kwargs": {"size_limit": None, "hashes": ["xxh64"]}},
+    {
+        "writer": "MDSWriter",
+        "kind": "fixed",
+        "seed": 7,
+        "count": 250,
+        "kwargs": {"size_limit": 1500, "hashes": ["sha1", "xxh64"]},
+    },
+    {
+        "writer": "MDSWriter",
+        "kind": "fixed",
+        "seed": 8,
+        "count": 250,
+        "kwargs": {"size_limit": 3000, "compression": "zstd"},
+    },
     {"writer": "JSONWriter", "seed": 4, "count": 200, "kwargs": {"size_limit": 1024}},
     {"writer": "CSVWriter", "seed": 5, "count": 200, "kwargs": {"size_limit": 2000, "compression": "bz2"}},
     {"writer": "TSVWriter", "seed": 6, "count": 200, "kwargs": {"size_limit": 700, "hashes": ["sha256"]}},
@@ -71,7 +89,7 @@ import json, sys
 from streaming import CSVWriter, JSONWriter, MDSWriter, TSVWriter
 writer = {"MDSWriter": MDSWriter, "JSONWriter": JSONWriter, "CSVWriter": CSVWriter, "TSVWriter": TSVWriter}
 for job in json.loads(sys.argv[1]):
-    kind = "mds" if job["writer"] == "MDSWriter" else "text"
+    kind = job.get("kind", "mds" if job["writer"] == "MDSWriter" else "text")
     with writer[job["writer"]](out=job["out"], columns=job["columns"], **job["kwargs"]) as out:
         for sample in samples(kind, job["seed"], job["count"]):
             out.write(sample)
@@ -84,8 +102,8 @@ def test_random_datasets_match_the_reference(tmp_path: Path, reference_python: P
     exec(GENERATE, namespace)  # The same generator the reference process runs
     jobs = []
     for number, job in enumerate(JOBS):
-        kind = "mds" if job["writer"] == "MDSWriter" else "text"
-        columns = MDS_COLUMNS if kind == "mds" else TEXT_COLUMNS
+        kind = job.get("kind", "mds" if job["writer"] == "MDSWriter" else "text")
+        columns = {"mds": MDS_COLUMNS, "fixed": FIXED_COLUMNS, "text": TEXT_COLUMNS}[kind]
         ours = tmp_path / f"ours{number}"
         with WRITERS[job["writer"]](out=ours, columns=columns, **job["kwargs"]) as writer:
             for sample in namespace["samples"](kind, job["seed"], job["count"]):

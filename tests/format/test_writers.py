@@ -233,6 +233,29 @@ def test_hashes_are_of_the_files(tmp_path: Path) -> None:
             }
 
 
+def test_full_shards_get_their_header_in_place(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Same-size samples: every full shard's header fills the hole left in front of its samples, and only
+    the last, shorter shard is copied behind its header; bytes and hashes are those of the final files."""
+    columns = {"n": "int", "v": "ndarray:uint8:20"}
+    with caplog.at_level("DEBUG", logger="shardflow.format.writers"):
+        write(
+            MDSWriter(out=tmp_path, columns=columns, size_limit=1000, hashes=["sha1", "xxh3_64"]),
+            ({"n": i, "v": np.full(20, i % 256, np.uint8)} for i in range(100)),
+        )
+    shards = shard_entries(tmp_path)
+    full, last = shards[0]["samples"], shards[-1]["samples"]
+    assert len(shards) > 3 and {s["samples"] for s in shards[:-1]} == {full} and 0 < last < full
+    copied = [r.getMessage() for r in caplog.records if "behind the header" in r.getMessage()]
+    expected = f"shard {len(shards) - 1}: {last} samples instead of {full}: copying them behind the header"
+    assert copied == [expected]
+    for shard in shards:
+        data = (tmp_path / shard["raw_data"]["basename"]).read_bytes()
+        assert shard["raw_data"]["bytes"] == len(data) <= 1000
+        assert shard["raw_data"]["hashes"]["sha1"] == hashlib.sha1(data).hexdigest()
+    with LocalDataset(tmp_path, validate_hash="xxh3_64") as dataset:
+        assert [int(sample["v"][0]) for sample in dataset] == [i % 256 for i in range(100)]
+
+
 def test_size_log_spills_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: ModuleType) -> None:
     """Offsets of a shard with more samples than one in-memory block come out the same."""
     seq_dataset(values, tmp_path / "memory", 0, 500, size_limit=None, hashes=["sha1"])

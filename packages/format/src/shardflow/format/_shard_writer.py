@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +30,10 @@ _Writer = TypeVar("_Writer", bound="ShardWriter")
 
 # Offsets are uint32: the last offset of a shard, its size, cannot exceed this.
 MAX_SHARD_BYTES = 2**32 - 1
+
+# Shards compressed at once: no more threads than this, and no more raw bytes than this in flight.
+_MAX_COMPRESSORS = 4
+_IN_FLIGHT_BYTES = 1 << 28
 
 _UNITS = {"b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40, "pb": 1 << 50}
 
@@ -128,10 +133,13 @@ class ShardWriter:
         self._old_shards = existing
         self._taken = {name for shard in existing for name in shard_files(shard)}
         self._shards: list[dict[str, Any]] = []
-        # Compressing a finished shard overlaps with encoding the next one (the codecs release the GIL);
-        # at most one shard is in flight, so memory stays bounded.
-        self._compressor_pool = ThreadPoolExecutor(1, "shardflow-compress") if self._compressor else None
-        self._in_flight: Future[dict[str, Any]] | None = None
+        # Finished shards are compressed in threads (the codecs release the GIL) while the next ones are
+        # encoded; each holds its compressed bytes until written, so shards in flight are few and small.
+        self._max_in_flight = _shards_in_flight(self._size_limit) if self._compressor else 0
+        self._compressor_pool = (
+            ThreadPoolExecutor(self._max_in_flight, "shardflow-compress") if self._max_in_flight else None
+        )
+        self._in_flight: deque[Future[dict[str, Any]]] = deque()
         self._written: list[Path] = []
         self._samples_done = 0  # In finished shards of this writer.
         self._finished = False
@@ -154,8 +162,8 @@ class ShardWriter:
         """Encode one sample; raise EncodingError naming the column, the sample number and the problem."""
         raise NotImplementedError
 
-    def _start_data(self, number: int) -> tuple[HashingFile, int, int]:
-        """Create the file that receives the samples of shard ``number``.
+    def _start_data(self, number: int, first_size: int) -> tuple[HashingFile, int, int]:
+        """Create the file that receives the samples of shard ``number`` (its first has ``first_size`` bytes).
 
         Returns:
             The file; the bytes the shard has before any sample, as ``size_limit`` counts them; and the
@@ -234,8 +242,7 @@ class ShardWriter:
         return self._samples_done + (self._sizes.count if self._sizes is not None else 0)
 
     def _next_number(self) -> int:
-        in_flight = self._in_flight is not None
-        number = max(self._number + 1, len(self._old_shards) + len(self._shards) + in_flight)
+        number = max(self._number + 1, len(self._old_shards) + len(self._shards) + len(self._in_flight))
         while any(name.startswith(f"shard.{number:05}.") for name in self._taken):
             number += 1
         return number
@@ -245,13 +252,13 @@ class ShardWriter:
         raw = f"shard.{number:05}.{self.format}{extension}"
         return raw, f"{raw}.{self._compressor.extension}" if self._compressor else None
 
-    def _open_shard(self) -> None:
+    def _open_shard(self, first_size: int) -> None:
         if self._finished:
             raise RuntimeError(f"{type(self).__name__} for {self._local} is finished: create a new writer")
         self._number = self._next_number()
         raw, _ = self._basenames(self._number)
         self._sizes = SizeLog(temp_path(self._local / raw, "sizes"))
-        self._data, self._shard_size, self._uncounted = self._start_data(self._number)
+        self._data, self._shard_size, self._uncounted = self._start_data(self._number, first_size)
         limit = MAX_SHARD_BYTES - self._uncounted
         self._threshold = min(self._size_limit, limit) if self._size_limit is not None else limit
         self._log_size = self._sizes.values.append
@@ -259,12 +266,12 @@ class ShardWriter:
     def _make_room(self, size: int) -> int:
         """The shard size with a sample of ``size`` bytes added, opening or rolling the shard as needed."""
         if self._sizes is None:
-            self._open_shard()
+            self._open_shard(size)
         total = self._shard_size + size + self._per_sample
         assert self._sizes is not None
         if self._size_limit is not None and total > self._size_limit and self._sizes.count:
             self._close_shard()
-            self._open_shard()
+            self._open_shard(size)
             total = self._shard_size + size + self._per_sample
         if total + self._uncounted > MAX_SHARD_BYTES:
             raise ShardTooLargeError(
@@ -301,8 +308,9 @@ class ShardWriter:
         if self._compressor_pool is None:
             self._shards.append(self._shard_entry(*shard))
             return
-        self._land_in_flight()
-        self._in_flight = self._compressor_pool.submit(self._shard_entry, *shard)
+        if len(self._in_flight) == self._max_in_flight:
+            self._land_oldest()
+        self._in_flight.append(self._compressor_pool.submit(self._shard_entry, *shard))
 
     def _shard_entry(self, number: int, data: HashingFile, sizes: SizeLog) -> dict[str, Any]:
         """Build the files of a finished shard (compressed, hashed, uploaded) and return its index entry."""
@@ -315,10 +323,12 @@ class ShardWriter:
         return {**self._config, "samples": count, **files}
 
     def _land_in_flight(self) -> None:
-        """Wait for the shard being compressed, if any, and record its index entry (or raise its error)."""
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
-            self._shards.append(in_flight.result())
+        """Wait for the shards being compressed and record their index entries in order (or raise)."""
+        while self._in_flight:
+            self._land_oldest()
+
+    def _land_oldest(self) -> None:
+        self._shards.append(self._in_flight.popleft().result())
 
     def _abandon_shard(self) -> None:
         """Delete the temporary files of the open shard, if any."""
@@ -375,6 +385,12 @@ class ShardWriter:
             return
         for path in self._written:
             path.unlink(missing_ok=True)
+
+
+def _shards_in_flight(size_limit: int | None) -> int:
+    """How many finished shards may be compressed at once: one per CPU, within ``_IN_FLIGHT_BYTES``."""
+    fit = _IN_FLIGHT_BYTES // size_limit if size_limit else 1
+    return max(1, min(os.cpu_count() or 1, _MAX_COMPRESSORS, fit))
 
 
 def _no_shard_open(size: int) -> None:

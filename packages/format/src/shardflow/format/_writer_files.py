@@ -13,7 +13,7 @@ from typing import IO
 import numpy as np
 
 from shardflow.format._atomic import remove_quietly
-from shardflow.format.hashing import new_hasher
+from shardflow.format.hashing import hash_file_all, new_hasher
 
 __all__ = ["CHUNK_BYTES", "HashingFile", "SizeLog"]
 
@@ -30,16 +30,25 @@ class HashingFile:
 
     Writes go straight to the operating system (no Python-side buffer): callers write large chunks.
 
+    A file can start with a hole of ``start`` bytes that :meth:`write_at` fills later (a header whose size
+    is known only at the end); its bytes are then not written in order, so :meth:`close` hashes it from
+    disk instead.
+
     Args:
         path: Where to create the file (a temporary name; the caller renames it when complete).
         algos: Hash algorithms to apply, in the order of the index's ``hashes`` list.
+        start: Bytes to leave as a hole in front of the first :meth:`write`.
     """
 
-    def __init__(self, path: Path, algos: Sequence[str]) -> None:
+    def __init__(self, path: Path, algos: Sequence[str], start: int = 0) -> None:
         self.path = path
-        self.size = 0
-        self._hashers = [(algo, new_hasher(algo)) for algo in algos]
+        self.start = start
+        self.size = start  # The file's size: the hole counts.
+        self._algos = list(algos)
+        self._hashers = [] if start else [(algo, new_hasher(algo)) for algo in algos]
         self._file: IO[bytes] = open(path, "wb", buffering=0)  # Closed by close() or discard()
+        if start:
+            self._file.seek(start)
 
     def write(self, data: bytes | memoryview) -> None:
         """Append ``data`` to the file and to every hash."""
@@ -63,9 +72,19 @@ class HashingFile:
             if written < total:  # A short write: finish the rest the plain way.
                 self.write(b"".join(group)[written:])
 
-    def append_file(self, path: Path) -> None:
-        """Append the whole content of the file at ``path``, copied inside the kernel where possible."""
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Write ``data`` into the hole at the front of the file, at ``offset``."""
+        if offset + len(data) > self.start:
+            raise ValueError(f"{self.path}: {len(data)} bytes at {offset} pass its {self.start}-byte hole")
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._file.fileno(), view, offset)
+            view, offset = view[written:], offset + written
+
+    def append_file(self, path: Path, start: int = 0) -> None:
+        """Append the file at ``path`` from byte ``start`` on, copied inside the kernel where possible."""
         with open(path, "rb", buffering=0) as source:
+            source.seek(start)
             if not self._hashers and hasattr(os, "copy_file_range"):
                 try:
                     while copied := os.copy_file_range(source.fileno(), self._file.fileno(), 1 << 30):
@@ -80,6 +99,8 @@ class HashingFile:
     def close(self) -> dict[str, str]:
         """Close the file and return its hex digests, keyed by algorithm."""
         self._file.close()
+        if self.start and self._algos:
+            return hash_file_all(self._algos, self.path)
         return {algo: hasher.hexdigest() for algo, hasher in self._hashers}
 
     def discard(self) -> None:

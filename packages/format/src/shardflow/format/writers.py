@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shardflow.format._atomic import temp_path
@@ -16,6 +17,8 @@ from shardflow.format.errors import EncodingError, ShardTooLargeError, UnknownNa
 from shardflow.format.upload import Out
 
 __all__ = ["MDSWriter", "JSONWriter", "XSVWriter", "CSVWriter", "TSVWriter"]
+
+logger = logging.getLogger(__name__)
 
 _WRITER_ARGS = """
         out: The dataset folder; or a remote URL (written through a local temporary folder and uploaded,
@@ -164,31 +167,52 @@ class MDSWriter(ShardWriter):
                 )
         return EncodingError(f"sample {self._sample_number()} encoded to an unexpected size")
 
-    def _start_data(self, number: int) -> tuple[HashingFile, int, int]:
+    def _start_data(self, number: int, first_size: int) -> tuple[HashingFile, int, int]:
         raw, _ = self._basenames(number)
-        # Samples go to a spool file; the shard itself is assembled once the offset table is known.
-        spool = HashingFile(temp_path(self._local / raw, "samples"), ())
-        return spool, 4 + 4 + len(self._config_bytes), 0
+        # The header (sample count, offset table, config) comes first but its size is known only at the
+        # end: the samples go behind a hole sized for the count that samples like the first would reach.
+        # When the shard ends with that count (every full shard of fixed-size samples), the header fills
+        # the hole; otherwise the samples are copied behind the header into a new file.
+        base = 4 + 4 + len(self._config_bytes)
+        expected = max(1, (self._size_limit - base) // (first_size + 4)) if self._size_limit else 1
+        hole = self._header_size(expected)
+        return HashingFile(temp_path(self._local / raw, "samples"), self._hashes, hole), base, 0
+
+    def _header_size(self, count: int) -> int:
+        return 4 + 4 * (count + 1) + len(self._config_bytes)
 
     def _finish_files(self, number: int, data: HashingFile, sizes: SizeLog) -> dict[str, Any]:
         raw_name, zip_name = self._basenames(number)
         count = sizes.count
-        data.close()
-        raw = HashingFile(temp_path(self._local / raw_name), self._hashes)
-        try:
-            raw.write(struct.pack("<I", count))
-            for chunk in sizes.offsets(4 + 4 * (count + 1) + len(self._config_bytes)):
-                raw.write(chunk)
-            raw.write(self._config_bytes)
-            raw.append_file(data.path)
-        except BaseException:
-            raw.discard()
-            raise
-        finally:
-            data.discard()
-        assert raw.size == 4 + 4 * (count + 1) + len(self._config_bytes) + data.size, (raw.size, data.size)
+        header = self._header_size(count)
+        if data.start == header:
+            raw = data
+            position = 0
+            for chunk in self._header_chunks(count, header, sizes):
+                raw.write_at(position, chunk)
+                position += len(chunk)
+        else:
+            logger.debug("shard %d: %d samples instead of %d: copying them behind the header", number, count,
+                         (data.start - 4 - len(self._config_bytes)) // 4 - 1)
+            data.close()
+            raw = HashingFile(temp_path(self._local / raw_name), self._hashes)
+            try:
+                for chunk in self._header_chunks(count, header, sizes):
+                    raw.write(chunk)
+                raw.append_file(data.path, data.start)
+            except BaseException:
+                raw.discard()
+                raise
+            finally:
+                data.discard()
         raw_info, zip_info = self._publish(raw, raw_name, zip_name)
         return {"raw_data": raw_info, "zip_data": zip_info}
+
+    def _header_chunks(self, count: int, header: int, sizes: SizeLog) -> Iterator[bytes]:
+        """The bytes in front of a shard's samples: sample count, offset table, config."""
+        yield struct.pack("<I", count)
+        yield from sizes.offsets(header)
+        yield self._config_bytes
 
 
 class _SplitWriter(ShardWriter):
@@ -218,7 +242,7 @@ class _SplitWriter(ShardWriter):
                 raise self._check.error(sample, self._sample_number())
         return values
 
-    def _start_data(self, number: int) -> tuple[HashingFile, int, int]:
+    def _start_data(self, number: int, first_size: int) -> tuple[HashingFile, int, int]:
         raw, _ = self._basenames(number)
         data = HashingFile(temp_path(self._local / raw), self._hashes)
         header = self._header()
