@@ -90,6 +90,23 @@ def test_reference_reads_every_encoding(
             assert_same(key, sample[key], expected[key])
 
 
+@pytest.mark.parametrize("compression", ["zstd", "br:4", "gz:0"])
+def test_reference_reads_streamed_large_shards(
+    reference_python: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    """Shards above the one-shot size are compressed in segments (zstd: a frame each); the reference reads
+    them. The sizes are shrunk so that small shards take that path."""
+    monkeypatch.setattr("shardflow.format.compression.ONE_SHOT_MAX_BYTES", 8192)
+    monkeypatch.setattr("shardflow.format.compression._Zstandard.chunk", 4096)
+    local = tmp_path / "ds"
+    with MDSWriter(out=str(local), columns={"n": "int", "text": "str"}, compression=compression,
+                   size_limit=1 << 15) as writer:
+        for i in range(3000):
+            writer.write({"n": i, "text": f"sample {i} " * (i % 7)})
+    samples = read_with_reference(reference_python, local, tmp_path)
+    assert [(s["n"], s["text"]) for s in samples] == [(i, f"sample {i} " * (i % 7)) for i in range(3000)]
+
+
 def test_reference_reads_pickle_columns_and_appended_shards(reference_python: Path, tmp_path: Path) -> None:
     local = tmp_path / "ds"
     columns = {"obj": "pkl", "n": "int"}

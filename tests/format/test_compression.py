@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -224,6 +225,33 @@ def test_streaming_uses_constant_memory(tmp_path: Path, name: str) -> None:
     if streams_compression:
         assert compress_peak < bound, compress_peak
     assert decompress_peak < bound, decompress_peak
+
+
+@pytest.mark.parametrize("name", ["zstd", "zstd:9", "br:1", "gz:0", "gz:6", "bz2:1", "snappy"])
+def test_files_above_the_one_shot_size_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Past ONE_SHOT_MAX_BYTES, compressing maps one segment at a time (zstd: a frame per segment, each
+    with its size, which one-shot decompressors need); snappy, which cannot stream, stays one shot."""
+    monkeypatch.setattr("shardflow.format.compression.ONE_SHOT_MAX_BYTES", 1 << 16)
+    monkeypatch.setattr("shardflow.format.compression._Zstandard.chunk", 1 << 14)
+    data = compressible(100_000, seed=3)
+    src, zipped, back = tmp_path / "raw", tmp_path / "zipped", tmp_path / "back"
+    src.write_bytes(data)
+    compressor = get_compressor(name)
+    compressor.compress_file(src, zipped)
+    assert compressor.decompress_file(zipped, back) == len(data) and back.read_bytes() == data
+    assert compressor.decompress(zipped.read_bytes()) == data
+    if name.startswith("zstd"):
+        frames, rest = [], zipped.read_bytes()
+        while rest:
+            frames.append(zstandard.get_frame_parameters(rest).content_size)
+            frame = zstandard.ZstdDecompressor().decompressobj()
+            frame.decompress(rest)
+            rest = frame.unused_data
+        assert frames == [1 << 14] * 6 + [100_000 - 6 * (1 << 14)]
+    if name.startswith(("gz:6", "bz2", "snappy")):  # these stream exactly, or do not stream at all
+        assert same_bytes(name, zipped.read_bytes(), compressor.compress(data))
 
 
 @pytest.mark.parametrize("name", ["zstd", "gz", "bz2"])

@@ -20,6 +20,7 @@ from typing import IO, Any, ClassVar, Protocol
 from shardflow.format.errors import MissingDependencyError, ShardFormatError, UnknownNameError
 
 __all__ = [
+    "ONE_SHOT_MAX_BYTES",
     "Compressor",
     "get_compressor",
     "get_compressions",
@@ -33,7 +34,10 @@ logger = logging.getLogger(__name__)
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
-_CHUNK = 1 << 20  # read size when compressing, and output size when decompressing gz and bz2
+_CHUNK = 1 << 20  # read size when compressing in chunks, output size when decompressing gz and bz2
+# Files up to this size compress in one shot where chunks would change the bytes (zstd, brotli, gz level 0),
+# exactly as mosaicml-streaming does; larger ones stream in constant memory (to a stream any reader takes).
+ONE_SHOT_MAX_BYTES = 1 << 26
 _ZIPPED_CHUNK = 1 << 16  # read size when decompressing zstd and br: bounds each output piece
 
 
@@ -66,6 +70,14 @@ def _mapped(file: IO[bytes]) -> Iterator[Buffer]:
         yield mapped
 
 
+def _segments(file: IO[bytes], size: int, segment: int) -> Iterator[Buffer]:
+    """The first ``size`` bytes of an open file as consecutive memory maps of ``segment`` bytes."""
+    for start in range(0, size, segment):
+        length = min(segment, size - start)
+        with mmap.mmap(file.fileno(), length, offset=start, access=mmap.ACCESS_READ) as part:
+            yield part
+
+
 def _chunks(file: _Readable, size: int = _CHUNK) -> Iterator[bytes]:
     while chunk := file.read(size):
         yield chunk
@@ -81,6 +93,8 @@ class Compressor:
     """
 
     extension: ClassVar[str] = ""
+    # Compressing in chunks feeds the codec this many bytes per call (a multiple of the mmap granularity).
+    chunk: ClassVar[int] = _CHUNK
     levels: ClassVar[range] = range(0)
     default_level: ClassVar[int | None] = None
     module: ClassVar[str] = ""
@@ -143,6 +157,11 @@ class Compressor:
         """A chunked compressor whose output equals :meth:`compress`'s, or ``None`` if there is none."""
         return None
 
+    def _large_stream_compressor(self) -> _StreamCompressor | None:
+        """A chunked compressor whose output may differ from :meth:`compress`'s but decompresses the same
+        way, or ``None`` where the format has no such stream (snappy)."""
+        return None
+
     def _stream_decompress(self, file: IO[bytes]) -> Iterator[bytes]:
         """Decompress an open file piece by piece (default: all at once, from a memory map)."""
         with _mapped(file) as data:
@@ -153,8 +172,10 @@ class Compressor:
 
         zlib (gz levels 1-9) and bz2 stream in chunks in constant memory. The others cannot reproduce their
         one-shot bytes in chunks (zstd frames differ past the window size or at block-size multiples, brotli
-        and snappy frame the whole input), so they compress a memory map of ``src`` in one shot and hold only
-        the compressed output in memory.
+        and snappy frame the whole input), so up to :data:`ONE_SHOT_MAX_BYTES` they compress a memory map of
+        ``src`` in one shot and hold the compressed output in memory. Larger files stream in constant memory,
+        with other bytes than one shot would give (zstd: one frame per :attr:`chunk`, each with its size in
+        its header, as one-shot readers need); snappy, whose format has no stream, stays one-shot.
 
         Args:
             src: The uncompressed file.
@@ -166,13 +187,16 @@ class Compressor:
         written = 0
         with open(src, "rb") as source, open(dst, "wb") as target:
             stream = self._stream_compressor()
+            size = os.fstat(source.fileno()).st_size
+            if stream is None and size > ONE_SHOT_MAX_BYTES:
+                stream = self._large_stream_compressor()
             if stream is None:
                 logger.debug("compressing %s with %s in one shot from a memory map", src, self.name)
                 with _mapped(source) as data:
                     written += target.write(self.compress(data))
             else:
-                for chunk in _chunks(source):
-                    written += target.write(stream.compress(chunk))
+                for segment in _segments(source, size, self.chunk):
+                    written += target.write(stream.compress(segment))
                 written += target.write(stream.flush())
         return written
 
@@ -231,12 +255,23 @@ class _Brotli(_Levelled):
     def _decompress(self, data: Buffer) -> bytes:
         return self._lib().decompress(data)
 
+    def _large_stream_compressor(self) -> _StreamCompressor:
+        return _BrotliStream(self._lib().Compressor(quality=self.level))
+
     def _stream_decompress(self, file: IO[bytes]) -> Iterator[bytes]:
         decompressor = self._lib().Decompressor()
         for chunk in _chunks(file, _ZIPPED_CHUNK):
             yield decompressor.process(chunk)
         if not decompressor.is_finished():
             raise self._lib().error("the brotli stream ends early")
+
+
+class _BrotliStream:
+    """brotli's streaming compressor under the names of the others."""
+
+    def __init__(self, compressor: Any) -> None:
+        self.compress = compressor.process
+        self.flush = compressor.finish
 
 
 class _Bzip2(_Levelled):
@@ -328,6 +363,9 @@ class _Gzip(_Levelled):
         # Stored blocks (level 0) are cut where the input chunks end: only one shot matches compress().
         return _GzipStream(self.level) if self.level else None
 
+    def _large_stream_compressor(self) -> _StreamCompressor:
+        return _GzipStream(self.level)
+
     def _stream_decompress(self, file: IO[bytes]) -> Iterator[bytes]:
         with gzip.GzipFile(fileobj=file) as stream:
             yield from _chunks(stream)
@@ -350,6 +388,9 @@ class _Snappy(Compressor):
 
 class _Zstandard(_Levelled):
     extension = "zstd"
+    # One frame per chunk; large, so that frames compress well and one call releases the GIL for long (a
+    # busy Python thread beside it then costs one GIL hand-over, up to 5 ms, per call).
+    chunk = 1 << 24
     levels = range(1, 23)
     default_level = 3
     module = "zstandard"
@@ -359,6 +400,9 @@ class _Zstandard(_Levelled):
 
     def compress(self, data: Buffer) -> bytes:
         return self._lib().ZstdCompressor(level=self.level).compress(data)
+
+    def _large_stream_compressor(self) -> _StreamCompressor:
+        return _ZstdFrames(self._lib().ZstdCompressor(level=self.level))
 
     def _decompress(self, data: Buffer) -> bytes:
         return b"".join(self._frames(iter((data,))))
@@ -385,6 +429,16 @@ class _Zstandard(_Levelled):
             raise zstandard.ZstdError(
                 "the zstd stream ends early" if started else "no zstd frame in the data"
             )
+
+
+class _ZstdFrames:
+    """Compresses each piece into a frame of its own, in one shot: zstd streams may hold many frames."""
+
+    def __init__(self, compressor: Any) -> None:
+        self.compress = compressor.compress
+
+    def flush(self) -> bytes:
+        return b""
 
 
 _FAMILIES: tuple[type[Compressor], ...] = (_Brotli, _Bzip2, _Gzip, _Snappy, _Zstandard)

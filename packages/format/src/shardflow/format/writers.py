@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shardflow.format._atomic import temp_path
@@ -130,31 +131,33 @@ class MDSWriter(ShardWriter):
         self._steps = [(name, codec.encode) for name, codec in pairs]
         self._width = len(names)
         self._sizes_of = [codec.size for codec in codecs]
-        self._variable = [k for k, codec in enumerate(codecs) if codec.size is None]
-        self._head = struct.Struct(f"<{len(self._variable)}I")
+        variable = [k + 1 for k, codec in enumerate(codecs) if codec.size is None]  # +1: behind the prefix
+        self._variable_sizes = _picker(variable) if variable else None
+        self._head = struct.Struct(f"<{len(variable)}I")
         self._fixed_bytes = sum(codec.size for codec in codecs if codec.size is not None)
 
     def _encode(self, sample: dict[str, Any]) -> bytes:
         try:
             if len(sample) != self._width:
                 raise KeyError(len(sample))
-            parts = [encode(sample[name]) for name, encode in self._steps]
+            parts = [b""]  # Becomes the sizes of the variable-size values. (A loop beats a comprehension.)
+            for name, encode in self._steps:
+                parts.append(encode(sample[name]))
         except Exception as err:
             raise self._check.error(sample, self._sample_number(), err) from err
-        if self._variable:
-            lengths = [len(parts[k]) for k in self._variable]
+        expected = self._fixed_bytes
+        if self._variable_sizes is not None:
+            sizes = self._variable_sizes(list(map(len, parts)))
             try:
-                data = b"".join([self._head.pack(*lengths), *parts])
+                parts[0] = self._head.pack(*sizes)
             except struct.error:
                 raise ShardTooLargeError(
                     f"sample {self._sample_number()} has a value of 4 GiB or more; MDS sizes are uint32"
                 ) from None
-            expected = self._fixed_bytes + self._head.size + sum(lengths)
-        else:
-            data = b"".join(parts)
-            expected = self._fixed_bytes
+            expected += self._head.size + sum(sizes)
+        data = b"".join(parts)
         if len(data) != expected:
-            raise self._size_error(parts)
+            raise self._size_error(parts[1:])
         return data
 
     def _size_error(self, parts: list[bytes]) -> EncodingError:
@@ -265,6 +268,13 @@ class _SplitWriter(ShardWriter):
             raise
         files["raw_meta"], files["zip_meta"] = self._publish(meta, raw_meta, zip_meta)
         return files
+
+
+def _picker(indices: list[int]) -> Callable[[list[int]], Sequence[int]]:
+    """A function that returns the items of a list at ``indices`` (a sequence even for one index)."""
+    if len(indices) == 1:
+        return operator.itemgetter(slice(indices[0], indices[0] + 1))
+    return operator.itemgetter(*indices)
 
 
 def _type_checker(kind: type) -> Callable[[Any], None]:
