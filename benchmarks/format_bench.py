@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,31 @@ def run_impl(impl: str, case: str, compression: str | None, count: int, folder: 
             "payload_mb": payload / 1e6, "disk_mb": disk_bytes / 1e6}
 
 
+def floor_write_s(case: str, count: int, folder: Path) -> float:
+    """Seconds for a bare loop that builds each sample's MDS bytes (no checks, no shards, no index) and
+    writes them to one file in 1 MiB pieces: a floor for any writer fed one sample per Python call."""
+    samples = make_samples(case, count)
+    prefix = struct.Struct("<I").pack
+    started = time.perf_counter()
+    with open(folder / "floor.bin", "wb", buffering=0) as out:
+        pieces: list[bytes] = []
+        pending = 0
+        for sample in samples:
+            if case == "tokens":
+                tokens = sample["tokens"].tobytes()
+                pieces += (sample["id"].to_bytes(8, "little", signed=True), tokens)
+                pending += 8 + len(tokens)
+            else:
+                image = sample["image"]
+                pieces += (prefix(len(image)), sample["label"].to_bytes(8, "little", signed=True), image)
+                pending += 12 + len(image)
+            if pending >= 1 << 20:
+                out.write(b"".join(pieces))
+                pieces, pending = [], 0
+        out.write(b"".join(pieces))
+    return time.perf_counter() - started
+
+
 def measure_once(python: str, impl: str, case: str, compression: str | None, count: int) -> dict:
     """Run one implementation in a fresh process on a fresh folder."""
     folder = Path(tempfile.mkdtemp(prefix=f"bench-{impl}-"))
@@ -150,6 +176,12 @@ def main() -> None:
                 impl = "shardflow" if name == "shardflow" else "reference"
                 results.append((name, measure(python, impl, case, compression, count, args.repeat)))
             reference_s = results[-1][1]["write_s"] if len(results) > 1 else None
+            if compression is None:
+                with tempfile.TemporaryDirectory(prefix="bench-floor-") as folder:
+                    floor_s = min(floor_write_s(case, count, Path(folder)) for _ in range(args.repeat))
+                ratio = f"{reference_s / floor_s:.1f}x" if reference_s else "-"
+                print(f"| {case} | none | floor: bare loop + write | {count:,} | {count / floor_s:,.0f} "
+                      f"| {results[0][1]['payload_mb'] / floor_s:,.0f} | {ratio} | - | - | - |", flush=True)
             for name, r in results:
                 ratio = f"{reference_s / r['write_s']:.1f}x" if reference_s else "-"
                 print(f"| {case} | {compression or 'none'} | {name} | {count:,} "
