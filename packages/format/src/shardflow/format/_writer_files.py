@@ -76,10 +76,12 @@ class HashingFile:
         """Write ``data`` into the hole at the front of the file, at ``offset``."""
         if offset + len(data) > self.start:
             raise ValueError(f"{self.path}: {len(data)} bytes at {offset} pass its {self.start}-byte hole")
+        end = self._file.tell()
+        self._file.seek(offset)
         view = memoryview(data)
         while view:
-            written = os.pwrite(self._file.fileno(), view, offset)
-            view, offset = view[written:], offset + written
+            view = view[self._file.write(view) or 0 :]
+        self._file.seek(end)
 
     def append_file(self, path: Path, start: int = 0) -> None:
         """Append the file at ``path`` from byte ``start`` on, copied inside the kernel where possible."""

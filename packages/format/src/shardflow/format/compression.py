@@ -90,10 +90,11 @@ class Compressor:
         name: The name it was looked up by, e.g. ``'zstd'`` or ``'zstd:7'``.
         extension: The file name extension of compressed shards, e.g. ``'zstd'``.
         level: The compression level (``None`` for snappy, which has none).
+        chunk: Bytes fed to the codec per call when :meth:`compress_file` streams (a multiple of the mmap
+            granularity).
     """
 
     extension: ClassVar[str] = ""
-    # Compressing in chunks feeds the codec this many bytes per call (a multiple of the mmap granularity).
     chunk: ClassVar[int] = _CHUNK
     levels: ClassVar[range] = range(0)
     default_level: ClassVar[int | None] = None
