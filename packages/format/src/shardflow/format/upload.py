@@ -37,8 +37,9 @@ Out = Union[str, "os.PathLike[str]", tuple[str, str]]
 class Uploader(Protocol):
     """What shardflow.format needs from an uploader rooted at a remote dataset folder.
 
-    A writer calls :meth:`upload` once per finished file, in the order the files were finished, and
-    ``index.json`` last; then :meth:`finish` once. :func:`~shardflow.format.merge_index` reads remote
+    A writer calls :meth:`upload` once per finished file, as files are finished: with compression, from
+    several threads at once (so it must be thread-safe) and in any order. ``index.json`` comes last, after
+    every other call has returned; then :meth:`finish`, once. :func:`~shardflow.format.merge_index` reads remote
     partitions with :meth:`list_objects` and :meth:`download`, then calls :meth:`finish`.
     """
 
