@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shardflow.format import CSVWriter, JSONWriter, LocalDataset, MDSWriter, TSVWriter, XSVWriter, merge_index
 from shardflow.format.encodings import get_codec
@@ -254,6 +256,38 @@ def test_full_shards_get_their_header_in_place(tmp_path: Path, caplog: pytest.Lo
         assert shard["raw_data"]["hashes"]["sha1"] == hashlib.sha1(data).hexdigest()
     with LocalDataset(tmp_path, validate_hash="xxh3_64") as dataset:
         assert [int(sample["v"][0]) for sample in dataset] == [i % 256 for i in range(100)]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    runs=st.lists(st.tuples(st.integers(0, 120), st.integers(1, 40)), min_size=1, max_size=6),
+    size_limit=st.integers(60, 1500),
+    hashed=st.booleans(),
+)
+def test_shards_are_built_right_whatever_the_sizes(
+    tmp_path_factory: pytest.TempPathFactory, runs: list[tuple[int, int]], size_limit: int, hashed: bool
+) -> None:
+    """Runs of same-size samples (the header fills its hole) and size changes (the samples are copied
+    behind the header) both give the shard bytes built here from the index, and the hashes of the files."""
+    folder = tmp_path_factory.mktemp("ds")
+    blobs = [bytes([k % 256]) * size for k, (size, repeat) in enumerate(runs) for _ in range(repeat)]
+    hashes = ["sha1"] if hashed else None
+    write(MDSWriter(out=folder, columns={"blob": "bytes"}, size_limit=size_limit, hashes=hashes),
+          ({"blob": blob} for blob in blobs))
+    start = 0
+    for shard in shard_entries(folder):
+        config = {k: v for k, v in shard.items() if k not in ("samples", "raw_data", "zip_data")}
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        samples = [struct.pack("<I", len(blob)) + blob for blob in blobs[start : start + shard["samples"]]]
+        first = 4 + 4 * (len(samples) + 1) + len(config_bytes)
+        ends = np.cumsum([first] + [len(sample) for sample in samples]).astype("<u4")
+        expected = struct.pack("<I", len(samples)) + ends.tobytes() + config_bytes + b"".join(samples)
+        data = (folder / shard["raw_data"]["basename"]).read_bytes()
+        assert data == expected and shard["raw_data"]["bytes"] == len(data)
+        assert shard["raw_data"]["hashes"] == ({"sha1": hashlib.sha1(data).hexdigest()} if hashed else {})
+        start += shard["samples"]
+    assert start == len(blobs)
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 
 def test_size_log_spills_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: ModuleType) -> None:

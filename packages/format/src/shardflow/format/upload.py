@@ -39,8 +39,8 @@ class Uploader(Protocol):
 
     A writer calls :meth:`upload` once per finished file, as files are finished: with compression, from
     several threads at once (so it must be thread-safe) and in any order. ``index.json`` comes last, after
-    every other call has returned; then :meth:`finish`, once. :func:`~shardflow.format.merge_index` reads remote
-    partitions with :meth:`list_objects` and :meth:`download`, then calls :meth:`finish`.
+    every other call has returned; then :meth:`finish`, once. :func:`~shardflow.format.merge_index` reads
+    remote partitions with :meth:`list_objects` and :meth:`download`, then calls :meth:`finish`.
     """
 
     def upload(self, local_path: Path, relative_name: str) -> None:
