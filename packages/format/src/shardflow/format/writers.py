@@ -188,28 +188,34 @@ class MDSWriter(ShardWriter):
         raw_name, zip_name = self._basenames(number)
         count = sizes.count
         header = self._header_size(count)
-        if data.start == header:
-            raw = data
-            position = 0
-            for chunk in self._header_chunks(count, header, sizes):
-                raw.write_at(position, chunk)
-                position += len(chunk)
-        else:
-            logger.debug("shard %d: %d samples instead of %d: copying them behind the header", number, count,
-                         (data.start - 4 - len(self._config_bytes)) // 4 - 1)
-            data.close()
-            raw = HashingFile(temp_path(self._local / raw_name), self._hashes)
-            try:
+        try:
+            if data.start == header:
+                raw, position = data, 0
                 for chunk in self._header_chunks(count, header, sizes):
-                    raw.write(chunk)
-                raw.append_file(data.path, data.start)
-            except BaseException:
-                raw.discard()
-                raise
-            finally:
-                data.discard()
+                    raw.write_at(position, chunk)
+                    position += len(chunk)
+            else:
+                logger.debug("shard %d: its %d-byte header does not fill the %d-byte hole: copying the "
+                             "samples behind it", number, header, data.start)
+                raw = self._copy_behind_header(raw_name, data, self._header_chunks(count, header, sizes))
+        except BaseException:
+            data.discard()
+            raise
         raw_info, zip_info = self._publish(raw, raw_name, zip_name)
         return {"raw_data": raw_info, "zip_data": zip_info}
+
+    def _copy_behind_header(self, raw_name: str, data: HashingFile, header: Iterator[bytes]) -> HashingFile:
+        """A new raw file: ``header``, then the samples behind the hole of ``data``, which is deleted."""
+        raw = HashingFile(temp_path(self._local / raw_name), self._hashes)
+        try:
+            for chunk in header:
+                raw.write(chunk)
+            raw.append_file(data.path, data.start)
+        except BaseException:
+            raw.discard()
+            raise
+        data.discard()
+        return raw
 
     def _header_chunks(self, count: int, header: int, sizes: SizeLog) -> Iterator[bytes]:
         """The bytes in front of a shard's samples: sample count, offset table, config."""
