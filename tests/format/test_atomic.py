@@ -168,3 +168,23 @@ def test_failed_shard_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(OSError, match="disk full"):
         writer.finish()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("broken", ["write_at", "append_file"])
+def test_failed_header_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, broken: str
+) -> None:
+    """Filling the header's hole (full shards of same-size samples) or copying the samples behind the
+    header (the last, short shard) fails: the error comes out, no temporary file and no index stay."""
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(f"shardflow.format._writer_files.HashingFile.{broken}", fail)
+    writer = MDSWriter(out=tmp_path, columns={"n": "int"}, size_limit=1000, hashes=["sha1"])
+    with pytest.raises(OSError, match="disk full"):
+        for n in range(200):  # several full shards, then a short one
+            writer.write({"n": n})
+        writer.finish()
+    left = os.listdir(tmp_path)
+    assert not [name for name in left if TEMP_NAME.match(name)] and "index.json" not in left
