@@ -348,3 +348,14 @@ def test_xsv_with_any_separator(tmp_path: Path, values: ModuleType) -> None:
     assert first[:2] == [b"id|number|ratio", b"000000|0|0.0"]
     with LocalDataset(tmp_path) as dataset:
         assert [dataset[i] for i in range(100)] == [values.xsv_sample(i) for i in range(100)]
+
+
+def test_shards_compressed_at_once_stay_within_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One compressing thread per usable CPU (at most 4), and at most 256 MiB of raw shards in flight."""
+    from shardflow.format._shard_writer import _shards_in_flight
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    limits = (None, 1 << 30, 1 << 27, 1 << 26, 1 << 10)
+    assert [_shards_in_flight(limit) for limit in limits] == [1, 1, 2, 4, 4]
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [_shards_in_flight(limit) for limit in (None, 1 << 27, 1 << 26)] == [1, 2, 2]

@@ -388,9 +388,10 @@ class ShardWriter:
 
 
 def _shards_in_flight(size_limit: int | None) -> int:
-    """How many finished shards may be compressed at once: one per CPU, within ``_IN_FLIGHT_BYTES``."""
+    """How many finished shards may be compressed at once: one per usable CPU, within ``_IN_FLIGHT_BYTES``."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     fit = _IN_FLIGHT_BYTES // size_limit if size_limit else 1
-    return max(1, min(os.cpu_count() or 1, _MAX_COMPRESSORS, fit))
+    return max(1, min(cpus, _MAX_COMPRESSORS, fit))
 
 
 def _no_shard_open(size: int) -> None:
