@@ -54,10 +54,14 @@ class HashingFile:
         """Append ``data`` to the file and to every hash."""
         for _, hasher in self._hashers:
             hasher.update(data)
+        self._write_all(data)
+        self.size += len(data)
+
+    def _write_all(self, data: bytes | memoryview) -> None:
+        """Write all of ``data`` at the file's position (the OS may take less per call)."""
         view = memoryview(data)
         while view:
             view = view[self._file.write(view) or 0 :]
-        self.size += len(data)
 
     def write_parts(self, parts: list[bytes]) -> None:
         """Append several pieces: gathered by the kernel (``writev``) when no hash needs them joined."""
@@ -78,9 +82,7 @@ class HashingFile:
             raise ValueError(f"{self.path}: {len(data)} bytes at {offset} pass its {self.start}-byte hole")
         end = self._file.tell()
         self._file.seek(offset)
-        view = memoryview(data)
-        while view:
-            view = view[self._file.write(view) or 0 :]
+        self._write_all(data)
         self._file.seek(end)
 
     def append_file(self, path: Path, start: int = 0) -> None:

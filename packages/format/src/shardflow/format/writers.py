@@ -176,7 +176,7 @@ class MDSWriter(ShardWriter):
         # end: the samples go behind a hole sized for the count that samples like the first would reach.
         # When the shard ends with that count (every full shard of fixed-size samples), the header fills
         # the hole; otherwise the samples are copied behind the header into a new file.
-        base = 4 + 4 + len(self._config_bytes)
+        base = self._header_size(0)  # The sample count, offsets[0] and the config.
         expected = max(1, (self._size_limit - base) // (first_size + 4)) if self._size_limit else 1
         hole = self._header_size(expected)
         return HashingFile(temp_path(self._local / raw, "samples"), self._hashes, hole), base, 0
