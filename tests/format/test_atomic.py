@@ -180,7 +180,7 @@ def test_failed_header_leaves_no_temporary_file(
     def fail(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(f"shardflow.format._writer_files.HashingFile.{broken}", fail)
+    monkeypatch.setattr(f"shardflow.format._write_files.HashingFile.{broken}", fail)
     writer = MDSWriter(out=tmp_path, columns={"n": "int"}, size_limit=1000, hashes=["sha1"])
     with pytest.raises(OSError, match="disk full"):
         for n in range(200):  # several full shards, then a short one

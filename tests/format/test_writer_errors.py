@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from shardflow.format import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
-from shardflow.format import _shard_writer as shard_writer
+from shardflow.format import _write_shard as shard_writer
 from shardflow.format.errors import EncodingError, ShardTooLargeError, UnknownNameError
 
 

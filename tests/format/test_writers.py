@@ -292,9 +292,9 @@ def test_shards_are_built_right_whatever_the_sizes(
 def test_size_log_spills_to_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, values: ModuleType) -> None:
     """Offsets of a shard with more samples than one in-memory block come out the same."""
     seq_dataset(values, tmp_path / "memory", 0, 500, size_limit=None, hashes=["sha1"])
-    monkeypatch.setattr("shardflow.format._writer_files._SIZES_PER_BLOCK", 7)
-    monkeypatch.setattr("shardflow.format._writer_files.CHUNK_BYTES", 64)
-    monkeypatch.setattr("shardflow.format._shard_writer.CHUNK_BYTES", 100)
+    monkeypatch.setattr("shardflow.format._write_files._SIZES_PER_BLOCK", 7)
+    monkeypatch.setattr("shardflow.format._write_files.CHUNK_BYTES", 64)
+    monkeypatch.setattr("shardflow.format._write_shard.CHUNK_BYTES", 100)
     seq_dataset(values, tmp_path / "spilled", 0, 500, size_limit=None, hashes=["sha1"])
     same_files(tmp_path / "memory", tmp_path / "spilled")
     write(CSVWriter(out=tmp_path / "csv", columns=TEXT_COLUMNS), (values.xsv_sample(i) for i in range(200)))
@@ -352,7 +352,7 @@ def test_xsv_with_any_separator(tmp_path: Path, values: ModuleType) -> None:
 
 def test_shards_compressed_at_once_stay_within_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """One compressing thread per usable CPU (at most 4), and at most 256 MiB of raw shards in flight."""
-    from shardflow.format._shard_writer import _shards_in_flight
+    from shardflow.format._write_shard import _shards_in_flight
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)), raising=False)
     limits = (None, 1 << 30, 1 << 27, 1 << 26, 1 << 10)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from shardflow.format._mds_shard import MDSPlan, MDSShard
-from shardflow.format._text_shard import TextPlan, TextShard
+from shardflow.format._read_mds import MDSPlan, MDSShard
+from shardflow.format._read_text import TextPlan, TextShard
 from shardflow.format.errors import UnknownNameError, UnsafeEncodingError
 from shardflow.format.hashing import get_hashes, is_hash
 from shardflow.format.index import INDEX_BASENAME, read_index

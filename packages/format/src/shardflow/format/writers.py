@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shardflow.format._atomic import temp_path
-from shardflow.format._shard_writer import ShardWriter
 from shardflow.format._text_encodings import get_text_type
-from shardflow.format._writer_files import HashingFile, SizeLog
+from shardflow.format._write_files import HashingFile, SizeLog
+from shardflow.format._write_shard import ShardWriter
 from shardflow.format.encodings import Codec, get_codec
 from shardflow.format.errors import EncodingError, ShardTooLargeError, UnknownNameError
 from shardflow.format.upload import Out

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from shardflow.format._shard_files import check_header, check_offsets, map_file, prepare_file, uint32_table
+from shardflow.format._read_files import check_header, check_offsets, map_file, prepare_file, uint32_table
 from shardflow.format.encodings import get_codec
 from shardflow.format.errors import MissingDependencyError, ShardFormatError
 

@@ -14,8 +14,8 @@ from types import TracebackType
 from typing import Any, ClassVar, TypeVar
 
 from shardflow.format._atomic import temp_path
-from shardflow.format._writer_files import CHUNK_BYTES, HashingFile, SizeLog
-from shardflow.format._writer_folder import load_existing, prepare_new
+from shardflow.format._write_files import CHUNK_BYTES, HashingFile, SizeLog
+from shardflow.format._write_folder import load_existing, prepare_new
 from shardflow.format.compression import get_compressor
 from shardflow.format.errors import ShardTooLargeError
 from shardflow.format.hashing import hash_file_all, new_hasher

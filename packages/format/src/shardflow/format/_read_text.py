@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from shardflow.format._shard_files import check_header, check_offsets, map_file, prepare_file, uint32_table
+from shardflow.format._read_files import check_header, check_offsets, map_file, prepare_file, uint32_table
 from shardflow.format._text_encodings import get_text_type
 from shardflow.format.errors import IndexFormatError, ShardFormatError
 
