@@ -16,13 +16,16 @@ from shardflow.format.errors import (
     MissingDependencyError,
     ShardFormatError,
     ShardHashError,
+    ShardMissingError,
     ShardTooLargeError,
     UnknownNameError,
     UnsafeEncodingError,
+    UnsupportedColumnError,
 )
 from shardflow.format.hashing import get_hash, get_hashes, is_hash
 from shardflow.format.index import merge_index, read_index
-from shardflow.format.reader import LocalDataset, ShardInfo
+from shardflow.format.reader import LocalDataset
+from shardflow.format.shards import ShardFile, ShardInfo, ShardLocator, ShardReader, read_shards
 from shardflow.format.writers import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
 
 __all__ = [
@@ -36,6 +39,10 @@ __all__ = [
     "merge_index",
     "read_index",
     "ShardInfo",
+    "ShardFile",
+    "ShardReader",
+    "ShardLocator",
+    "read_shards",
     "get_mds_encodings",
     "is_mds_encoding",
     "get_mds_encoded_size",
@@ -53,8 +60,10 @@ __all__ = [
     "UnknownNameError",
     "IndexFormatError",
     "ShardFormatError",
+    "ShardMissingError",
     "ShardHashError",
     "ShardTooLargeError",
     "UnsafeEncodingError",
     "MissingDependencyError",
+    "UnsupportedColumnError",
 ]

@@ -11,15 +11,15 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from shardflow.format.compression import get_compressor
-from shardflow.format.errors import FormatError, ShardFormatError, ShardHashError
+from shardflow.format.errors import FormatError, ShardFormatError, ShardHashError, ShardMissingError
 from shardflow.format.hashing import hash_file
 
-__all__ = ["prepare_file", "map_file", "uint32_table", "check_offsets", "check_header"]
+__all__ = ["prepare_file", "map_file", "read_file", "uint32_table", "check_offsets", "check_header"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ def prepare_file(
         The path of the raw file.
 
     Raises:
-        ShardFormatError: Neither form of the file exists, or the compressed form is corrupt.
+        ShardMissingError: Neither form of the file exists (also a FileNotFoundError).
+        ShardFormatError: The compressed form is truncated or corrupt.
         ShardHashError: The file's digest differs from the index's, or the index has no such digest.
     """
     raw_path = root / raw["basename"]
@@ -60,7 +61,7 @@ def prepare_file(
     zip_path = root / zipped["basename"] if zipped else None
     if zip_path is None or compression is None or not zip_path.is_file():
         also = f" nor its compressed form {zip_path}" if zip_path else ""
-        raise ShardFormatError(
+        raise ShardMissingError(
             f"shard file {raw_path} does not exist{also}: copy the whole dataset folder again"
         )
     assert zipped is not None
@@ -131,12 +132,27 @@ def map_file(path: Path, info: dict[str, Any]) -> mmap.mmap | bytes:
     Returns:
         A read-only memory map, or empty bytes for an empty file (which cannot be mapped).
     """
-    with open(path, "rb") as file:
+    with _open_shard_file(path) as file:
         size = os.fstat(file.fileno()).st_size
         _check_size(path, size, info)
         if size == 0:
             return b""
         return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def read_file(path: Path) -> bytes:
+    """Read a small raw shard file (a ``.meta`` file) whole; its reader checks its structure."""
+    with _open_shard_file(path) as file:
+        return file.read()
+
+
+def _open_shard_file(path: Path) -> BinaryIO:
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise ShardMissingError(
+            f"shard file {path} disappeared while being opened: copy the whole dataset folder again"
+        ) from None
 
 
 def uint32_table(buf: Any, offset: int, count: int) -> Sequence[int]:

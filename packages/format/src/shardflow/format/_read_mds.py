@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
+from shardflow.format._layout import COUNT, header_size, offsets_array, read_count
 from shardflow.format._read_files import check_header, check_offsets, map_file, prepare_file, uint32_table
 from shardflow.format.encodings import get_codec
 from shardflow.format.errors import MissingDependencyError, ShardFormatError
@@ -34,10 +35,19 @@ class MDSPlan:
         codecs = [get_codec(encoding) for encoding in encodings]
         self.unsafe_columns = [name for name, codec in zip(names, codecs, strict=True) if codec.unsafe]
         steps: list[_Step] = []
-        num_var = 0
+        num_var = fixed_before = 0
+        # Columns get_columns serves: name -> (dtype, shape), and where each starts in a sample:
+        # name -> (bytes of fixed-size columns before it, number of variable-size columns before it).
+        self.arrays: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self.places: dict[str, tuple[int, int]] = {}
         for name, codec, size in zip(names, codecs, sizes, strict=True):
             steps.append((name, codec.decode, size, -1 if size is not None else num_var))
+            layout = codec.array_layout()
+            if layout is not None:
+                self.arrays[name] = layout
+                self.places[name] = (fixed_before, num_var)
             num_var += size is None
+            fixed_before += size or 0
         self.columns: dict[str, str] = dict(zip(names, encodings, strict=True))
         self.header = {"column_names": names, "column_encodings": encodings, "column_sizes": sizes}
         self.steps: tuple[_Step, ...] = tuple(steps)
@@ -65,18 +75,20 @@ class MDSShard:
         self.path = path
         self._buf = buf
         size = len(buf)
-        if size < 4:
+        if size < COUNT.size:
             self._fail(f"it is {size} bytes, too short for a header")
-        num = int.from_bytes(buf[:4], "little")
+        num = read_count(buf)
         if num != samples:
             self._fail(f"it holds {num} samples but its index says {samples}")
-        table_end = 4 + 4 * (num + 1)
+        table_end = header_size(num)
         if table_end > size:
             self._fail(f"its offsets table needs {table_end} bytes but the file has {size}")
-        check_offsets(path, np.frombuffer(buf, "<u4", num + 1, 4), table_end, size)
-        self._offsets = uint32_table(buf, 4, num + 1)
+        self._table: np.ndarray | None = offsets_array(buf, num)
+        check_offsets(path, self._table, table_end, size)
+        self._offsets = uint32_table(buf, COUNT.size, num + 1)
         check_header(path, bytes(buf[table_end : self._offsets[0]]), plan.header)
         self._view = memoryview(buf)
+        self._bytes: np.ndarray | None = np.frombuffer(buf, np.uint8)
         self._plan = plan
         self._fixed = self._fixed_steps(plan)
         self.get: Callable[[int], dict[str, Any]] = self._get_var if plan.num_var else self._get_fixed
@@ -157,10 +169,53 @@ class MDSShard:
             "copy it again"
         )
 
+    def get_columns(self, ids: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Columns ``names`` (all in ``plan.arrays``) of samples ``ids`` (int64, in range), one array each.
+
+        Every value is gathered from the map with numpy fancy indexing: no Python step per sample.
+        """
+        plan = self._plan
+        table, data = self._table, self._bytes
+        if table is None or data is None:
+            raise ShardFormatError(f"{self.path} was closed while being read")
+        begin = table[ids].astype(np.int64)
+        spans = table[ids + 1].astype(np.int64) - begin
+        head = begin + plan.prefix.size
+        before: np.ndarray | None = None
+        if plan.num_var:
+            short = spans < plan.prefix.size
+            if short.any():
+                self._bad_size(int(ids[np.argmax(short)]))
+            sizes = _gather(data, begin, plan.prefix.size).view("<u4").astype(np.int64)
+            before = np.zeros((len(ids), plan.num_var + 1), np.int64)
+            np.cumsum(sizes, axis=1, out=before[:, 1:])
+            bad = spans != plan.prefix.size + plan.fixed_total + before[:, -1]
+        else:
+            bad = spans != plan.fixed_total
+        if bad.any():
+            self._bad_size(int(ids[np.argmax(bad)]))
+        columns = {}
+        for name in names:
+            dtype, shape = plan.arrays[name]
+            fixed_before, var_before = plan.places[name]
+            starts = head + fixed_before
+            if var_before:
+                assert before is not None
+                starts += before[:, var_before]
+            width = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            columns[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
+        return columns
+
     def close(self) -> None:
         """Unmap the file; decoded samples that still view it keep the map alive until they go."""
         self._view = self._offsets = memoryview(b"")
+        self._table = self._bytes = None
         try:
             self._buf.close()
         except BufferError:
             pass  # decoded arrays still view the map: it is unmapped when the last of them goes
+
+
+def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """The ``width`` bytes at each of ``starts`` in ``data``: a new ``(len(starts), width)`` uint8 array."""
+    return np.lib.stride_tricks.sliding_window_view(data, width)[starts]

@@ -7,9 +7,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from shardflow.format._read_files import check_header, check_offsets, map_file, prepare_file, uint32_table
+from shardflow.format._layout import COUNT, header_size, offsets_array, read_count
+from shardflow.format._read_files import (
+    check_header,
+    check_offsets,
+    map_file,
+    prepare_file,
+    read_file,
+    uint32_table,
+)
 from shardflow.format._text_encodings import get_text_type
 from shardflow.format.errors import IndexFormatError, ShardFormatError
 
@@ -59,7 +65,7 @@ class TextPlan:
         data_path = prepare_file(root, entry["raw_data"], entry.get("zip_data"), compression, validate_hash)
         meta_path = prepare_file(root, entry["raw_meta"], entry.get("zip_meta"), compression, validate_hash)
         data = map_file(data_path, entry["raw_data"])
-        meta = meta_path.read_bytes()
+        meta = read_file(meta_path)
         return TextShard(data_path, data, meta_path, meta, self, entry["samples"])
 
 
@@ -105,15 +111,15 @@ class TextShard:
         self, path: Path, data: Any, meta_path: Path, meta: bytes, plan: TextPlan, samples: int
     ) -> None:
         self.path = path
-        table_end = 4 + 4 * (samples + 1)
-        if len(meta) < table_end or int.from_bytes(meta[:4], "little") != samples:
+        table_end = header_size(samples)
+        if len(meta) < table_end or read_count(meta) != samples:
             raise ShardFormatError(
                 f"{meta_path} is corrupt or truncated: it does not start with a count of {samples} samples "
                 f"and their {samples + 1} offsets, as its index says; copy it again"
             )
         check_header(meta_path, meta[table_end:], plan.header)
-        check_offsets(path, np.frombuffer(meta, "<u4", samples + 1, 4), 0, len(data))
-        self._offsets = uint32_table(meta, 4, samples + 1)
+        check_offsets(path, offsets_array(meta, samples), 0, len(data))
+        self._offsets = uint32_table(meta, COUNT.size, samples + 1)
         self._data = data
         self._decode = plan.decode_line
 

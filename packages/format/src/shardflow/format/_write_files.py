@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import IO
 import numpy as np
 
 from shardflow.format._atomic import remove_quietly
+from shardflow.format._layout import OFFSET, OFFSET_DTYPE
 from shardflow.format.hashing import hash_file_all, new_hasher
 
 __all__ = ["CHUNK_BYTES", "HashingFile", "SizeLog"]
@@ -149,7 +149,7 @@ class SizeLog:
 
         The caller guarantees that the last offset fits in uint32 (the writer refuses larger shards).
         """
-        yield struct.pack("<I", start)
+        yield OFFSET.pack(start)
         position = start
         for block in self._blocks():
             if not block:
@@ -157,7 +157,7 @@ class SizeLog:
             ends = np.cumsum(np.frombuffer(block, np.uint32), dtype=np.uint64)
             ends += position
             position = int(ends[-1])
-            yield ends.astype("<u4").tobytes()
+            yield ends.astype(OFFSET_DTYPE).tobytes()
 
     def _blocks(self) -> Iterator[bytes]:
         if self._spill is not None:

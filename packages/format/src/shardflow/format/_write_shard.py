@@ -400,6 +400,7 @@ def _no_shard_open(size: int) -> None:
 
 def _progress_bar(enabled: bool, folder: Path) -> Any:
     """A tqdm bar of bytes written, or ``None`` (tqdm is optional)."""
+    # mirrors shardflow.storage.upload._progress_bar; the packages may not import each other
     if not enabled:
         return None
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import importlib
 import logging
 import mmap
 import os
@@ -17,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-from shardflow.format.errors import MissingDependencyError, ShardFormatError, UnknownNameError
+from shardflow.format._deps import require
+from shardflow.format.errors import ShardFormatError, UnknownNameError
 
 __all__ = [
     "ONE_SHOT_MAX_BYTES",
@@ -39,15 +39,6 @@ _CHUNK = 1 << 20  # read size when compressing in chunks, output size when decom
 # exactly as mosaicml-streaming does; larger ones stream in constant memory (to a stream any reader takes).
 ONE_SHOT_MAX_BYTES = 1 << 26
 _ZIPPED_CHUNK = 1 << 16  # read size when decompressing zstd and br: bounds each output piece
-
-
-def _require(module: str, extra: str | None, name: str) -> Any:
-    """Import a codec library on first use; a missing one raises an error that says what to install."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        install = f"pip install 'shardflow-format[{extra}]'" if extra else f"pip install {module}"
-        raise MissingDependencyError(f"compression {name!r} needs the {module} package: {install}") from exc
 
 
 class _Readable(Protocol):
@@ -109,7 +100,7 @@ class Compressor:
         return f"{type(self).__name__}({self.name!r})"
 
     def _lib(self) -> Any:
-        return _require(self.module, self.extra, self.name)
+        return require(self.module, self.extra, f"compression {self.name!r}")
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         """The exceptions the library raises for data that is not valid compressed data."""

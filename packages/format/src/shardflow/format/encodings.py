@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import pickle
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from shardflow.format.errors import EncodingError, MissingDependencyError, ShardFormatError, UnknownNameError
+from shardflow.format._deps import require
+from shardflow.format.errors import EncodingError, ShardFormatError, UnknownNameError
 
 __all__ = [
     "Codec",
@@ -63,7 +63,7 @@ _U32 = struct.Struct("<I")
 _LIST_HEAD = struct.Struct("<II")
 _PIL_HEAD = struct.Struct("<III")
 
-_IMAGES_HINT = "pip install 'shardflow-format[images]'"
+_IMAGE_USER = "the image encodings (pil, jpeg, png, list[...], jpeg_array)"
 
 
 def _describe(obj: Any) -> str:
@@ -79,12 +79,7 @@ def _mismatch(expected: str, obj: Any) -> EncodingError:
 
 def _pil_image() -> ModuleType:
     """Import ``PIL.Image`` on use of an image encoding (after the first time, a ``sys.modules`` lookup)."""
-    try:
-        return importlib.import_module("PIL.Image")
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"the image encodings (pil, jpeg, png, list[...], jpeg_array) need Pillow: {_IMAGES_HINT}"
-        ) from exc
+    return require("PIL.Image", "images", _IMAGE_USER, "Pillow")
 
 
 class Codec:
@@ -135,6 +130,14 @@ class Codec:
 
     def _encode(self, obj: Any) -> bytes:
         raise NotImplementedError
+
+    def array_layout(self) -> tuple[np.dtype, tuple[int, ...]] | None:
+        """The numpy dtype and shape of every value, for a fixed-size number or array encoding, else None.
+
+        A value of such an encoding is stored as exactly its array bytes, so columns of it can be read in
+        bulk as one ``(samples, *shape)`` array.
+        """
+        return None
 
     def decode(self, buf: Buffer) -> Any:
         """Decode one value from its bytes (a ``memoryview`` slice of a mapped shard works).
@@ -196,6 +199,9 @@ class _Int(Codec):
             )
         return value.to_bytes(8, "little", signed=True)
 
+    def array_layout(self) -> tuple[np.dtype, tuple[int, ...]] | None:
+        return _LITTLE_DTYPES["int64"], ()
+
     def decode(self, buf: Buffer) -> int:
         return int.from_bytes(buf, "little", signed=True)
 
@@ -231,6 +237,9 @@ class _Scalar(Codec):
             return self._struct.pack(obj)
         except (OverflowError, struct.error) as exc:
             raise EncodingError(f"expected a number that {self.name} can hold, got {obj!r}: {exc}") from exc
+
+    def array_layout(self) -> tuple[np.dtype, tuple[int, ...]] | None:
+        return self._dtype, ()
 
     def decode(self, buf: Buffer) -> Any:
         return np.frombuffer(buf, self._dtype, 1)[0]
@@ -340,6 +349,11 @@ class _NDArray(Codec):
             obj = obj.astype(little)
         parts.append(obj.tobytes())
         return b"".join(parts)
+
+    def array_layout(self) -> tuple[np.dtype, tuple[int, ...]] | None:
+        if self._dtype is None or self._shape is None:
+            return None
+        return self._dtype, self._shape
 
     def decode(self, buf: Buffer) -> np.ndarray:
         dtype = self._dtype

@@ -8,10 +8,12 @@ __all__ = [
     "UnknownNameError",
     "IndexFormatError",
     "ShardFormatError",
+    "ShardMissingError",
     "ShardHashError",
     "ShardTooLargeError",
     "UnsafeEncodingError",
     "MissingDependencyError",
+    "UnsupportedColumnError",
 ]
 
 
@@ -35,6 +37,10 @@ class ShardFormatError(FormatError):
     """A shard file that is corrupt or truncated."""
 
 
+class ShardMissingError(ShardFormatError, FileNotFoundError):
+    """A shard file of which neither the raw nor the compressed form exists; the message names the paths."""
+
+
 class ShardHashError(FormatError):
     """A shard whose bytes do not match the hash recorded in the index."""
 
@@ -49,3 +55,7 @@ class UnsafeEncodingError(FormatError):
 
 class MissingDependencyError(FormatError, ImportError):
     """An optional codec or hash whose library is not installed; the message names the extra."""
+
+
+class UnsupportedColumnError(FormatError):
+    """A column that ``get_columns`` cannot read as an array; the message names it and its encoding."""

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from shardflow.format.errors import MissingDependencyError, UnknownNameError
+from shardflow.format._deps import require
+from shardflow.format.errors import UnknownNameError
 
 __all__ = ["Hasher", "get_hashes", "is_hash", "get_hash", "new_hasher", "hash_file", "hash_file_all"]
 
@@ -59,13 +59,7 @@ def _constructor(name: str) -> Callable[[], Hasher]:
     if name in _HASHLIB_NAMES:
         return getattr(hashlib, name)
     if name in _XXHASH_NAMES:
-        try:
-            xxhash = importlib.import_module("xxhash")
-        except ImportError as exc:
-            raise MissingDependencyError(
-                f"hash {name!r} needs xxhash: pip install 'shardflow-format[xxhash]'"
-            ) from exc
-        return getattr(xxhash, name)
+        return getattr(require("xxhash", "xxhash", f"hash {name!r}"), name)
     raise UnknownNameError(f"unknown hash {name!r}; valid hashes: {', '.join(get_hashes())}")
 
 

@@ -5,45 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from shardflow.format._read_mds import MDSPlan, MDSShard
-from shardflow.format._read_text import TextPlan, TextShard
-from shardflow.format.errors import UnknownNameError, UnsafeEncodingError
+from shardflow.format.errors import FormatError, UnknownNameError
 from shardflow.format.hashing import get_hashes, is_hash
-from shardflow.format.index import INDEX_BASENAME, read_index
+from shardflow.format.shards import ShardInfo, ShardLocator, ShardReader, read_shards
 
 __all__ = ["LocalDataset", "ShardInfo"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ShardInfo:
-    """One shard of a dataset, as its index describes it.
-
-    Attributes:
-        index: Position of the shard in the index.
-        basename: Its (raw) data file, relative to the dataset folder.
-        format: ``mds``, ``json``, ``csv``, ``tsv`` or ``xsv``.
-        samples: How many samples it holds.
-        start: The dataset index of its first sample.
-        compression: Its compression name, or None.
-        columns: Column name to encoding.
-    """
-
-    index: int
-    basename: str
-    format: str
-    samples: int
-    start: int
-    compression: str | None
-    columns: dict[str, str]
+_SampleGetter = Callable[[int], dict[str, Any]]
 
 
 class LocalDataset:
@@ -51,8 +27,8 @@ class LocalDataset:
 
     Reads MDS, JSONL and CSV/TSV/XSV shards, plain or compressed. Shards are opened (and, when only
     their compressed form exists, decompressed next to it) on first use, then memory-mapped for the
-    life of the object. It behaves like a read-only list of sample dicts and is safe to share between
-    threads and to pickle into worker processes.
+    life of the object (or until :meth:`release` or :meth:`close`). It behaves like a read-only list
+    of sample dicts and is safe to share between threads and to pickle into worker processes.
 
     Args:
         local: The dataset folder.
@@ -69,13 +45,16 @@ class LocalDataset:
         IndexFormatError: ``index.json`` is corrupt, of an unsupported version or unsafe.
         UnsafeEncodingError: A column is ``pkl`` and ``allow_unsafe_types`` is False.
 
-    Reading a sample raises ShardFormatError for a missing, truncated or corrupt shard file and
-    ShardHashError for a digest mismatch; each message names the file.
+    Reading a sample raises ShardMissingError (a ShardFormatError and a FileNotFoundError) for a missing
+    shard file, ShardFormatError for a truncated or corrupt one and ShardHashError for a digest mismatch;
+    each message names the file. It is built on :mod:`shardflow.format.shards`: one
+    :class:`~shardflow.format.shards.ShardReader` per shard, which :meth:`release` closes alone.
 
     Example:
         >>> with LocalDataset("/data/my_dataset", split="train") as dataset:
         ...     first, last = dataset[0], dataset[-1]
         ...     batch = dataset.get_batch([3, 1, 4])
+        ...     tokens = dataset.get_columns([3, 1, 4], ["tokens"])["tokens"]
     """
 
     def __init__(
@@ -94,40 +73,16 @@ class LocalDataset:
         self.allow_unsafe_types = allow_unsafe_types
         self.validate_hash = validate_hash
         self._root = Path(local) / split if split else Path(local)
-        index_path = self._root / INDEX_BASENAME
-        entries = read_index(index_path)["shards"]
-        self._plans = [self._plan(entry, index_path) for entry in entries]
-        shards, start = [], 0
-        for k, (entry, plan) in enumerate(zip(entries, self._plans, strict=True)):
-            shards.append(
-                ShardInfo(
-                    k,
-                    entry["raw_data"]["basename"],
-                    entry["format"],
-                    entry["samples"],
-                    start,
-                    entry.get("compression"),
-                    plan.columns,
-                )
-            )
-            start += entry["samples"]
-        self.shards: tuple[ShardInfo, ...] = tuple(shards)
-        self.num_samples: int = start
-        self._starts = [shard.start for shard in shards]
-        self._starts_array = np.array(self._starts, dtype=np.int64)
-        self._readers: list[MDSShard | TextShard | None] = [None] * len(shards)
+        shards = read_shards(local, split, allow_unsafe_types)
+        readers = [ShardReader(self._root, shard, validate_hash) for shard in shards]
+        self.shards: tuple[ShardInfo, ...] = shards
+        self._locator = ShardLocator.from_shards(shards)
+        self.num_samples: int = self._locator.num_samples
+        self._starts = self._locator.starts.tolist()
+        self._readers = readers
+        # The open shards' own get functions (None while closed): the hot path calls them directly.
+        self._gets: list[_SampleGetter | None] = [None] * len(shards)
         self._lock = threading.Lock()
-        logger.debug("opened index %s: %d shards, %d samples", index_path, len(shards), start)
-
-    def _plan(self, entry: dict[str, Any], index_path: Path) -> MDSPlan | TextPlan:
-        plan = MDSPlan(entry) if entry["format"] == "mds" else TextPlan(entry, index_path)
-        if plan.unsafe_columns and not self.allow_unsafe_types:
-            raise UnsafeEncodingError(
-                f"column {plan.unsafe_columns[0]!r} of {self._root / entry['raw_data']['basename']} "
-                f"(listed in {index_path}) is pickled, and unpickling runs arbitrary code: pass "
-                "allow_unsafe_types=True only if you trust whoever wrote this dataset"
-            )
-        return plan
 
     @property
     def size(self) -> int:
@@ -143,23 +98,21 @@ class LocalDataset:
             f"samples={self.num_samples}, shards={len(self.shards)})"
         )
 
-    def _reader(self, k: int) -> MDSShard | TextShard:
-        reader = self._readers[k]
-        if reader is None:
-            with self._lock:
-                reader = self._readers[k]
-                if reader is None:
-                    reader = self._plans[k].open(self._root, self.validate_hash)
-                    self._readers[k] = reader
-        return reader
+    def _getter(self, k: int) -> _SampleGetter:
+        """Open shard ``k`` if needed and return its sample getter."""
+        with self._lock:  # Also orders this against release(k): no getter of a closed shard is kept.
+            get = self._gets[k]
+            if get is None:
+                get = self._gets[k] = self._readers[k]._sample_getter()
+        return get
 
     def _get(self, at: int) -> dict[str, Any]:
         i = at + self.num_samples if at < 0 else at
         if not 0 <= i < self.num_samples:
             raise IndexError(f"sample index {at} is out of range for a dataset of {self.num_samples} samples")
         k = bisect_right(self._starts, i) - 1
-        reader = self._readers[k] or self._reader(k)
-        return reader.get(i - self._starts[k])
+        get = self._gets[k] or self._getter(k)
+        return get(i - self._starts[k])
 
     def __getitem__(self, at: int | slice | Sequence[Any] | np.ndarray) -> Any:
         """Get a sample by index (negative counts from the end), or a list of samples.
@@ -213,37 +166,90 @@ class LocalDataset:
                 f"get_batch needs a flat sequence of integers, not {ids_array.dtype} of shape "
                 f"{ids_array.shape}"
             )
-        wanted = ids_array.astype(np.int64)
-        wanted[wanted < 0] += self.num_samples
-        bad = (wanted < 0) | (wanted >= self.num_samples)
-        if bad.any():
-            raise IndexError(
-                f"sample index {ids_array[np.argmax(bad)]} is out of range for a dataset of "
-                f"{self.num_samples} samples"
-            )
-        shard_ids = np.searchsorted(self._starts_array, wanted, side="right") - 1
-        local_ids = wanted - self._starts_array[shard_ids]
+        shard_ids, local_ids = self._locate(ids_array)
         samples = []
         current, get = -1, None
         for k, i in zip(shard_ids.tolist(), local_ids.tolist(), strict=True):
             if k != current:
-                current, get = k, self._reader(k).get
+                current, get = k, self._gets[k] or self._getter(k)
             samples.append(get(i))  # type: ignore[misc]
         return samples
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Shard and local index of each of ``ids`` (negative ones count from the end)."""
+        wanted = ids.astype(np.int64)
+        wanted[wanted < 0] += self.num_samples
+        bad = (wanted < 0) | (wanted >= self.num_samples)
+        if bad.any():
+            raise IndexError(
+                f"sample index {ids[np.argmax(bad)]} is out of range for a dataset of "
+                f"{self.num_samples} samples"
+            )
+        return self._locator.locate(wanted)
+
+    def get_columns(
+        self, ids: Sequence[int] | np.ndarray, columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Columns of many samples as one numpy array each, in the order of ``ids`` (see
+        :meth:`ShardReader.get_columns`: fixed-size number and array columns of MDS shards).
+
+        Args:
+            ids: Sample indices (negative ones count from the end), as a sequence or 1-D integer array.
+            columns: The column names to read; None for every column.
+
+        Returns:
+            Column name to an array of shape ``(len(ids), *shape of one value)``.
+
+        Raises:
+            UnsupportedColumnError: A column is not a fixed-size number or array.
+            IndexError: An index is out of range.
+            TypeError: ``ids`` is not a flat sequence of integers.
+        """
+        ids_array = np.asarray(ids)
+        if ids_array.size and (ids_array.ndim != 1 or ids_array.dtype.kind not in "iu"):
+            raise TypeError(
+                f"get_columns needs a flat sequence of integers, not {ids_array.dtype} of shape "
+                f"{ids_array.shape}"
+            )
+        shard_ids, local_ids = self._locate(ids_array.reshape(-1))
+        if not self.shards:
+            raise IndexError("the dataset has no shards: there are no columns to read")
+        found = np.unique(shard_ids) if shard_ids.size else np.zeros(1, np.int64)
+        out: dict[str, np.ndarray] = {}
+        for k in found.tolist():
+            where = shard_ids == k
+            parts = self._readers[k].get_columns(local_ids[where], columns)
+            for name, part in parts.items():
+                column = out.get(name)
+                if column is None:
+                    column = out[name] = np.empty((len(shard_ids), *part.shape[1:]), part.dtype)
+                elif column.shape[1:] != part.shape[1:] or column.dtype != part.dtype:
+                    raise FormatError(
+                        f"column {name!r} is {part.dtype} of shape {part.shape[1:]} in shard "
+                        f"{self.shards[k].basename} but {column.dtype} of shape {column.shape[1:]} in "
+                        "another shard: read those shards apart"
+                    )
+                column[where] = part
+        return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for shard in self.shards:
             if shard.samples:
-                get = self._reader(shard.index).get
+                get = self._gets[shard.index] or self._getter(shard.index)
                 for i in range(shard.samples):
                     yield get(i)
+
+    def release(self, shard_index: int) -> None:
+        """Unmap shard ``shard_index`` alone (see :attr:`shards`); it reopens on next use."""
+        with self._lock:
+            self._gets[shard_index] = None
+            self._readers[shard_index].close()
 
     def close(self) -> None:
         """Unmap every open shard. The dataset stays usable: shards reopen on next use."""
         with self._lock:
-            readers, self._readers = self._readers, [None] * len(self.shards)
-        for reader in readers:
-            if reader is not None:
+            self._gets = [None] * len(self.shards)
+            for reader in self._readers:
                 reader.close()
 
     def __enter__(self) -> LocalDataset:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shardflow.format._atomic import temp_path
+from shardflow.format._layout import head_chunks, header_size
 from shardflow.format._text_encodings import get_text_type
 from shardflow.format._write_files import HashingFile, SizeLog
 from shardflow.format._write_shard import ShardWriter
@@ -182,7 +183,7 @@ class MDSWriter(ShardWriter):
         return HashingFile(temp_path(self._local / raw, "samples"), self._hashes, hole), base, 0
 
     def _header_size(self, count: int) -> int:
-        return 4 + 4 * (count + 1) + len(self._config_bytes)
+        return header_size(count, len(self._config_bytes))
 
     def _finish_files(self, number: int, data: HashingFile, sizes: SizeLog) -> dict[str, Any]:
         raw_name, zip_name = self._basenames(number)
@@ -219,9 +220,7 @@ class MDSWriter(ShardWriter):
 
     def _header_chunks(self, count: int, header: int, sizes: SizeLog) -> Iterator[bytes]:
         """The bytes in front of a shard's samples: sample count, offset table, config."""
-        yield struct.pack("<I", count)
-        yield from sizes.offsets(header)
-        yield self._config_bytes
+        return head_chunks(count, sizes.offsets(header), self._config_bytes)
 
 
 class _SplitWriter(ShardWriter):
@@ -265,10 +264,8 @@ class _SplitWriter(ShardWriter):
         files["raw_data"], files["zip_data"] = self._publish(data, raw_data, zip_data)
         meta = HashingFile(temp_path(self._local / raw_meta), self._hashes)
         try:
-            meta.write(struct.pack("<I", sizes.count))
-            for chunk in sizes.offsets(len(self._header())):
+            for chunk in head_chunks(sizes.count, sizes.offsets(len(self._header())), self._config_bytes):
                 meta.write(chunk)
-            meta.write(self._config_bytes)
         except BaseException:
             meta.discard()
             raise
