@@ -26,9 +26,25 @@ from typing import NamedTuple
 import numpy as np
 
 from shardflow.shuffle._jit import in_threads, inline, jit
-from shardflow.shuffle._layout import epoch_key, run_key
 from shardflow.shuffle._memory import empty_int64
-from shardflow.shuffle._random import derive_key, permute_index, random_below, shuffle_in_place
+from shardflow.shuffle._random import (
+    KEY_NAIVE_RUN,
+    KEY_NODE,
+    KEY_SPAN,
+    KEY_SPAN_WINDOW,
+    KEY_UNIT_RUN,
+    NODE_BLOCK_SIZES,
+    NODE_CHUNKS,
+    NODE_PHASE,
+    NODE_TILES,
+    derive_key,
+    node_stream_key,
+    permute_index,
+    random_affine,
+    random_below,
+    random_fraction,
+    shuffle_in_place,
+)
 
 __all__ = [
     "NO_SHUFFLE",
@@ -36,7 +52,6 @@ __all__ = [
     "Shuffler",
     "UnitMap",
     "tile_bits_for",
-    "make_keys",
     "build_node_tables",
     "chunk_capacity",
     "materialize_all",
@@ -47,13 +62,7 @@ NO_SHUFFLE = 0
 ALGO_CODES = {"naive": 1, "py1s": 2, "py2s": 3, "py1br": 4, "py1e": 5}
 _NAIVE, _PY1S, _PY2S, _PY1BR, _PY1E = 1, 2, 3, 4, 5
 
-# Slots of the key array passed to the kernels.
-_KEY_SPAN, _KEY_UNIT_RUN, _KEY_NAIVE_RUN, _KEY_NODE, _KEY_SPAN_WINDOW = range(5)
-_NUM_KEYS = 5
-# Sub-streams of a node's key.
-_NODE_BLOCK_SIZES, _NODE_TILES, _NODE_PHASE, _NODE_CHUNKS = range(4)
 _MIX_TILES_BITS = 6  # py1e shuffles aligned windows of 2**6 tiles
-_TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 
 
 class Shuffler(NamedTuple):
@@ -62,7 +71,7 @@ class Shuffler(NamedTuple):
     algo: int
     block_size: int
     tile_bits: int
-    keys: np.ndarray  # uint64[_NUM_KEYS]
+    keys: np.ndarray  # uint64, by slot (KEY_*): _random.epoch_keys
     unit_start: np.ndarray  # position of each unit in the unshuffled sample space, then the total
     bounds: np.ndarray
     node_span: np.ndarray
@@ -96,22 +105,8 @@ def tile_bits_for(block_size: int) -> int:
 
 
 @jit
-def make_keys(seed: int, epoch: int) -> np.ndarray:
-    """The random streams of one epoch, each derived from the seed (run) or the seed and epoch."""
-    run = run_key(seed)
-    now = epoch_key(seed, epoch)
-    keys = np.empty(_NUM_KEYS, np.uint64)
-    keys[_KEY_SPAN] = derive_key(now, 10)
-    keys[_KEY_UNIT_RUN] = derive_key(run, 11)
-    keys[_KEY_NAIVE_RUN] = derive_key(run, 12)
-    keys[_KEY_NODE] = derive_key(now, 13)
-    keys[_KEY_SPAN_WINDOW] = derive_key(now, 14)
-    return keys
-
-
-@jit
 def _node_key(shuffler: Shuffler, node: int, stream: int) -> np.uint64:
-    return derive_key(derive_key(shuffler.keys[_KEY_NODE], node), stream)
+    return node_stream_key(shuffler.keys[KEY_NODE], node, stream)
 
 
 @inline
@@ -156,24 +151,6 @@ def _mul_mod(a: int, b: int, modulus: int) -> int:
 
 
 @jit
-def _affine(length: int, key: np.uint64) -> tuple:
-    """A random bijection ``i -> (step * i + first) % length`` of a span (step coprime with length)."""
-    if length <= 1:
-        return 1, 0
-    first = random_below(key, 0, length)
-    limit = min(length, np.int64(1) << 31)
-    counter = 1
-    while True:
-        step = 1 + random_below(key, counter, limit - 1)
-        a, b = step, length
-        while b:
-            a, b = b, a % b
-        if a == 1:
-            return step, first
-        counter += 1
-
-
-@jit
 def _py1br_blocks(size: int, block_size: int, node_key: np.uint64, out: np.ndarray) -> int:
     """Write the block starts of one canonical node into ``out`` (when not empty); return their count."""
     low, high = _window_bounds(block_size)
@@ -198,8 +175,8 @@ def _py1e_tiles(shuffler: Shuffler, node: int, out: np.ndarray) -> bool:
     size = _node_size(shuffler, node)
     num_tiles = out.shape[0]
     low, high = _window_bounds(shuffler.block_size)
-    window_key = shuffler.keys[_KEY_SPAN_WINDOW]
-    tile_key = _node_key(shuffler, node, _NODE_TILES)
+    window_key = shuffler.keys[KEY_SPAN_WINDOW]
+    tile_key = _node_key(shuffler, node, NODE_TILES)
     sort_keys = np.empty(num_tiles, np.float64)
     span = shuffler.node_span[node]
     oversized = False
@@ -218,8 +195,7 @@ def _py1e_tiles(shuffler: Shuffler, node: int, out: np.ndarray) -> bool:
             oversized = True
         lower = max(-cutoff, -np.float64(begin))
         upper = min(cutoff, np.float64(size - begin - length))
-        fraction = np.float64(derive_key(tile_key, j) >> np.uint64(11)) * _TWO_POW_MINUS_53
-        sort_keys[j] = begin + lower + fraction * (upper - lower)
+        sort_keys[j] = begin + lower + random_fraction(tile_key, j) * (upper - lower)
     out[:] = np.argsort(sort_keys, kind="mergesort")
     return oversized
 
@@ -237,7 +213,7 @@ def _build_node_tables(shuffler: Shuffler, touched: np.ndarray) -> tuple:
                 extra = _py1br_blocks(
                     size,
                     shuffler.block_size,
-                    _node_key(shuffler, node, _NODE_BLOCK_SIZES),
+                    _node_key(shuffler, node, NODE_BLOCK_SIZES),
                     np.empty(0, np.int64),
                 )
             elif shuffler.algo == _PY1E:
@@ -254,13 +230,13 @@ def _build_node_tables(shuffler: Shuffler, touched: np.ndarray) -> tuple:
             _py1br_blocks(
                 _node_size(shuffler, node),
                 shuffler.block_size,
-                _node_key(shuffler, node, _NODE_BLOCK_SIZES),
+                _node_key(shuffler, node, NODE_BLOCK_SIZES),
                 part,
             )
         elif shuffler.algo == _PY1E:
             oversized |= _py1e_tiles(shuffler, node, part)
             mix = np.int64(1) << (shuffler.tile_bits + _MIX_TILES_BITS)
-            node_phase[node] = random_below(_node_key(shuffler, node, _NODE_PHASE), 0, mix)
+            node_phase[node] = random_below(_node_key(shuffler, node, NODE_PHASE), 0, mix)
     return node_table, table, node_phase, oversized
 
 
@@ -370,7 +346,7 @@ def _fill_tiles(shuffler: Shuffler, units: UnitMap, node: int, start: int, out: 
         while count:
             length = shuffler.span_length[span]
             run = min(count, length - index)
-            step, first = _affine(length, derive_key(shuffler.keys[_KEY_SPAN], span))
+            step, first = random_affine(length, derive_key(shuffler.keys[KEY_SPAN], span))
             value = (step * index + first) % length
             unit = shuffler.span_unit[span]
             offset = shuffler.span_offset[span]
@@ -403,7 +379,7 @@ def _materialize(
 ) -> None:
     """Write the ids at positions ``start:stop`` of canonical node ``node`` (one whole chunk) into ``out``."""
     algo = shuffler.algo
-    chunk_key = derive_key(_node_key(shuffler, node, _NODE_CHUNKS), chunk)
+    chunk_key = derive_key(_node_key(shuffler, node, NODE_CHUNKS), chunk)
     if algo == NO_SHUFFLE:
         for i in range(stop - start):
             out[i] = shuffler.bounds[node] + start + i
@@ -411,7 +387,7 @@ def _materialize(
         return
     if algo == _NAIVE:
         total = shuffler.unit_start[shuffler.unit_start.shape[0] - 1]
-        step, first = _affine(total, shuffler.keys[_KEY_NAIVE_RUN])
+        step, first = random_affine(total, shuffler.keys[KEY_NAIVE_RUN])
         value = (_mul_mod(step, shuffler.bounds[node], total) + first) % total
         for i in range(stop - start):
             out[i] = value
@@ -430,14 +406,14 @@ def _materialize(
             whole = scratch[:size]
             for i in range(size):
                 whole[i] = i
-            shuffle_in_place(whole, derive_key(shuffler.keys[_KEY_UNIT_RUN], unit))
+            shuffle_in_place(whole, derive_key(shuffler.keys[KEY_UNIT_RUN], unit))
             offset = shuffler.span_offset[span]
             for i in range(stop - start):
                 local[i] = whole[offset + i]
         else:
             for i in range(stop - start):
                 local[i] = shuffler.span_offset[span] + i
-        shuffle_in_place(local, derive_key(shuffler.keys[_KEY_SPAN], span))
+        shuffle_in_place(local, derive_key(shuffler.keys[KEY_SPAN], span))
         base = units.base[unit]
         modulus = units.modulus[unit]
         key = units.key[unit]

@@ -14,13 +14,9 @@ from typing import NamedTuple
 import numpy as np
 
 from shardflow.shuffle._jit import jit
-from shardflow.shuffle._random import derive_key, mix64, shuffle_in_place
+from shardflow.shuffle._random import derive_key, shuffle_in_place, span_order_key, unit_order_key
 
-__all__ = ["Layout", "build_layout", "run_key", "epoch_key"]
-
-# Tags that derive independent random streams from one seed.
-_TAG_RUN_ORDER = 1
-_TAG_SPAN_ORDER = 2
+__all__ = ["Layout", "build_layout"]
 
 
 class Layout(NamedTuple):
@@ -37,18 +33,6 @@ class Layout(NamedTuple):
     offset: np.ndarray
     length: np.ndarray
     slot: np.ndarray
-
-
-@jit
-def run_key(seed: int) -> np.uint64:
-    """The key of everything that is fixed for a whole run (it depends on the seed only)."""
-    return mix64(np.uint64(seed))
-
-
-@jit
-def epoch_key(seed: int, epoch: int) -> np.uint64:
-    """The key of everything that changes from one epoch to the next."""
-    return derive_key(mix64(np.uint64(seed) ^ np.uint64(0x5DEECE66D)), epoch)
 
 
 @jit
@@ -106,15 +90,13 @@ def _reorder_spans(
 @jit
 def _build_layout(unit_sizes: np.ndarray, num_canonical_nodes: int, seed: int, epoch: int) -> tuple:
     order = np.arange(unit_sizes.shape[0])
-    shuffle_in_place(order, derive_key(run_key(seed), _TAG_RUN_ORDER))
+    shuffle_in_place(order, unit_order_key(seed))
     total = unit_sizes.sum()
     bounds = np.empty(num_canonical_nodes + 1, np.int64)
     for node in range(num_canonical_nodes + 1):
         bounds[node] = total * node // num_canonical_nodes
     unit, offset, length, node_span = _cut_spans(unit_sizes, order, bounds)
-    unit, offset, length, slot = _reorder_spans(
-        node_span, unit, offset, length, derive_key(epoch_key(seed, epoch), _TAG_SPAN_ORDER)
-    )
+    unit, offset, length, slot = _reorder_spans(node_span, unit, offset, length, span_order_key(seed, epoch))
     return bounds, node_span, unit, offset, length, slot
 
 

@@ -22,8 +22,14 @@ from numpy.typing import ArrayLike, NDArray
 from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive, is_integer
 from shardflow.shuffle._jit import jit
 from shardflow.shuffle._kernels import UnitMap
-from shardflow.shuffle._layout import run_key
-from shardflow.shuffle._random import derive_key, permute_index, shuffle_in_place
+from shardflow.shuffle._random import (
+    FIXED_EPOCH,
+    permute_index,
+    picks_key,
+    shortfall_key,
+    shuffle_in_place,
+    subset_keys,
+)
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = [
@@ -36,8 +42,6 @@ __all__ = [
 ]
 
 SAMPLING_METHODS = ("balanced", "fixed")
-_TAG_SHORTFALL, _TAG_PICKS, _TAG_SUBSET = 21, 22, 23
-_FIXED = -1  # the "epoch" of draws that stay the same for the whole run
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,18 +84,13 @@ def _spread_shortfall(choose: NDArray[np.int64], total: int, seed: int) -> NDArr
     """Add the samples lost to rounding down, one each to randomly chosen streams."""
     shortfall = total - int(choose.sum())
     order = np.arange(choose.shape[0], dtype=np.int64)
-    _shuffle_streams(order, seed)
+    shuffle_in_place(order, shortfall_key(seed))
     if shortfall > 0:
         choose[order[:shortfall]] += 1
     elif shortfall < 0:  # float rounding overshot: take back from the largest
         for stream in np.argsort(-choose, kind="stable")[:-shortfall]:
             choose[stream] -= 1
     return choose
-
-
-@jit
-def _shuffle_streams(order: np.ndarray, seed: int) -> None:
-    shuffle_in_place(order, derive_key(run_key(seed), _TAG_SHORTFALL))
 
 
 def resolve_stream_weights(
@@ -217,15 +216,6 @@ def _choose_per_shard(
     return out
 
 
-def _sampling_key(seed: int, stream: int, epoch: int) -> np.uint64:
-    return np.uint64(_derive3(seed, _TAG_PICKS, stream, epoch))  # numba returns a Python int
-
-
-@jit
-def _derive3(seed: int, tag: int, first: int, second: int) -> np.uint64:
-    return derive_key(derive_key(derive_key(run_key(seed), tag), first), second)
-
-
 def get_sampling(
     samples_per_shard: ArrayLike, choose: int, granularity: int, seed: int, epoch: int, use_epoch: bool
 ) -> NDArray[np.int64]:
@@ -251,7 +241,7 @@ def get_sampling(
     if samples.sum() < 1:
         raise ShuffleError("samples_per_shard adds up to 0: a stream without samples cannot be drawn from")
     return _choose_per_shard(
-        samples, int(choose), int(granularity), _sampling_key(seed, 0, epoch if use_epoch else _FIXED)
+        samples, int(choose), int(granularity), picks_key(seed, 0, epoch if use_epoch else FIXED_EPOCH)
     )
 
 
@@ -292,14 +282,14 @@ def epoch_units(
         return EpochUnits(
             samples_per_shard, UnitMap(shard_offset, np.zeros(num, np.int64), np.zeros(num, np.uint64), 1)
         )
-    count_epoch = epoch if vary_counts else _FIXED
+    count_epoch = epoch if vary_counts else FIXED_EPOCH
     per_shard = np.concatenate(
         [
             _choose_per_shard(
                 samples_per_shard[begin : begin + shards],
                 int(choose),
                 granularity,
-                _sampling_key(seed, stream, count_epoch),
+                picks_key(seed, stream, count_epoch),
             )
             for stream, (begin, shards, choose) in enumerate(
                 zip(_stream_starts(shards_per_stream), shards_per_stream, choose_per_stream, strict=True)
@@ -315,20 +305,13 @@ def epoch_units(
     is_partial[last_of_shard[partial > 0]] = True
     unit_sizes = np.where(is_partial, partial[shard_of_unit], samples_per_shard[shard_of_unit])
     unit_keys = np.zeros(shard_of_unit.shape[0], np.uint64)
-    unit_keys[is_partial] = _subset_keys(seed, shard_of_unit[is_partial], epoch if vary_subsets else _FIXED)
+    subset_epoch = epoch if vary_subsets else FIXED_EPOCH
+    unit_keys[is_partial] = subset_keys(seed, shard_of_unit[is_partial], subset_epoch)
     modulus = np.where(is_partial, samples_per_shard[shard_of_unit], 0)
     return EpochUnits(
         unit_sizes.astype(np.int64),
         UnitMap(shard_offset[shard_of_unit], modulus.astype(np.int64), unit_keys, 0),
     )
-
-
-@jit
-def _subset_keys(seed: int, shards: np.ndarray, epoch: int) -> np.ndarray:
-    keys = np.empty(shards.shape[0], np.uint64)
-    for i in range(shards.shape[0]):
-        keys[i] = _derive3(seed, _TAG_SUBSET, shards[i], epoch)
-    return keys
 
 
 def _stream_starts(shards_per_stream: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -21,11 +21,11 @@ from shardflow.shuffle._kernels import (
     Shuffler,
     UnitMap,
     build_node_tables,
-    make_keys,
     materialize_all,
     tile_bits_for,
 )
 from shardflow.shuffle._layout import Layout, build_layout
+from shardflow.shuffle._random import epoch_keys
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = ["SHUFFLE_ALGOS", "get_shuffle", "make_shuffler", "identity_units"]
@@ -49,16 +49,12 @@ def make_shuffler(
 
     ``touched`` marks the canonical nodes whose per-node tables are built (default: all); only positions
     in those nodes may then be looked up. Tables take O(units + samples / block_size) memory per node.
+    The caller (a public function) has validated ``algo``, ``seed``, ``epoch`` and ``block_size``.
 
     Raises:
-        ShuffleError: an unknown algorithm, a bad seed, epoch or block size, or fewer samples than
-            canonical nodes (a canonical node would have nothing to shuffle).
+        ShuffleError: an epoch without samples, or fewer samples than canonical nodes (a canonical node
+            would have nothing to shuffle).
     """
-    if algo is not None and algo not in ALGO_CODES:
-        raise ShuffleError(f"shuffle_algo={algo!r} is unknown: use one of {', '.join(SHUFFLE_ALGOS)}")
-    check_non_negative("shuffle_seed", seed)
-    check_non_negative("epoch", epoch)
-    check_positive("shuffle_block_size", block_size)
     total = int(unit_sizes.sum())
     if total < 1:
         raise ShuffleError("the epoch has no samples to shuffle: every shard (or stream weight) is empty")
@@ -81,7 +77,7 @@ def make_shuffler(
         algo=code,
         block_size=int(block_size),
         tile_bits=tile_bits_for(int(block_size)),
-        keys=make_keys(seed, epoch),
+        keys=epoch_keys(seed, epoch),
         unit_start=unit_start,
         bounds=layout.bounds,
         node_span=layout.node_span,
@@ -141,5 +137,8 @@ def get_shuffle(
     check_positive("num_canonical_nodes", num_canonical_nodes)
     if algo not in ALGO_CODES:
         raise ShuffleError(f"shuffle_algo={algo!r} is unknown: use one of {', '.join(SHUFFLE_ALGOS)}")
+    seed = check_non_negative("shuffle_seed", seed)
+    epoch = check_non_negative("epoch", epoch)
+    block_size = check_positive("shuffle_block_size", block_size)
     shuffler = make_shuffler(algo, sizes, int(num_canonical_nodes), seed, epoch, block_size)
     return materialize_all(shuffler, identity_units(shuffler))
