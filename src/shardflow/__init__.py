@@ -23,6 +23,10 @@ _LAZY: dict[str, str] = {
     "TSVWriter": "shardflow.format",
     "LocalDataset": "shardflow.format",
     "merge_index": "shardflow.format",
+    "StreamingDataset": "shardflow.dataset",
+    "Stream": "shardflow.dataset",
+    "StreamingDataLoader": "shardflow.dataset",
+    "World": "shardflow.dataset",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
         XSVWriter,
         merge_index,
     )
+    from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,22 @@
+"""shardflow.dataset: StreamingDataset, Stream and StreamingDataLoader for PyTorch, over shards in any store."""
+
+from shardflow.dataset._version import __version__
+from shardflow.dataset.dataset import BATCHING_METHODS, StreamingDataset
+from shardflow.dataset.errors import DatasetConfigError, DatasetError, ShardWaitTimeout, StateDictError
+from shardflow.dataset.loader import StreamingDataLoader
+from shardflow.dataset.stream import Stream, default_cache_folder
+from shardflow.dataset.world import World
+
+__all__ = [
+    "__version__",
+    "StreamingDataset",
+    "Stream",
+    "StreamingDataLoader",
+    "World",
+    "BATCHING_METHODS",
+    "default_cache_folder",
+    "DatasetError",
+    "DatasetConfigError",
+    "StateDictError",
+    "ShardWaitTimeout",
+]

@@ -1,0 +1,492 @@
+"""StreamingDataset: a torch IterableDataset with random access over shards streamed into a local cache."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch.utils.data import IterableDataset, get_worker_info
+
+from shardflow.dataset._fetch import ShardFetcher
+from shardflow.dataset.errors import DatasetConfigError, StateDictError
+from shardflow.dataset.stream import Stream
+from shardflow.dataset.world import World
+from shardflow.format import ShardInfo, ShardLocator, ShardReader
+from shardflow.shuffle import (
+    SampleOrder,
+    WorldShape,
+    default_num_canonical_nodes,
+    resolve_stream_weights,
+)
+
+__all__ = ["StreamingDataset", "BATCHING_METHODS"]
+
+logger = logging.getLogger(__name__)
+
+BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
+_SUPPORTED_BATCHING = ("random",)
+STATE_KEYS = ("epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed", "initial_physical_nodes")
+_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
+_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+_FETCH_THREADS = 8
+
+
+def parse_count(name: str, value: int | str | None) -> int | None:
+    """A sample count given as an int or a string such as ``"100k"``, ``"1.5m"`` or ``"2b"``.
+
+    Raises:
+        DatasetConfigError: Anything else, or a negative count.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if value < 0:
+            raise DatasetConfigError(f"{name}={value} must be 0 or more")
+        return int(value)
+    match = _COUNT.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise DatasetConfigError(f"{name}={value!r} must be an int or a string such as '100k', '1.5m', '2b'")
+    return int(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()])
+
+
+class StreamingDataset(IterableDataset):
+    """Samples of one or more shard datasets, streamed just in time into a local cache, in a deterministic order.
+
+    A drop-in for mosaicml-streaming's ``StreamingDataset``: the same keyword arguments, defaults and
+    meanings. Iterating yields this rank's and this DataLoader worker's part of the epoch: every worker
+    computes its own part from the seed, the epoch and the world (no leader, no shared memory, no
+    barrier), so the global order is the same for any number of nodes, ranks and workers. ``ds[i]`` reads
+    any sample, downloading its shard first when needed. Subclass it and override ``get_item`` or
+    ``__getitem__`` to transform samples; iteration goes through them.
+
+    Args:
+        streams: Streams to mix; or give ``remote``/``local``/``split`` for a single stream.
+        remote: Where the shards live: a storage URL or a local folder.
+        local: The local cache folder (None: one per remote, reused by later runs).
+        split: A sub-folder holding the split.
+        download_retry: Re-attempts of a failed download.
+        download_timeout: Seconds one download attempt may take.
+        validate_hash: A hash algorithm to check every shard with, or None.
+        keep_zip: Keep compressed shards after decompressing them.
+        epoch_size: Samples per epoch over all streams (an int or a string like ``"1.5m"``); default: the
+            streams' weights decide, or every sample once.
+        predownload: Samples ahead of the current one whose shards are fetched in the background
+            (default ``8 * batch_size``, or 64).
+        cache_limit: Accepted for compatibility; the cache is not limited yet.
+        sampling_method: ``balanced`` or ``fixed``.
+        sampling_granularity: Samples drawn from one shard at a time for partial repeats.
+        partition_algo: ``orig`` or ``relaxed``.
+        num_canonical_nodes: Canonical nodes of the order (default: one per physical node, 64 per node for
+            ``py1s``/``py2s``).
+        batch_size: Per-device batch size; the order is laid out in whole batches of it.
+        shuffle: Shuffle the samples.
+        shuffle_algo: ``py1e``, ``py1br``, ``py1s``, ``py2s`` or ``naive``.
+        shuffle_seed: Seed of every random choice.
+        shuffle_block_size: Unit of shuffle of ``py1br``/``py1e``.
+        batching_method: ``random`` (others are not supported yet and are refused).
+        allow_unsafe_types: Read ``pkl`` columns (they run code when decoded).
+        replication: Consecutive ranks of a node that read the same samples (tensor parallelism).
+        world: The data-parallel world, when detection (torch.distributed, then ``RANK``/``WORLD_SIZE``/
+            ``LOCAL_WORLD_SIZE``) would not give it.
+    """
+
+    def __init__(
+        self,
+        *,
+        streams: Sequence[Stream] | None = None,
+        remote: str | None = None,
+        local: str | None = None,
+        split: str | None = None,
+        download_retry: int = 2,
+        download_timeout: float = 60,
+        validate_hash: str | None = None,
+        keep_zip: bool = False,
+        epoch_size: int | str | None = None,
+        predownload: int | None = None,
+        cache_limit: int | str | None = None,
+        sampling_method: str = "balanced",
+        sampling_granularity: int = 1,
+        partition_algo: str = "relaxed",
+        num_canonical_nodes: int | None = None,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        shuffle_algo: str = "py1e",
+        shuffle_seed: int = 9176,
+        shuffle_block_size: int | None = None,
+        batching_method: str = "random",
+        allow_unsafe_types: bool = False,
+        replication: int | None = None,
+        world: World | None = None,
+    ) -> None:
+        if batching_method not in BATCHING_METHODS:
+            raise DatasetConfigError(
+                f"batching_method={batching_method!r} is unknown: use one of {', '.join(BATCHING_METHODS)}"
+            )
+        if batching_method not in _SUPPORTED_BATCHING:
+            raise DatasetConfigError(
+                f"batching_method={batching_method!r} is not supported yet: use 'random'"
+            )
+        if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+            raise DatasetConfigError(f"batch_size={batch_size!r} must be a positive int or None")
+        if predownload is not None and (type(predownload) is not int or predownload < 0):
+            raise DatasetConfigError(f"predownload={predownload!r} must be an int, 0 or more, or None")
+        if world is not None and not isinstance(world, World):
+            raise DatasetConfigError(f"world={world!r} must be a shardflow.dataset.World or None")
+        self.download_retry = download_retry
+        self.download_timeout = download_timeout
+        self.validate_hash = validate_hash
+        self.keep_zip = keep_zip
+        self.epoch_size_arg = parse_count("epoch_size", epoch_size)
+        self.predownload = predownload if predownload is not None else (8 * batch_size if batch_size else 64)
+        self.cache_limit = cache_limit
+        self.sampling_method = sampling_method
+        self.sampling_granularity = sampling_granularity
+        self.partition_algo = partition_algo
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.shuffle_algo = shuffle_algo
+        self.shuffle_seed = shuffle_seed
+        self.shuffle_block_size = shuffle_block_size
+        self.batching_method = batching_method
+        self.allow_unsafe_types = allow_unsafe_types
+        self.replication = replication
+        if world is not None:
+            world.check_against_distributed()
+        self._world_override = world
+        self.streams = self._resolve_streams(streams, remote, local, split)
+
+        shards: list[ShardInfo] = []
+        self._shard_stream: list[int] = []
+        for k, stream in enumerate(self.streams):
+            found = stream.load_shards(allow_unsafe_types)
+            shards.extend(found)
+            self._shard_stream.extend([k] * len(found))
+        self.shards: tuple[ShardInfo, ...] = tuple(shards)
+        self.samples_per_shard = np.array([shard.samples for shard in shards], np.int64)
+        self.shards_per_stream = [int(self._shard_stream.count(k)) for k in range(len(self.streams))]
+        self._locator = ShardLocator(self.samples_per_shard)
+        self.num_samples: int = int(self.samples_per_shard.sum())
+        self._starts: list[int] = self._locator.starts.tolist()
+        samples_per_stream = np.add.reduceat(self.samples_per_shard, np.cumsum([0, *self.shards_per_stream[:-1]]))
+        self.weights = resolve_stream_weights(
+            samples_per_stream,
+            proportion=[s.proportion for s in self.streams],
+            repeat=[s.repeat for s in self.streams],
+            choose=[s.choose for s in self.streams],
+            epoch_size=self.epoch_size_arg,
+            seed=shuffle_seed,
+        )
+        rank_world = self.world
+        self.initial_physical_nodes: int | None = None
+        self.num_canonical_nodes = (
+            num_canonical_nodes
+            if num_canonical_nodes is not None
+            else default_num_canonical_nodes(shuffle_algo, rank_world.num_nodes)
+        )
+        self._order = self._make_order()
+        self.epoch_size: int = self._order.epoch_size
+        self.length = math.ceil(self.epoch_size / rank_world.world_size)
+        self._next_epoch = 0
+        self._epoch_offset = 0
+        self._resume: tuple[int, int] | None = None
+        self._readers: list[ShardReader | None] = [None] * len(shards)
+        self._fetcher = ShardFetcher(_FETCH_THREADS)
+        self._batch_mode: tuple[int, bool] | None = None
+
+    # -- construction helpers ------------------------------------------------------------------------
+
+    def _resolve_streams(
+        self, streams: Sequence[Stream] | None, remote: str | None, local: str | None, split: str | None
+    ) -> list[Stream]:
+        defaults = {
+            "download_retry": self.download_retry,
+            "download_timeout": self.download_timeout,
+            "validate_hash": self.validate_hash,
+            "keep_zip": self.keep_zip,
+        }
+        if streams is not None:
+            if remote is not None or local is not None:
+                raise DatasetConfigError(
+                    "give either streams or remote/local, not both: put remote/local into a Stream"
+                )
+            if isinstance(streams, Stream) or not len(streams):
+                raise DatasetConfigError(f"streams={streams!r} must be a non-empty sequence of Stream")
+            for stream in streams:
+                if not isinstance(stream, Stream):
+                    raise DatasetConfigError(f"streams holds {stream!r}, which is not a Stream")
+            resolved = [stream.with_defaults(**defaults) for stream in streams]
+            if split is not None:
+                resolved = [s if s.split is not None else _with_split(s, split) for s in resolved]
+            return resolved
+        if remote is None and local is None:
+            raise DatasetConfigError("give remote, local or streams: all are None")
+        return [Stream(remote=remote, local=local, split=split).with_defaults(**defaults)]
+
+    def _make_order(self) -> SampleOrder:
+        return SampleOrder(
+            samples_per_shard=self.samples_per_shard,
+            num_canonical_nodes=self.num_canonical_nodes,
+            batch_size=self.batch_size or 1,
+            shards_per_stream=self.shards_per_stream,
+            choose_per_stream=self.weights.choose.tolist(),
+            shuffle=self.shuffle,
+            shuffle_algo=self.shuffle_algo,
+            shuffle_seed=self.shuffle_seed,
+            shuffle_block_size=self.shuffle_block_size,
+            partition_algo=self.partition_algo,
+            sampling_method=self.sampling_method,
+            sampling_granularity=self.sampling_granularity,
+        )
+
+    # -- topology ------------------------------------------------------------------------------------
+
+    @property
+    def world(self) -> World:
+        """The data-parallel world of distinct sample streams (after ``replication``)."""
+        world = self._world_override if self._world_override is not None else World.detect()
+        return world.replicate(self.replication)
+
+    # -- random access -------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Distinct samples over all streams (``dataset[i]`` takes ``0 <= i < size``)."""
+        return self.num_samples
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (the epoch split over the ranks), as torch expects."""
+        return self.length
+
+    def _reader(self, shard: int) -> ShardReader:
+        """The open reader of a shard, fetching it first (or waiting for its fetch) when needed."""
+        reader = self._readers[shard]
+        if reader is None:
+            stream = self.streams[self._shard_stream[shard]]
+            info = self.shards[shard]
+            self._fetcher.wait(
+                shard, lambda: self._prepare(shard), self._shard_timeout(stream), stream.describe(info.basename)
+            )
+            reader = self._readers[shard]
+            assert reader is not None
+        return reader
+
+    def _prepare(self, shard: int) -> None:
+        """Fetch job: make the shard local and open it (runs in a fetch thread)."""
+        if self._readers[shard] is not None:
+            return
+        stream = self.streams[self._shard_stream[shard]]
+        stream.fetch(self.shards[shard], self._shard_timeout(stream))
+        reader = ShardReader(stream.local_root, self.shards[shard], stream.validate_hash)
+        self._readers[shard] = reader.open()
+
+    @staticmethod
+    def _shard_timeout(stream: Stream) -> float:
+        """How long a shard may take to arrive: every download attempt of its files, plus slack."""
+        attempts = (stream.download_retry or 0) + 1
+        return attempts * float(stream.download_timeout or 60) * 2 + 30
+
+    def get_item(self, sample_id: int) -> Any:
+        """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed."""
+        k, j = self._locator.locate_one(sample_id)
+        return self._reader(k).get(j)
+
+    def __getitem__(self, at: Any) -> Any:
+        """A sample by id (negative counts from the end), or a list of samples for a slice, list or array."""
+        if isinstance(at, (int, np.integer)) and not isinstance(at, bool):
+            i = int(at)
+            if i < 0:
+                i += self.num_samples
+            if not 0 <= i < self.num_samples:
+                raise IndexError(f"sample {at} is out of range for a dataset of {self.num_samples} samples")
+            return self.get_item(i)
+        if isinstance(at, slice):
+            return [self.get_item(i) for i in range(*at.indices(self.num_samples))]
+        if isinstance(at, (list, tuple, np.ndarray)):
+            return [self[sub] for sub in at]
+        raise TypeError(f"dataset indices must be ints, slices, lists or arrays, not {type(at).__name__}")
+
+    # -- epochs and resumption -----------------------------------------------------------------------
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run ``epoch`` from its start (as ``DistributedSampler.set_epoch``)."""
+        if type(epoch) is not int or epoch < 0:
+            raise DatasetConfigError(f"epoch={epoch!r} must be an int, 0 or more")
+        self._next_epoch = epoch
+        self._resume = None
+
+    def _begin_epoch(self) -> tuple[int, int]:
+        """The epoch and offset the next iteration runs, consuming a loaded state; advance the epoch counter."""
+        if self._resume is not None:
+            epoch, offset = self._resume
+            self._resume = None
+        else:
+            epoch, offset = self._next_epoch, 0
+        if offset >= self.epoch_size:  # the state was saved at the very end of its epoch
+            epoch, offset = epoch + 1, 0
+        self._next_epoch = epoch + 1
+        self._epoch_offset = offset
+        return epoch, offset
+
+    def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
+        """The resumption state, with mosaicml-streaming's keys, so either library resumes the other's.
+
+        Args:
+            num_samples: Samples consumed by the whole world in the current epoch: since this run started
+                or resumed it, or (``from_beginning``) since the epoch began.
+            from_beginning: Whether ``num_samples`` counts from the epoch's start.
+        """
+        if self._resume is not None:
+            epoch, offset = self._resume
+        else:
+            epoch, offset = max(self._next_epoch - 1, 0), self._epoch_offset
+        world = self.world
+        return {
+            "epoch": epoch,
+            "sample_in_epoch": num_samples if from_beginning else offset + num_samples,
+            "num_canonical_nodes": self.num_canonical_nodes,
+            "shuffle_seed": self.shuffle_seed,
+            "initial_physical_nodes": (
+                world.num_nodes if self.initial_physical_nodes is None else self.initial_physical_nodes
+            ),
+        }
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume from a state dict (this library's or mosaicml-streaming's) on the next ``__iter__``, always.
+
+        Raises:
+            StateDictError: A key is missing or its value is not a valid count.
+        """
+        for key in STATE_KEYS:
+            if key not in obj:
+                raise StateDictError(f"the state dict has no {key!r}: it has {sorted(obj)}")
+        values = {}
+        for key in STATE_KEYS:
+            value = obj[key]
+            if key == "initial_physical_nodes" and value is None:
+                values[key] = None
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise StateDictError(f"state dict {key}={value!r} must be an int, 0 or more")
+            values[key] = int(value)
+        if values["num_canonical_nodes"] < 1:
+            raise StateDictError("state dict num_canonical_nodes=0 must be 1 or more")
+        if (values["num_canonical_nodes"], values["shuffle_seed"]) != (self.num_canonical_nodes, self.shuffle_seed):
+            self.num_canonical_nodes = values["num_canonical_nodes"]
+            self.shuffle_seed = values["shuffle_seed"]
+            self._order = self._make_order()
+        self.initial_physical_nodes = values["initial_physical_nodes"]
+        self._resume = (values["epoch"], values["sample_in_epoch"])
+
+    # -- iteration -----------------------------------------------------------------------------------
+
+    def worker_sample_ids(self, epoch: int, sample_in_epoch: int = 0) -> NDArray[np.int64]:
+        """The global sample ids this rank's current DataLoader worker yields in ``epoch``, padding removed."""
+        world = self.world
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
+        shape = WorldShape(world.num_nodes, world.local_world_size, workers)
+        initial = self.initial_physical_nodes
+        if initial is not None and initial == world.num_nodes:
+            initial = None
+        ids = self._order.worker_sample_ids(
+            epoch, shape, world.node, world.local_rank, worker, sample_in_epoch, initial
+        )
+        return ids[ids >= 0]
+
+    def _uses_own_getitem(self) -> bool:
+        cls = type(self)
+        return cls.__getitem__ is StreamingDataset.__getitem__ and cls.get_item is StreamingDataset.get_item
+
+    def __iter__(self) -> Iterator[Any]:
+        """This worker's samples of the next epoch (or of the loaded state's), in order."""
+        epoch, offset = self._begin_epoch()
+        ids = self.worker_sample_ids(epoch, offset)
+        if self._batch_mode is not None:
+            yield from self._iter_batches(ids, *self._batch_mode)
+        else:
+            yield from self._iter_samples(ids)
+
+    def _prefetch_plan(self, shard_ids: NDArray[np.int64]) -> tuple[list[int], list[int]]:
+        """The shards of an iteration in order of first need, and the position each is first needed at."""
+        shards, first = np.unique(shard_ids, return_index=True)
+        order = np.argsort(first, kind="stable")
+        return shards[order].tolist(), first[order].tolist()
+
+    def _iter_samples(self, ids: NDArray[np.int64]) -> Iterator[Any]:
+        shard_ids, local_ids = self._locator.locate(ids)
+        need, first = self._prefetch_plan(shard_ids)
+        ahead = self.predownload
+        readers = self._readers
+        own = self._uses_own_getitem()
+        shard_list, local_list = shard_ids.tolist(), local_ids.tolist()
+        q, top_up_at = 0, 0
+        try:
+            for p in range(len(shard_list)):
+                if p >= top_up_at:
+                    q = self._top_up(need, first, q, p + ahead)
+                    top_up_at = first[q] - ahead if q < len(need) else len(shard_list)
+                if own:
+                    k = shard_list[p]
+                    yield (readers[k] or self._reader(k)).get(local_list[p])
+                else:
+                    yield self[int(ids[p])]
+        finally:
+            self._fetcher.cancel_pending()
+
+    def _top_up(self, need: list[int], first: list[int], q: int, horizon: int) -> int:
+        """Request the shards first needed before ``horizon`` (at least the next one); return the new cursor."""
+        while q < len(need) and (first[q] <= horizon or q == 0):
+            k = need[q]
+            if self._readers[k] is None:
+                self._fetcher.request(k, lambda k=k: self._prepare(k))  # type: ignore[misc]
+            q += 1
+        return q
+
+    def _iter_batches(self, ids: NDArray[np.int64], batch_size: int, drop_last: bool) -> Iterator[Any]:
+        from shardflow.dataset._collate import read_batch
+
+        shard_ids, local_ids = self._locator.locate(ids)
+        need, first = self._prefetch_plan(shard_ids)
+        q = 0
+        try:
+            for begin in range(0, len(ids), batch_size):
+                end = min(begin + batch_size, len(ids))
+                if end - begin < batch_size and drop_last:
+                    return
+                q = self._top_up(need, first, q, end + self.predownload)
+                yield read_batch(self, shard_ids[begin:end], local_ids[begin:end])
+        finally:
+            self._fetcher.cancel_pending()
+
+    def batches(self, batch_size: int, drop_last: bool = False) -> None:
+        """Make iteration yield collated batches (dicts of tensors) instead of samples; see StreamingDataLoader.
+
+        Args:
+            batch_size: Samples per batch.
+            drop_last: Drop this worker's last, partial batch.
+        """
+        if type(batch_size) is not int or batch_size < 1:
+            raise DatasetConfigError(f"batch_size={batch_size!r} must be a positive int")
+        self._batch_mode = (batch_size, drop_last)
+
+    # -- pickling into workers -----------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_readers"] = [None] * len(self.shards)
+        return state
+
+    def __repr__(self) -> str:
+        streams = ", ".join(stream.describe() for stream in self.streams)
+        return f"{type(self).__name__}({streams}; samples={self.num_samples}, shards={len(self.shards)})"
+
+
+def _with_split(stream: Stream, split: str) -> Stream:
+    values = {name: getattr(stream, name) for name in stream.__dataclass_fields__}
+    values["split"] = split
+    return Stream(**values)

@@ -1,0 +1,109 @@
+"""StreamingDataLoader: a torch DataLoader that counts what it yielded, saves and resumes, and reads whole batches."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from shardflow.dataset.dataset import StreamingDataset
+
+__all__ = ["StreamingDataLoader"]
+
+logger = logging.getLogger(__name__)
+
+
+def batch_length(batch: Any) -> int:
+    """Samples in a collated batch: a mapping's first value, a tensor, or a sequence's first item."""
+    if isinstance(batch, dict) or hasattr(batch, "values") and hasattr(batch, "keys"):
+        for value in batch.values():
+            return len(value)
+        raise ValueError("the batch is an empty mapping: it has no samples to count")
+    if isinstance(batch, torch.Tensor):
+        return len(batch)
+    return len(batch[0])
+
+
+class StreamingDataLoader(DataLoader):
+    """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()`` for mid-epoch resumption.
+
+    It takes DataLoader's arguments. Over a :class:`StreamingDataset` it also:
+
+    - advances the dataset's epoch in this process when workers run the iteration, so every
+      ``iter(loader)`` starts the next epoch even without persistent workers;
+    - makes ``load_state_dict`` take effect on the next ``iter(loader)``, restarting persistent workers
+      that hold an older state;
+    - reads whole batches at once (``batch_reads``, default on when the dataset's ``get_item`` and
+      ``__getitem__`` are not overridden and no ``collate_fn`` is given): fixed-size numeric columns are
+      gathered per shard as arrays and become tensors without a Python step per sample. Batches equal
+      what the per-sample path with ``default_collate`` yields.
+
+    Args:
+        dataset: The dataset.
+        *args: DataLoader's positional arguments.
+        batch_reads: Force the batch path on (True) or off (False); None decides as above.
+        **kwargs: DataLoader's keyword arguments.
+    """
+
+    def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
+        self._batch_size_wanted: int | None = None
+        if isinstance(dataset, StreamingDataset) and not args:
+            batch_size = kwargs.get("batch_size", 1)
+            eligible = (
+                batch_size is not None
+                and kwargs.get("collate_fn") is None
+                and kwargs.get("sampler") is None
+                and kwargs.get("batch_sampler") is None
+                and dataset._uses_own_getitem()
+            )
+            if batch_reads is None:
+                batch_reads = eligible
+            if batch_reads:
+                if not eligible:
+                    raise ValueError(
+                        "batch_reads=True needs a batch_size, no collate_fn/sampler/batch_sampler, and a dataset "
+                        "that does not override get_item or __getitem__"
+                    )
+                dataset.batches(batch_size, bool(kwargs.get("drop_last", False)))
+                self._batch_size_wanted = batch_size
+                kwargs["batch_size"] = None
+                kwargs["drop_last"] = False
+        super().__init__(dataset, *args, **kwargs)
+        self.num_samples_yielded = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        self.num_samples_yielded = 0
+        iterator = super().__iter__()
+        dataset = self.dataset
+        if self.num_workers > 0 and isinstance(dataset, StreamingDataset):
+            dataset._begin_epoch()  # the workers run this epoch; keep this copy's count in step with theirs
+        for batch in iterator:
+            self.num_samples_yielded += batch_length(batch)
+            yield batch
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """The dataset's resumption state after the batches this rank has yielded, or None for other datasets.
+
+        Every rank is taken to have yielded as many samples as this one (ranks run in step).
+        """
+        dataset = self.dataset
+        if not isinstance(dataset, StreamingDataset):
+            return None
+        num_samples = self.num_samples_yielded * dataset.world.world_size
+        return dataset.state_dict(num_samples, False)
+
+    def load_state_dict(self, obj: dict[str, Any]) -> None:
+        """Resume from ``obj`` on the next ``iter(self)``; persistent workers restart to pick it up."""
+        dataset = self.dataset
+        if not isinstance(dataset, StreamingDataset):
+            return
+        dataset.load_state_dict(obj)
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            logger.debug("restarting persistent workers to resume from %s", obj)
+            iterator._shutdown_workers()
+            self._iterator = None
+        self.num_samples_yielded = 0

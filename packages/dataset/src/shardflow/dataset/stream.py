@@ -1,0 +1,232 @@
+"""Stream: one dataset folder (remote and/or local) mixed into a StreamingDataset, and how its shards get local."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shardflow.dataset._locks import file_lock, lock_path
+from shardflow.dataset.errors import DatasetConfigError
+from shardflow.format import ShardInfo, ShardMissingError, ShardReader, read_shards
+from shardflow.storage import ObjectNotFoundError, Store, from_url
+
+__all__ = ["Stream", "default_cache_folder"]
+
+logger = logging.getLogger(__name__)
+
+INDEX_BASENAME = "index.json"
+
+_INHERITED = ("download_retry", "download_timeout", "validate_hash", "keep_zip")
+
+
+def default_cache_folder(remote: str) -> Path:
+    """The local folder a remote is cached in when ``local`` is None: one per remote, reused by later runs.
+
+    ``$SHARDFLOW_CACHE_DIR`` if set, else ``~/.cache/shardflow``, then ``datasets/<digest of the remote>``.
+    """
+    base = os.environ.get("SHARDFLOW_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "shardflow")
+    digest = hashlib.sha256(remote.rstrip("/").encode("utf-8")).hexdigest()[:20]
+    return Path(base) / "datasets" / digest
+
+
+def _is_url(text: str) -> bool:
+    head, sep, _ = text.partition("://")
+    return bool(sep) and len(head) > 1
+
+
+@dataclass
+class Stream:
+    """One dataset folder, read as part of a :class:`~shardflow.dataset.StreamingDataset`.
+
+    Arguments and defaults follow mosaicml-streaming's ``Stream``. ``download_retry``, ``download_timeout``,
+    ``validate_hash`` and ``keep_zip`` left as None take the dataset's values. At most one of
+    ``proportion``, ``repeat`` and ``choose`` may be given per stream.
+
+    Args:
+        remote: Where the shards live: any storage URL (``s3://``, ``gs://``, ``azure://``, ``oci://``, ...)
+            or a local folder. None reads ``local`` in place.
+        local: The local cache folder. None with a remote picks one per remote (see
+            :func:`default_cache_folder`), which a later run reuses.
+        split: A sub-folder of both holding the split to read.
+        proportion: This stream's share of each epoch, relative to the other streams'.
+        repeat: How many times each of its samples is drawn per epoch (may be fractional).
+        choose: How many of its samples are drawn per epoch.
+        download_retry: Re-attempts of a failed download.
+        download_timeout: Seconds one download attempt may take.
+        validate_hash: A hash algorithm to check every shard file with, or None.
+        keep_zip: Keep the compressed form of a shard after decompressing it.
+    """
+
+    remote: str | None = None
+    local: str | None = None
+    split: str | None = None
+    proportion: float | None = None
+    repeat: float | None = None
+    choose: int | None = None
+    download_retry: int | None = None
+    download_timeout: float | None = None
+    validate_hash: str | None = None
+    keep_zip: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.remote is None and self.local is None:
+            raise DatasetConfigError("a stream needs remote, local or both; both are None")
+        for name in ("remote", "local", "split"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise DatasetConfigError(f"{name}={value!r} must be a string or path")
+        given = [name for name in ("proportion", "repeat", "choose") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise DatasetConfigError(
+                f"a stream takes one of proportion, repeat and choose; this one has {' and '.join(given)}"
+            )
+        if self.proportion is not None and not self.proportion >= 0:
+            raise DatasetConfigError(f"proportion={self.proportion!r} must be 0 or more")
+        if self.repeat is not None and not self.repeat >= 0:
+            raise DatasetConfigError(f"repeat={self.repeat!r} must be 0 or more")
+        if self.choose is not None and (int(self.choose) != self.choose or self.choose < 0):
+            raise DatasetConfigError(f"choose={self.choose!r} must be a whole number, 0 or more")
+        if self.download_retry is not None and self.download_retry < 0:
+            raise DatasetConfigError(f"download_retry={self.download_retry!r} must be 0 or more")
+        if self.download_timeout is not None and not self.download_timeout > 0:
+            raise DatasetConfigError(f"download_timeout={self.download_timeout!r} must be a positive number of seconds")
+        self._store: Store | None = None
+
+    def with_defaults(self, **defaults: Any) -> Stream:
+        """A copy whose unset download options take ``defaults`` (the dataset's)."""
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in _INHERITED:
+            if values[name] is None:
+                values[name] = defaults[name]
+        return Stream(**values)
+
+    # -- where things are ---------------------------------------------------------------------------
+
+    @property
+    def remote_root(self) -> str | None:
+        """The remote folder of the split, or None when the stream is read in place."""
+        if self.remote is None:
+            return None
+        remote = os.fspath(self.remote)
+        if not _is_url(remote):
+            remote = os.path.abspath(os.path.expanduser(remote))
+            if self.local is not None and Path(remote) == Path(os.path.abspath(os.path.expanduser(self.local))):
+                return None  # remote and local are one folder: read it in place
+        if not self.split:
+            return remote.rstrip("/") if _is_url(remote) else remote
+        return remote.rstrip("/") + "/" + self.split if _is_url(remote) else os.path.join(remote, self.split)
+
+    @property
+    def local_root(self) -> Path:
+        """The local folder of the split."""
+        if self.local is not None:
+            base = Path(os.path.expanduser(os.fspath(self.local)))
+        else:
+            assert self.remote is not None
+            base = default_cache_folder(os.fspath(self.remote))
+        return base / self.split if self.split else base
+
+    def describe(self, name: str = "") -> str:
+        """``remote/name`` (or the local path) for messages."""
+        root = self.remote_root or str(self.local_root)
+        return f"{root.rstrip('/')}/{name}" if name else root
+
+    def _storage(self) -> Store:
+        if self._store is None:
+            assert self.remote_root is not None
+            self._store = from_url(
+                self.remote_root, download_retry=self.download_retry, download_timeout=self.download_timeout
+            )
+        return self._store
+
+    # -- index and shards ---------------------------------------------------------------------------
+
+    def load_shards(self, allow_unsafe_types: bool) -> tuple[ShardInfo, ...]:
+        """Fetch the index (from the remote, when there is one) and read it.
+
+        Raises:
+            DatasetConfigError: The remote has no index, or a local-only folder has none.
+            IndexFormatError: The index is corrupt; UnsafeEncodingError for ``pkl`` columns without
+                ``allow_unsafe_types``.
+        """
+        root = self.local_root
+        if self.remote_root is not None:
+            try:
+                self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
+            except ObjectNotFoundError:
+                raise DatasetConfigError(
+                    f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
+                    f"split={self.split!r}"
+                ) from None
+        elif not (root / INDEX_BASENAME).is_file():
+            raise DatasetConfigError(
+                f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
+                f"{self.local!r} and split={self.split!r}, or give remote"
+            )
+        shards = read_shards(root, allow_unsafe_types=allow_unsafe_types)
+        if not shards:
+            raise DatasetConfigError(f"{self.describe(INDEX_BASENAME)} lists no shards")
+        return shards
+
+    def is_local(self, shard: ShardInfo) -> bool:
+        """Whether the shard's raw files are all present (with the sizes the index says)."""
+        root = self.local_root
+        for file in shard.raw_files:
+            try:
+                if (root / file.basename).stat().st_size != file.bytes:
+                    return False
+            except FileNotFoundError:
+                return False
+        return True
+
+    def fetch(self, shard: ShardInfo, lock_timeout: float) -> None:
+        """Make the shard's raw files present locally: download (compressed if it is), decompress, check.
+
+        Processes of a node that need the same shard take turns through a lock file: the first downloads,
+        the others find the files in place. Every file lands under a temporary name and is renamed.
+
+        Raises:
+            ShardMissingError: A local-only stream lacks the shard's files, or the remote lacks them.
+            ShardWaitTimeout: Another process held the shard's lock for ``lock_timeout`` seconds.
+            ShardHashError / ShardFormatError: The files do not match the index.
+        """
+        if self.is_local(shard):
+            return
+        root = self.local_root
+        if self.remote_root is None:
+            if any((root / file.basename).is_file() for file in shard.zip_files):
+                ShardReader(root, shard, self.validate_hash).open().close()  # decompress in place
+                return
+            raise ShardMissingError(
+                f"{root / shard.basename} does not exist and its stream has no remote to download it from"
+            )
+        with file_lock(lock_path(root, shard.basename), lock_timeout, self.describe(shard.basename)):
+            if self.is_local(shard):
+                return
+            store = self._storage()
+            for file in shard.zip_files or shard.raw_files:
+                path = root / file.basename
+                if path.is_file() and path.stat().st_size == file.bytes:
+                    continue
+                try:
+                    store.download(file.basename, path)
+                except ObjectNotFoundError:
+                    raise ShardMissingError(
+                        f"{self.describe(file.basename)} does not exist, though {self.describe(INDEX_BASENAME)} "
+                        "lists it: the remote dataset is incomplete"
+                    ) from None
+                logger.debug("downloaded %s", self.describe(file.basename))
+            if shard.zip_files:
+                ShardReader(root, shard, self.validate_hash).open().close()  # decompress (and check)
+            if shard.zip_files and not self.keep_zip:
+                for file in shard.zip_files:
+                    (root / file.basename).unlink(missing_ok=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_store"] = None
+        return state

@@ -1,0 +1,158 @@
+"""Iteration: every sample exactly once, the same order for any worker count, batch and sample paths equal."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset
+
+from .conftest import token_sample
+
+
+def _ids(loader: StreamingDataLoader) -> list[int]:
+    ids: list[int] = []
+    for batch in loader:
+        ids.extend(batch["id"].tolist())
+    return ids
+
+
+def _dataset(remote: Path, local: Path, **kwargs) -> StreamingDataset:
+    return StreamingDataset(remote=str(remote), local=str(local), **kwargs)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("workers", [0, 1, 2, 4])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_every_sample_once(tokens_remote: Path, tmp_path: Path, shuffle: bool, workers: int, drop_last: bool) -> None:
+    batch = 16
+    ds = _dataset(tokens_remote, tmp_path, shuffle=shuffle, batch_size=batch)
+    ids = _ids(StreamingDataLoader(ds, batch_size=batch, num_workers=workers, drop_last=drop_last))
+    counts = Counter(ids)
+    assert max(counts.values()) == 1, "a sample came twice in one epoch on one rank"
+    missing = set(range(ds.num_samples)) - set(ids)
+    if not drop_last:
+        assert not missing
+    else:
+        # Each worker's last batch may be partial (its ids are padded with -1 to whole batches); drop_last
+        # drops it, and only it.
+        assert len(missing) < batch * max(workers, 1)
+        assert len(ids) % batch == 0
+
+
+def test_order_is_the_same_for_any_worker_count(tokens_remote: Path, tmp_path: Path) -> None:
+    orders = []
+    for workers in (0, 1, 2, 4):
+        ds = _dataset(tokens_remote, tmp_path, shuffle=True, batch_size=8, shuffle_seed=7)
+        orders.append(_ids(StreamingDataLoader(ds, batch_size=8, num_workers=workers)))
+    assert all(order == orders[0] for order in orders[1:])
+    assert orders[0] != sorted(orders[0])
+
+
+def test_batch_path_equals_per_sample_path(zstd_remote: Path, tmp_path: Path) -> None:
+    def batches(batch_reads: bool) -> list[dict]:
+        ds = _dataset(zstd_remote, tmp_path / str(batch_reads), shuffle=True, batch_size=32)
+        return list(StreamingDataLoader(ds, batch_size=32, num_workers=2, batch_reads=batch_reads))
+
+    fast, slow = batches(True), batches(False)
+    assert len(fast) == len(slow)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.keys() == b.keys()
+        for name in ("id", "tokens"):
+            assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name])
+        assert a["text"] == b["text"]
+
+
+def test_samples_are_correct_and_epochs_differ(zstd_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(zstd_remote, tmp_path, shuffle=True)
+    first = list(ds)
+    for sample in first[:50]:
+        expected = token_sample(sample["id"])
+        assert np.array_equal(sample["tokens"], expected["tokens"]) and sample["text"] == expected["text"]
+    second = [s["id"] for s in ds]
+    assert sorted(second) == list(range(1000))
+    assert second != [s["id"] for s in first], "the second epoch must be shuffled differently"
+
+
+def test_random_access_before_any_download(zstd_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(zstd_remote, tmp_path)
+    assert not any(p.suffix == ".mds" for p in tmp_path.iterdir())
+    assert ds[777]["id"] == 777 and ds[-1]["id"] == 999
+    assert [s["id"] for s in ds[3:6]] == [3, 4, 5] and [s["id"] for s in ds[[9, 1]]] == [9, 1]
+    with pytest.raises(IndexError):
+        ds[1000]
+    assert not list(tmp_path.glob("*.zstd")), "keep_zip=False removes the compressed shard after decompressing"
+
+
+def test_keep_zip_keeps_the_compressed_shards(zstd_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(zstd_remote, tmp_path, keep_zip=True, validate_hash="sha1")
+    ds[0]
+    assert list(tmp_path.glob("*.mds.zstd")) and list(tmp_path.glob("*.mds"))
+
+
+def test_local_none_uses_a_cache_folder_that_a_second_run_reuses(
+    tokens_remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHARDFLOW_CACHE_DIR", str(tmp_path))
+    first = StreamingDataset(remote=str(tokens_remote))
+    assert first[5]["id"] == 5
+    folder = first.streams[0].local_root
+    assert folder.is_relative_to(tmp_path) and (folder / "shard.00000.mds").is_file()
+    second = StreamingDataset(remote=str(tokens_remote))
+    assert second.streams[0].local_root == folder and second[5]["id"] == 5
+
+
+def test_remote_none_reads_local_in_place(tokens_remote: Path) -> None:
+    ds = StreamingDataset(local=str(tokens_remote))
+    assert [s["id"] for s in ds] == list(range(1000))
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_text_datasets(text_remotes: dict[str, Path], tmp_path: Path, kind: str) -> None:
+    ds = _dataset(text_remotes[kind], tmp_path, shuffle=True, batch_size=10)
+    batches = list(StreamingDataLoader(ds, batch_size=10, num_workers=2))
+    pairs = {(i, t) for b in batches for i, t in zip(b["id"].tolist(), b["text"], strict=True)}
+    assert pairs == {(i, f"line {i}") for i in range(300)}
+
+
+class Doubled(StreamingDataset):
+    """A subclass with a transform, as users write them."""
+
+    def __getitem__(self, at):  # type: ignore[override]
+        sample = super().__getitem__(at)
+        return {"id": sample["id"], "twice": sample["id"] * 2}
+
+
+def test_subclass_transform_runs_in_workers(tokens_remote: Path, tmp_path: Path) -> None:
+    ds = Doubled(remote=str(tokens_remote), local=str(tmp_path), shuffle=True, batch_size=4)
+    batches = list(StreamingDataLoader(ds, batch_size=4, num_workers=2))
+    ids = torch.cat([b["id"] for b in batches])
+    assert torch.equal(torch.cat([b["twice"] for b in batches]), ids * 2)
+    assert sorted(ids.tolist()) == list(range(1000))
+
+
+def test_early_break_and_second_iter_do_not_hang(tokens_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(tokens_remote, tmp_path, shuffle=True)
+    for i, _ in enumerate(ds):
+        if i == 10:
+            break
+    assert len([s for s in ds]) == 1000
+    loader = StreamingDataLoader(ds, batch_size=8, num_workers=2)
+    for i, _ in enumerate(loader):
+        if i == 2:
+            break
+    assert len(_ids(loader)) == 1000
+
+
+def test_streams_mix_with_split(tokens_remote: Path, zstd_remote: Path, tmp_path: Path) -> None:
+    ds = StreamingDataset(
+        streams=[Stream(remote=str(tokens_remote), local=str(tmp_path / "a")),
+                 Stream(remote=str(zstd_remote), local=str(tmp_path / "b"))],
+        shuffle=True,
+    )
+    assert ds.num_samples == 2000 and len(ds) == 2000
+    assert Counter(s["id"] for s in ds) == Counter(list(range(1000)) * 2)
