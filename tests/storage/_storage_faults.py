@@ -1,4 +1,7 @@
-"""A loopback HTTP proxy that injects the failures object stores show: 5xx, resets, short bodies, stalls."""
+"""A loopback HTTP proxy that injects the failures object stores show: 5xx, resets, short bodies, stalls.
+
+It can also play an intermediary that ignores byte ranges (``ignore_range``), as some caches do.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ _HOP_BY_HOP = {
     "content-length",
 }
 
+_RANGE_HEADERS = {"range", "x-ms-range"}
+
 
 class FaultProxy:
     """Forwards HTTP/1.1 requests from ``127.0.0.1:<port>`` to an upstream loopback server.
@@ -41,6 +46,10 @@ class FaultProxy:
     - ``"stall"``: nothing is answered for ``stall_seconds``, then the connection is closed.
 
     With ``only``, failures are injected only into requests whose path contains that text.
+
+    With ``ignore_range``, every request is forwarded without its ``Range`` (and Azure's ``x-ms-range``)
+    header, so the server answers ranged reads with 200 and the whole object, as an endpoint or cache
+    that ignores ``Range`` does.
 
     Attributes:
         requests: Requests received, per ``(method, path without query)``.
@@ -58,6 +67,7 @@ class FaultProxy:
         stall_seconds: float = 5.0,
         seed: int = 0,
         only: str | None = None,
+        ignore_range: bool = False,
     ) -> None:
         unknown = {f for f in faults if f not in FAULTS and not (f.isdigit() and len(f) == 3)}
         if unknown:
@@ -67,6 +77,7 @@ class FaultProxy:
         self.faults = faults
         self.stall_seconds = stall_seconds
         self.only = only
+        self.ignore_range = ignore_range
         self.timeline: list[tuple[str, str, str | None, float, float]] = []
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
@@ -132,7 +143,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             return self.rfile.read(length) if length else b""
 
         def _forward(self, body: bytes) -> tuple[int, str, list[tuple[str, str]], bytes]:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            dropped = _HOP_BY_HOP | (_RANGE_HEADERS if proxy.ignore_range else set())
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
             if body or self.command in ("PUT", "POST", "PATCH"):
                 headers["Content-Length"] = str(len(body))
             for attempt in range(2):  # a kept-alive upstream connection may have been closed meanwhile

@@ -6,7 +6,10 @@ no partial file ever appears at a final path.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import io
+import logging
 import os
 import random
 import threading
@@ -21,9 +24,13 @@ from _storage_targets import Target
 from shardflow.storage import (
     ObjectNotFoundError,
     PermissionDeniedError,
+    StorageError,
     StorageTimeoutError,
     TransientStorageError,
+    backend,
+    get_client,
 )
+from shardflow.storage.backend import WholeObjectSlice
 
 # Quick retries: the bars are about outcomes, not about waiting.
 FAST = {"backoff": 0.02, "max_backoff": 0.2}
@@ -191,3 +198,76 @@ def test_a_stalled_upload_ends_after_upload_timeout(remote_target: Target, tmp_p
         with pytest.raises(StorageTimeoutError, match="upload_timeout"):
             client.upload(source, f"{remote_target.fresh_prefix()}/stalled.bin")
         assert 0.5 <= time.monotonic() - started <= 1.5
+
+
+RANGES = [(10, 20), (0, 5), (99_990, None), (99_990, 200_000), (200_000, None), (200_000, 200_010)]
+
+
+def _sas_options(target: Target, endpoint: str) -> dict[str, object]:
+    """Azure client options signed by an account SAS: a proxy may then drop headers without breaking it."""
+    from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
+
+    connection = str(target.options()["connection_string"])
+    fields = dict(part.split("=", 1) for part in connection.split(";") if part)
+    sas = generate_account_sas(
+        fields["AccountName"],
+        fields["AccountKey"],
+        ResourceTypes(container=True, object=True),
+        AccountSasPermissions(read=True, list=True),
+        expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1),
+    )
+    blob_endpoint = f"{endpoint}/{fields['AccountName']}"
+    return {"connection_string": f"BlobEndpoint={blob_endpoint};SharedAccessSignature={sas}"}
+
+
+@pytest.mark.parametrize(("start", "end"), RANGES)
+def test_a_range_ignored_on_the_way_reads_only_the_bytes_asked_for(
+    remote_target: Target,
+    start: int,
+    end: int | None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A proxy that drops Range makes the server send the whole object: still exactly ``[start, end)``.
+
+    azure-storage-blob reads every blob by ranges and refuses whole-object answers: a clear error instead.
+    """
+    url = f"{remote_target.fresh_prefix()}/whole.bin"
+    data = random.Random(5).randbytes(100_000)
+    remote_target.client().put_bytes(url, data)
+    with FaultProxy(remote_target.port, ignore_range=True) as proxy:  # type: ignore[arg-type]
+        if remote_target.name == "azure":
+            client = get_client(url, download_retry=3, **_sas_options(remote_target, proxy.endpoint))
+            with pytest.raises(StorageError, match="whole.bin.*no Content-Range.*ignores the x-ms-range"):
+                client.get_bytes(url, start, end)
+            assert proxy.total_requests == 1  # not retried
+            return
+        client = remote_target.client(proxy.endpoint, download_retry=0)
+        monkeypatch.setattr(backend, "_warned", set())  # warned once per bucket and process: forget it
+        with caplog.at_level(logging.WARNING, "shardflow.storage"):
+            assert client.get_bytes(url, start, end) == data[start:end]
+        assert client.get_bytes(url) == data
+    assert "ignores Range headers" in caplog.text
+
+
+def test_a_range_through_a_sas_proxy_that_passes_ranges(azure_target: Target) -> None:
+    """The SAS set-up of the test above reads ranges when the proxy passes them (the control case)."""
+    url = f"{azure_target.fresh_prefix()}/ranged.bin"
+    data = random.Random(6).randbytes(100_000)
+    azure_target.client().put_bytes(url, data)
+    with FaultProxy(azure_target.port) as proxy:  # type: ignore[arg-type]
+        client = get_client(url, **_sas_options(azure_target, proxy.endpoint))
+        assert client.get_bytes(url, 10, 20) == data[10:20]
+
+
+def test_a_whole_object_slice_reads_no_further_than_the_range() -> None:
+    """The bound: a whole-object body is read only up to the end of the range asked for."""
+    body = io.BytesIO(bytes(range(256)) * 40)
+    out = io.BytesIO()
+    whole = WholeObjectSlice(out, 1000, 1010, 10_240, "s3://bucket/x")
+    while not whole.done and (chunk := body.read(64)):
+        whole.write(chunk)
+    assert out.getvalue() == (bytes(range(256)) * 40)[1000:1010]
+    assert body.tell() == 1024 and whole.expected == 10
+    past = WholeObjectSlice(io.BytesIO(), 20_000, None, 10_240, "s3://bucket/x")
+    assert past.done and past.expected == 0

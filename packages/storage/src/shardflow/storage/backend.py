@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import abc
+import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 from shardflow.storage.errors import StorageError, UnsupportedURLError
 
-__all__ = ["Backend", "Sink", "LazyClient", "split_bucket_url", "CHUNK_SIZE"]
+__all__ = [
+    "Backend",
+    "Sink",
+    "LazyClient",
+    "WholeObjectSlice",
+    "check_content_range",
+    "split_bucket_url",
+    "CHUNK_SIZE",
+]
+
+logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
 """Bytes read from a response body at a time."""
@@ -47,7 +59,9 @@ class Backend(abc.ABC):
 
         A range that starts at or past the end of the object reads nothing (as slicing does); one that
         ends past it stops at the end. ``start == 0 and end is None`` reads the whole object without a
-        range header.
+        range header. A store (or a proxy or cache in front of it) may ignore the range and answer with
+        the whole object (HTTP 200 instead of 206): the backend must then still write only ``[start, end)``
+        (see :class:`WholeObjectSlice`) or raise a :class:`~shardflow.storage.StorageError` saying so.
 
         Args:
             url: The object's URL.
@@ -145,3 +159,90 @@ def split_bucket_url(url: str, scheme: str, *, example: str) -> tuple[str, str]:
     if not bucket:
         raise UnsupportedURLError(f"{url!r} names no bucket; expected e.g. {example}", url)
     return bucket, key
+
+
+class WholeObjectSlice:
+    """A sink that keeps bytes ``[start, end)`` of a body holding the whole object, for ``target``.
+
+    For a ranged read that the server answered with the whole object (HTTP 200 instead of 206: an
+    endpoint or cache that ignores ``Range``). Bytes before ``start`` are dropped; :attr:`done` turns true
+    once the range is complete, and the caller stops reading there, so at most ``end`` bytes of the body
+    are read (the whole object when ``end`` is ``None``, nothing when ``start`` is past its end).
+
+    Args:
+        target: Receives the bytes ``[start, end)``.
+        start: First byte wanted.
+        end: One past the last byte wanted, or ``None`` for the end of the object.
+        total: The whole object's size as announced (its ``Content-Length``), or ``None`` if unknown.
+        url: The object's URL, for the warning logged once per bucket.
+    """
+
+    def __init__(self, target: Sink, start: int, end: int | None, total: int | None, url: str) -> None:
+        self.target = target
+        self.start = start
+        self.stop = total if end is None else end if total is None else min(end, total)
+        self.position = 0
+        _warn_range_ignored(url)
+
+    @property
+    def expected(self) -> int | None:
+        """The length the slice must have, or ``None`` when neither ``end`` nor the size is known."""
+        return None if self.stop is None else max(self.stop - self.start, 0)
+
+    @property
+    def done(self) -> bool:
+        """Whether every wanted byte has been seen: the rest of the body can be dropped."""
+        return self.stop is not None and self.position >= self.stop or self.expected == 0
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        """Take the next bytes of the body, passing on the part inside the range."""
+        view = memoryview(data).cast("B")
+        low = max(self.start - self.position, 0)
+        high = len(view) if self.stop is None else min(len(view), self.stop - self.position)
+        if low < high:
+            self.target.write(view[low:high])
+        self.position += len(view)
+        return len(view)
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$")
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def check_content_range(url: str, content_range: str | None, start: int) -> None:
+    """Check that a 206 answer to a read from byte ``start`` starts there.
+
+    Args:
+        url: The object's URL, for the message.
+        content_range: The answer's ``Content-Range`` header (``None`` when absent: nothing to check).
+        start: The first byte asked for.
+
+    Raises:
+        StorageError: The answer holds another range than the one asked for.
+    """
+    if content_range is None:
+        return
+    match = _CONTENT_RANGE.match(content_range)
+    if match is None or int(match.group(1)) != start:
+        raise StorageError(
+            f"a read of {url} from byte {start} was answered with Content-Range {content_range!r}: the "
+            "store, or a proxy or cache in front of it, does not honour byte ranges; read through the store "
+            "itself",
+            url,
+        )
+
+
+def _warn_range_ignored(url: str) -> None:
+    """Log once per bucket that ranged reads get whole objects (each costs up to its range's end)."""
+    bucket = url.split("/", 3)[2] if "://" in url else ""
+    with _warned_lock:
+        if bucket in _warned:
+            return
+        _warned.add(bucket)
+    logger.warning(
+        "a ranged read of %s was answered with the whole object (HTTP 200, not 206): the store or a proxy or "
+        "cache in front of it ignores Range headers. Only the bytes asked for are returned, but each ranged "
+        "read now transfers the object up to the range's end",
+        url,
+    )

@@ -181,6 +181,16 @@ class AzureBackend(Backend):
     def translate(self, exc: BaseException, url: str) -> StorageError | None:
         from azure.core import exceptions as ax
 
+        if isinstance(exc, ValueError) and "Content-Range" in str(exc):
+            # azure-storage-blob reads every blob with ranged GETs (the first one too) and refuses an answer
+            # without Content-Range: the whole blob, sent by a store or cache that ignores the range.
+            return StorageError(
+                f"reading {url} failed: the answer had no Content-Range ({exc}). The store, or a proxy or "
+                f"cache in front of it, ignores the x-ms-range header, and azure-storage-blob reads blobs "
+                f"only by ranges: reach the account ({self.endpoint}) directly or through a proxy that "
+                f"passes ranges",
+                url,
+            )
         if isinstance(exc, (ax.ServiceRequestError, ax.ServiceResponseError, ax.IncompleteReadError)):
             return TransientStorageError(f"transfer of {url} failed: {type(exc).__name__}: {exc}", url)
         if isinstance(exc, ax.ResourceNotFoundError) or getattr(exc, "status_code", None) == 404:

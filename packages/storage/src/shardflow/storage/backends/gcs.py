@@ -7,7 +7,14 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from shardflow.storage._deps import require
-from shardflow.storage.backend import Backend, LazyClient, Sink, split_bucket_url
+from shardflow.storage.backend import (
+    Backend,
+    LazyClient,
+    Sink,
+    WholeObjectSlice,
+    check_content_range,
+    split_bucket_url,
+)
 from shardflow.storage.errors import (
     ObjectNotFoundError,
     PermissionDeniedError,
@@ -113,6 +120,7 @@ class GCSBackend(Backend):
         adapter = requests.adapters.HTTPAdapter(pool_connections=self._pool, pool_maxsize=self._pool)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        session.hooks["response"].append(_check_range_answer)
         options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
         anonymous = isinstance(credentials, AnonymousCredentials)
         client = storage.Client(
@@ -150,7 +158,25 @@ class GCSBackend(Backend):
             if ranged:
                 return 0
             raise
+        except _UnrangedAnswer as answer:
+            if answer.status != 200:
+                check_content_range(url, answer.content_range, start)
+                raise StorageError(f"a ranged read of {url} was answered with {answer.status}", url) from None
+            return self._read_slice_of_whole(url, sink, start, end, answer.length)
         return None
+
+    def _read_slice_of_whole(
+        self, url: str, sink: Sink, start: int, end: int | None, total: int | None
+    ) -> int | None:
+        """Read ``[start, end)`` out of the whole object, for a store that ignores ``Range`` headers."""
+        whole = _StoppingSlice(sink, start, end, total, url)
+        if whole.done:
+            return 0
+        try:
+            self._blob(url).download_to_file(whole, raw_download=True, retry=None, timeout=self._timeout)
+        except _RangeComplete:
+            pass
+        return whole.expected
 
     def write_from(self, url: str, source: BinaryIO, size: int) -> None:
         self._blob(url).upload_from_file(source, size=size, rewind=False, retry=None, timeout=self._timeout)
@@ -226,3 +252,45 @@ class GCSBackend(Backend):
         ):
             return TransientStorageError(f"transfer of {url} failed: {type(exc).__name__}: {exc}", url)
         return None
+
+
+class _UnrangedAnswer(Exception):
+    """A ranged GET answered with the whole object (200) or with another range than the one asked for."""
+
+    def __init__(self, status: int, content_range: str | None, length: int | None) -> None:
+        super().__init__(f"ranged GET answered with {status}, Content-Range {content_range!r}")
+        self.status = status
+        self.content_range = content_range
+        self.length = length
+
+
+class _RangeComplete(Exception):
+    """Raised by :class:`_StoppingSlice` to stop the SDK reading a body once the range is complete."""
+
+
+class _StoppingSlice(WholeObjectSlice):
+    """A :class:`WholeObjectSlice` that stops the SDK's download once the range is complete."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        taken = super().write(data)
+        if self.done:
+            raise _RangeComplete
+        return taken
+
+
+def _check_range_answer(response: Any, *args: Any, **kwargs: Any) -> Any:
+    """A requests response hook: stop a ranged GET answered with the whole object or another range.
+
+    google-cloud-storage writes any 200 or 206 body to the destination as it is; this hook raises
+    :class:`_UnrangedAnswer` before the body is read, and :meth:`GCSBackend.read_into` decides.
+    """
+    wanted = response.request.headers.get("Range")
+    if not wanted or response.request.method != "GET" or response.status_code not in (200, 206):
+        return response
+    content_range = response.headers.get("Content-Range")
+    first = wanted.removeprefix("bytes=").partition("-")[0]
+    if response.status_code == 206 and (content_range is None or content_range.startswith(f"bytes {first}-")):
+        return response
+    length = response.headers.get("Content-Length")
+    response.close()
+    raise _UnrangedAnswer(response.status_code, content_range, int(length) if length else None)

@@ -7,7 +7,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 from shardflow.storage._deps import require
-from shardflow.storage.backend import CHUNK_SIZE, Backend, LazyClient, Sink, split_bucket_url
+from shardflow.storage.backend import (
+    CHUNK_SIZE,
+    Backend,
+    LazyClient,
+    Sink,
+    WholeObjectSlice,
+    check_content_range,
+    split_bucket_url,
+)
 from shardflow.storage.errors import (
     ObjectNotFoundError,
     PermissionDeniedError,
@@ -123,13 +131,23 @@ class OCIBackend(Backend):
                 return 0
             raise
         raw = response.data.raw
+        length = response.headers.get("content-length")
+        announced = int(length) if length is not None else None
         try:
+            if ranged and response.status != 206:
+                # The Range header was ignored on the way: the body is the whole object.
+                whole = WholeObjectSlice(sink, start, end, announced, url)
+                chunks = raw.stream(CHUNK_SIZE, decode_content=False)
+                while not whole.done and (chunk := next(chunks, b"")):
+                    whole.write(chunk)
+                return whole.expected
+            if ranged:
+                check_content_range(url, response.headers.get("content-range"), start)
             for chunk in raw.stream(CHUNK_SIZE, decode_content=False):
                 sink.write(chunk)
         finally:
             response.data.close()
-        length = response.headers.get("content-length")
-        return int(length) if length is not None else None
+        return announced
 
     def write_from(self, url: str, source: BinaryIO, size: int) -> None:
         location = self._object(url)

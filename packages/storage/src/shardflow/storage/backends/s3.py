@@ -7,7 +7,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from shardflow.storage._deps import require
-from shardflow.storage.backend import CHUNK_SIZE, Backend, LazyClient, Sink, split_bucket_url
+from shardflow.storage.backend import (
+    CHUNK_SIZE,
+    Backend,
+    LazyClient,
+    Sink,
+    WholeObjectSlice,
+    check_content_range,
+    split_bucket_url,
+)
 from shardflow.storage.errors import (
     ObjectNotFoundError,
     PermissionDeniedError,
@@ -169,12 +177,21 @@ class S3Backend(Backend):
                 return 0
             raise
         body = response["Body"]
+        announced = int(response["ContentLength"])
         try:
+            if "Range" in args and response["ResponseMetadata"]["HTTPStatusCode"] != 206:
+                # The Range header was ignored on the way: the body is the whole object.
+                whole = WholeObjectSlice(sink, start, end, announced, url)
+                while not whole.done and (chunk := body.read(CHUNK_SIZE)):
+                    whole.write(chunk)
+                return whole.expected
+            if "Range" in args:
+                check_content_range(url, response.get("ContentRange"), start)
             while chunk := body.read(CHUNK_SIZE):
                 sink.write(chunk)
         finally:
             body.close()
-        return int(response["ContentLength"])
+        return announced
 
     def write_from(self, url: str, source: BinaryIO, size: int) -> None:
         args = self._object(url)
