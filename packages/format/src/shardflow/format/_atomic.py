@@ -11,6 +11,7 @@ from pathlib import Path
 __all__ = ["TEMP_NAME", "temp_path", "write_atomic", "remove_quietly"]
 
 # ".<final name>.<pid>-<8 hex>.tmp": hidden, and recognisable as ours when a killed writer left one behind.
+# Must equal the other package's TEMP_NAME (format/_atomic, storage/_io): tests/packaging/test_temp_names.py
 TEMP_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
 
 

@@ -15,6 +15,7 @@ from shardflow.storage._attempt import Attempt
 __all__ = ["CountingSink", "CancellableFile", "CancellableBytes", "TEMP_NAME", "temp_path", "remove_quietly"]
 
 # ".<final name>.<pid>-<8 hex>.tmp": hidden, and recognisable as ours when a killed process left one behind.
+# Must equal the other package's TEMP_NAME (format/_atomic, storage/_io): tests/packaging/test_temp_names.py
 TEMP_NAME = re.compile(r"^\..+\.\d+-[0-9a-f]{8}\.tmp$")
 
 
