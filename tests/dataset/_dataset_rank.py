@@ -1,0 +1,201 @@
+"""One data-parallel rank as a real process: build a StreamingDataset, iterate a StreamingDataLoader, report.
+
+Run as ``python _dataset_rank.py CONFIG_JSON``; the test modules start one per rank (``test_distributed``,
+``test_s3``). The config's keys:
+
+- ``remote``, ``local``, ``batch_size``, ``workers``: the dataset and loader (``shuffle=True``,
+  ``num_canonical_nodes=2``, ``shuffle_seed`` given or 17);
+- ``mode``: how the rank learns its world: ``"gloo"`` (``init_process_group`` over TCP on 127.0.0.1 with
+  ``rank``/``world_size``/``port``; the parent sets only ``LOCAL_WORLD_SIZE``), ``"env"`` (the parent set
+  ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``) or ``"world"`` (``World(...)`` passed to
+  the dataset, no variables);
+- ``stop_after``: stop after this many batches and save ``loader.state_dict()`` into the report;
+- ``state_in``: a JSON file of a state dict to resume from before iterating;
+- ``wait_for``: a file to wait for (created by the test) before iterating;
+- ``check_values``: compare every sample's columns with how the test wrote them;
+- ``try_worlds``: instead of iterating, construct a dataset with each ``[rank, world_size, local_rank,
+  local_world_size]`` override and report which constructions raised what;
+- ``out``: where the JSON report goes: ``batches`` (each batch's ids), ``world``, ``state``, ``bad``.
+"""
+
+from __future__ import annotations
+
+import json
+import faulthandler
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def clean_env(**extra: object) -> dict[str, str]:
+    """This environment without any launcher variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def start_rank(config: dict, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start one rank process; its stdout and stderr go to ``log``."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, __file__, json.dumps(config)], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def finish(processes: list[tuple[subprocess.Popen[bytes], dict, Path]], timeout: float) -> list[dict]:
+    """Wait for every rank (all within ``timeout`` seconds), then read their reports.
+
+    A rank that hangs is killed (by its own pid) and fails the test with every rank's log.
+    """
+    deadline = time.monotonic() + timeout
+    hung = []
+    for process, _, _ in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            hung.append(process.pid)
+    if hung:
+        dump_and_kill([process for process, _, _ in processes])
+    logs = "\n".join(f"--- {log.name} (exit {p.returncode}):\n{log.read_text()[-6000:]}" for p, _, log in processes)
+    assert not hung, f"ranks {hung} did not finish within {timeout} s (a hang):\n{logs}"
+    failed = [p.pid for p, _, _ in processes if p.returncode != 0]
+    assert not failed, f"ranks {failed} failed:\n{logs}"
+    return [json.loads(Path(config["out"]).read_text()) for _, config, _ in processes]
+
+
+def dump_and_kill(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Make each still-running rank and its DataLoader workers print their stacks into the log, then kill them."""
+    import psutil
+
+    running = [p for p in processes if p.poll() is None]
+    family = []
+    for process in running:
+        try:
+            family += [process.pid, *(c.pid for c in psutil.Process(process.pid).children(recursive=True))]
+        except psutil.NoSuchProcess:
+            pass
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            pass
+    time.sleep(1)
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for process in running:
+        process.wait(10)
+
+
+def run_ranks(configs: list[dict], envs: list[dict[str, str]], folder: Path, timeout: float = 120) -> list[dict]:
+    """Run one process per config at once, each with its environment; their reports, in order."""
+    processes = []
+    for k, (config, env) in enumerate(zip(configs, envs, strict=True)):
+        config = {**config, "out": str(folder / f"report-{k}.json")}
+        processes.append((start_rank(config, env, folder / f"rank-{k}.log"), config, folder / f"rank-{k}.log"))
+    return finish(processes, timeout)
+
+
+def expected_sample(i: int) -> tuple[list[int], str]:
+    """Sample ``i`` as ``tests/dataset/conftest.py::token_sample`` writes it."""
+    return list(range(i, i + 8)), f"sample {i}"
+
+
+def main() -> int:
+    config = json.loads(sys.argv[1])
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's stack dump of a hang
+    from shardflow.dataset import DatasetConfigError, StreamingDataLoader, StreamingDataset, World
+
+    mode = config["mode"]
+    if mode == "gloo":
+        import torch.distributed as dist
+
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{config['port']}",
+            rank=config["rank"],
+            world_size=config["world_size"],
+        )
+    report: dict = {"pid": os.getpid()}
+
+    def make(world: World | None) -> StreamingDataset:
+        return StreamingDataset(
+            remote=config["remote"],
+            local=config["local"],
+            shuffle=True,
+            shuffle_seed=config.get("shuffle_seed", 17),
+            batch_size=config["batch_size"],
+            num_canonical_nodes=2,
+            world=world,
+        )
+
+    if config.get("try_worlds"):
+        results = []
+        for values in config["try_worlds"]:
+            try:
+                ds = make(World(*values))
+                results.append({"ok": True, "length": len(ds)})
+            except DatasetConfigError as exc:
+                results.append({"ok": False, "error": type(exc).__name__, "message": str(exc)})
+        report["tried"] = results
+    else:
+        world = None
+        if mode == "world":
+            r, n, lr, lws = config["rank"], config["world_size"], config["local_rank"], config["local_world_size"]
+            world = World(rank=r, world_size=n, local_rank=lr, local_world_size=lws)
+        dataset = make(world)
+        w = dataset.world
+        report["world"] = [w.rank, w.world_size, w.local_rank, w.local_world_size]
+        loader = StreamingDataLoader(dataset, batch_size=config["batch_size"], num_workers=config["workers"])
+        if config.get("state_in"):
+            loader.load_state_dict(json.loads(Path(config["state_in"]).read_text()))
+        wait_for = config.get("wait_for")
+        if wait_for:
+            while not os.path.exists(wait_for):  # the parent's own timeout ends a wait that never ends
+                time.sleep(0.02)
+        batches: list[list[int]] = []
+        bad: list[int] = []
+        stop_after = config.get("stop_after")
+        for batch in loader:
+            ids = batch["id"].tolist()
+            batches.append(ids)
+            if config.get("check_values"):
+                tokens = batch["tokens"].numpy()
+                for row, (i, text) in enumerate(zip(ids, batch["text"], strict=True)):
+                    want_tokens, want_text = expected_sample(i)
+                    if text != want_text or not np.array_equal(tokens[row], np.array(want_tokens, np.uint16)):
+                        bad.append(i)
+            if stop_after is not None and len(batches) == stop_after:
+                report["state"] = loader.state_dict()
+                break
+        report["batches"] = batches
+        report["bad"] = bad
+    Path(config["out"]).write_text(json.dumps(report))
+    if mode == "gloo":
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

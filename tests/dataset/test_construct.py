@@ -1,0 +1,105 @@
+"""Bad input is refused at construction with an error that names the problem, never a hang later."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from shardflow.dataset import DatasetConfigError, Stream, StreamingDataset, World
+from shardflow.format import IndexFormatError, ShardMissingError
+from shardflow.shuffle import ShuffleError
+
+
+def test_missing_local_folder_without_remote(tmp_path: Path) -> None:
+    with pytest.raises(DatasetConfigError, match=r"index\.json does not exist.*local="):
+        StreamingDataset(local=str(tmp_path / "nowhere"))
+
+
+def test_remote_without_index(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetConfigError, match=r"empty/index\.json does not exist"):
+        StreamingDataset(remote=str(tmp_path / "empty"), local=str(tmp_path / "cache"))
+
+
+def test_wrong_split(tokens_remote: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetConfigError, match="split='val'"):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), split="val")
+
+
+def test_corrupt_index(tokens_remote: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    shutil.copytree(tokens_remote, remote)
+    (remote / "index.json").write_text('{"version": 2, "shards": [{"format": "mds"}]}')
+    with pytest.raises(IndexFormatError, match="index.json"):
+        StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"))
+
+
+def test_shard_missing_on_the_remote_is_named_when_read(tokens_remote: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    shutil.copytree(tokens_remote, remote)
+    (remote / "shard.00001.mds").unlink()
+    ds = StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"))
+    assert ds[0]["id"] == 0
+    with pytest.raises(ShardMissingError, match="shard.00001.mds"):
+        list(ds)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"shuffle_algo": "py3x", "shuffle": True}, "shuffle_algo='py3x'"),
+        ({"partition_algo": "zigzag"}, "partition_algo='zigzag'"),
+        ({"sampling_method": "odd"}, "sampling_method='odd'"),
+        ({"batching_method": "odd"}, "batching_method='odd'"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"epoch_size": "lots"}, "epoch_size='lots'"),
+        ({"predownload": -1}, "predownload=-1"),
+    ],
+)
+def test_bad_arguments(tokens_remote: Path, tmp_path: Path, kwargs: dict, match: str) -> None:
+    with pytest.raises((DatasetConfigError, ShuffleError), match=match):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), **kwargs)
+
+
+def test_streams_and_remote_together(tokens_remote: Path, tmp_path: Path) -> None:
+    with pytest.raises(DatasetConfigError, match="either streams or remote"):
+        StreamingDataset(streams=[Stream(local=str(tokens_remote))], remote=str(tokens_remote))
+
+
+def test_stream_with_two_weights() -> None:
+    with pytest.raises(DatasetConfigError, match="proportion and repeat"):
+        Stream(local="x", proportion=0.5, repeat=2)
+
+
+def test_streams_mixing_proportions_with_repeats(tokens_remote: Path, zstd_remote: Path, tmp_path: Path) -> None:
+    streams = [Stream(remote=str(tokens_remote), local=str(tmp_path / "a"), proportion=0.5),
+               Stream(remote=str(zstd_remote), local=str(tmp_path / "b"), repeat=2)]
+    with pytest.raises(ShuffleError, match="proportion"):
+        StreamingDataset(streams=streams)
+
+
+def test_world_that_does_not_hold_together() -> None:
+    with pytest.raises(DatasetConfigError, match="multiple of local_world_size"):
+        World(rank=0, world_size=3, local_rank=0, local_world_size=2)
+    with pytest.raises(DatasetConfigError, match="local_rank must be 1"):
+        World(rank=3, world_size=4, local_rank=0, local_world_size=2)
+
+
+def test_environment_variables_that_are_not_numbers(tokens_remote: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(DatasetConfigError, match="WORLD_SIZE=two"):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path))
+
+
+def test_world_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}.items():
+        monkeypatch.setenv(name, value)
+    world = World.detect()
+    assert (world.rank, world.world_size, world.local_rank, world.local_world_size) == (5, 8, 1, 4)
+    assert (world.num_nodes, world.node) == (2, 1)
+    assert world.replicate(2) == World(2, 4, 0, 2)
+    with pytest.raises(DatasetConfigError, match="replication=3"):
+        world.replicate(3)

@@ -1,0 +1,69 @@
+"""Stream mixing: proportion, repeat, choose and epoch_size give exact per-stream counts every epoch."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset
+from shardflow.format import MDSWriter
+
+SIZES = {"a": 600, "b": 400}
+OFFSET = {"a": 0, "b": 10_000}
+
+
+@pytest.fixture(scope="module")
+def remotes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("mix")
+    for name, count in SIZES.items():
+        with MDSWriter(out=str(base / name), columns={"id": "int"}, size_limit=1024) as writer:
+            for i in range(count):
+                writer.write({"id": OFFSET[name] + i})
+    return {name: base / name for name in SIZES}
+
+
+def _epoch(remotes: dict[str, Path], tmp_path: Path, weights: dict[str, dict], **kwargs) -> Counter:
+    streams = [Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
+               for name in SIZES]
+    ds = StreamingDataset(streams=streams, shuffle=True, batch_size=8, **kwargs)
+    ids = [i for batch in StreamingDataLoader(ds, batch_size=8, num_workers=2) for i in batch["id"].tolist()]
+    assert len(ids) == ds.epoch_size
+    return Counter(ids)
+
+
+def _per_stream(counts: Counter) -> dict[str, int]:
+    return {"a": sum(c for i, c in counts.items() if i < 10_000), "b": sum(c for i, c in counts.items() if i >= 10_000)}
+
+
+def test_repeat(remotes: dict[str, Path], tmp_path: Path) -> None:
+    counts = _epoch(remotes, tmp_path, {"a": {"repeat": 2}, "b": {"repeat": 0.5}})
+    assert _per_stream(counts) == {"a": 1200, "b": 200}
+    assert all(counts[i] == 2 for i in range(600))
+    assert all(counts[i] == 1 for i in counts if i >= 10_000)
+
+
+def test_choose(remotes: dict[str, Path], tmp_path: Path) -> None:
+    counts = _epoch(remotes, tmp_path, {"a": {"choose": 100}, "b": {"choose": 1000}})
+    assert _per_stream(counts) == {"a": 100, "b": 1000}
+    assert max(counts[i] for i in range(10_000, 10_400)) == 3 and min(counts[i] for i in range(10_000, 10_400)) == 2
+
+
+def test_proportion_with_epoch_size(remotes: dict[str, Path], tmp_path: Path) -> None:
+    counts = _epoch(remotes, tmp_path, {"a": {"proportion": 3}, "b": {"proportion": 1}}, epoch_size=800)
+    assert _per_stream(counts) == {"a": 600, "b": 200}
+
+
+def test_epoch_size_alone_draws_in_proportion_to_size(remotes: dict[str, Path], tmp_path: Path) -> None:
+    counts = _epoch(remotes, tmp_path, {}, epoch_size="0.5k")
+    assert _per_stream(counts) == {"a": 300, "b": 200}
+
+
+def test_partial_repeats_draw_other_samples_each_epoch(remotes: dict[str, Path], tmp_path: Path) -> None:
+    streams = [Stream(remote=str(remotes["a"]), local=str(tmp_path / "a"), choose=100),
+               Stream(remote=str(remotes["b"]), local=str(tmp_path / "b"), choose=100)]
+    ds = StreamingDataset(streams=streams, shuffle=True)
+    first, second = Counter(s["id"] for s in ds), Counter(s["id"] for s in ds)
+    assert _per_stream(first) == _per_stream(second) == {"a": 100, "b": 100}
+    assert set(first) != set(second)
