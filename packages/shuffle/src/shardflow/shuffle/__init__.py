@@ -3,10 +3,13 @@
 Shuffle (``get_shuffle``), partition (``get_partitions``) and stream sampling (``get_sampling``,
 ``resolve_stream_weights``) with mosaicml-streaming's names and guarantees, jitted with numba; and
 ``SampleOrder.worker_sample_ids``, which gives one DataLoader worker its ids for an epoch without building
-the epoch. Compiled kernels are cached on disk (see ``NUMBA_CACHE_DIR`` in the README).
+the epoch. ``SampleOrder(batching_method=...)`` also groups batches as the reference's ``stratified``,
+``per_stream`` and ``device_per_stream`` (``batching``). Compiled kernels are cached on disk (see
+``NUMBA_CACHE_DIR`` in the README).
 """
 
 from shardflow.shuffle._version import __version__
+from shardflow.shuffle.batching import BATCHING_METHODS
 from shardflow.shuffle.errors import ShuffleError
 from shardflow.shuffle.order import (
     SampleOrder,
@@ -21,6 +24,7 @@ from shardflow.shuffle.shuffle import SHUFFLE_ALGOS, get_shuffle
 __all__ = [
     "__version__",
     "ShuffleError",
+    "BATCHING_METHODS",
     "SampleOrder",
     "WorldShape",
     "default_num_canonical_nodes",

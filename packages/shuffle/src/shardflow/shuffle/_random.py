@@ -9,7 +9,9 @@ How keys are derived (the numbers are tags; changing one changes every order of 
 * ``run_key(seed)``: draws fixed for a whole run. From it: the units' run order (tag 1), py2s's unit
   shuffles (11), naive's affine map (12), and the stream draws: rounding of proportions (21), picks per
   shard (22), the subsets of partial repeats (23); the last two per stream or shard, then per epoch
-  (``FIXED_EPOCH`` for draws that never change).
+  (``FIXED_EPOCH`` for draws that never change). The per-stream batching methods (``batching``) add
+  each stream's own shuffle seed (24, then the stream), the order of streams' global batches (25, then
+  the epoch) and of each node's device batches (26, then the node, then the epoch).
 * ``epoch_key(seed, epoch)``: draws that change every epoch. From it: the spans' order within each
   canonical node (tag 2, then the node), each span's shuffle (10, then the span), the per-node streams
   (13, then the node, then ``NODE_*``; chunks then by chunk index) and py1e's window sizes (14).
@@ -39,6 +41,9 @@ __all__ = [
     "shortfall_key",
     "picks_key",
     "subset_keys",
+    "stream_shuffle_seed",
+    "global_batch_order_key",
+    "device_batch_order_key",
     "FIXED_EPOCH",
     "KEY_SPAN",
     "KEY_UNIT_RUN",
@@ -62,6 +67,7 @@ _TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 _TAG_RUN_ORDER, _TAG_SPAN_ORDER = 1, 2
 _TAG_SPAN, _TAG_UNIT_RUN, _TAG_NAIVE_RUN, _TAG_NODE, _TAG_SPAN_WINDOW = 10, 11, 12, 13, 14
 _TAG_SHORTFALL, _TAG_PICKS, _TAG_SUBSET = 21, 22, 23
+_TAG_STREAM_SEED, _TAG_GLOBAL_BATCH_ORDER, _TAG_DEVICE_BATCH_ORDER = 24, 25, 26
 
 # Slots of the array of one epoch's keys that the kernels take (``epoch_keys``).
 KEY_SPAN, KEY_UNIT_RUN, KEY_NAIVE_RUN, KEY_NODE, KEY_SPAN_WINDOW = range(5)
@@ -245,3 +251,22 @@ def subset_keys(seed: int, shards: np.ndarray, epoch: int) -> np.ndarray:
     for i in range(shards.shape[0]):
         keys[i] = _stream_key(seed, _TAG_SUBSET, shards[i], epoch)
     return keys
+
+
+def stream_shuffle_seed(seed: int, stream: int) -> int:
+    """The seed of stream ``stream``'s own shuffle under the per-stream batching methods, in ``[0, 2**63)``.
+
+    Each stream is shuffled on its own there; a seed per stream keeps equal-sized streams from being
+    shuffled alike.
+    """
+    return int(_stream_key(seed, _TAG_STREAM_SEED, stream, 0)) >> 1  # numba returns a Python int
+
+
+def global_batch_order_key(seed: int, epoch: int) -> np.uint64:
+    """The key of the order of streams' global batches (``per_stream``) in ``epoch`` (or ``FIXED_EPOCH``)."""
+    return np.uint64(_stream_key(seed, _TAG_GLOBAL_BATCH_ORDER, 0, epoch))
+
+
+def device_batch_order_key(seed: int, node: int, epoch: int) -> np.uint64:
+    """The key of the order of node ``node``'s device batches (``device_per_stream``) in ``epoch``."""
+    return np.uint64(_stream_key(seed, _TAG_DEVICE_BATCH_ORDER, node, epoch))

@@ -2,8 +2,9 @@
 
 This is what mosaicml-streaming's ``StreamingDataset`` computes in one leader process per node (the
 whole epoch as a 5-D array, shared through POSIX shared memory); here every worker computes its own slice.
-The pipeline is the reference's "random" batching: resample each stream (``sampling``), lay the epoch's
-positions out over the world (``partition``), and look each position up in the epoch's shuffle.
+The pipeline of the reference's "random" batching: resample each stream (``sampling``), lay the epoch's
+positions out over the world (``partition``), and look each position up in the epoch's shuffle. The
+other batching methods (``stratified``, ``per_stream``, ``device_per_stream``) are in ``batching``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,16 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive
+from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive, is_integer
 from shardflow.shuffle._kernels import Shuffler, lookup, materialize_all
+from shardflow.shuffle.batching import (
+    BATCHING_METHODS,
+    BatchingSetup,
+    deal_epoch,
+    deal_worker,
+    global_batch_table,
+    resume,
+)
 from shardflow.shuffle.errors import ShuffleError
 from shardflow.shuffle.partition import (
     PARTITION_ALGOS,
@@ -87,6 +96,11 @@ class SampleOrder:
         partition_algo: ``orig`` or ``relaxed``.
         sampling_method: ``balanced`` (partial repeats are redrawn every epoch) or ``fixed``.
         sampling_granularity: Samples drawn from one shard at a time for partial repeats.
+        batching_method: How samples are grouped into batches: ``random`` (one shuffle of all streams
+            together), ``stratified`` (every global batch holds each stream's share), ``per_stream``
+            (every global batch from one stream) or ``device_per_stream`` (every device batch from one
+            stream); see ``shardflow.shuffle.batching``. The last three ignore ``partition_algo`` and
+            ``initial_physical_nodes`` and cost O(epoch) time and memory per call.
     """
 
     samples_per_shard: ArrayLike
@@ -101,6 +115,7 @@ class SampleOrder:
     partition_algo: str = "relaxed"
     sampling_method: str = "balanced"
     sampling_granularity: int = 1
+    batching_method: str = "random"
     _shards: NDArray[np.int64] = field(init=False, repr=False)
     _streams: NDArray[np.int64] = field(init=False, repr=False)
     _choose: NDArray[np.int64] | None = field(init=False, repr=False)
@@ -149,6 +164,11 @@ class SampleOrder:
                 f"{', '.join(SAMPLING_METHODS)}"
             )
         check_positive("sampling_granularity", self.sampling_granularity)
+        if self.batching_method not in BATCHING_METHODS:
+            raise ShuffleError(
+                f"batching_method={self.batching_method!r} is unknown: use one of "
+                f"{', '.join(BATCHING_METHODS)}"
+            )
         check_non_negative("shuffle_seed", self.shuffle_seed)
         if self.shuffle_block_size is not None:
             check_positive("shuffle_block_size", self.shuffle_block_size)
@@ -222,12 +242,14 @@ class SampleOrder:
     ) -> NDArray[np.int64]:
         """The sample ids one worker yields this epoch, in the order the DataLoader yields them.
 
-        Equal to ``epoch_sample_ids(...)[node, rank_of_node, worker_of_rank].ravel()`` but computed
-        alone. Time: O(samples of the canonical nodes its positions fall in), to build the shuffle chunks
-        that hold them, one at a time. Memory: O(its samples + shards + one chunk), a chunk being at most
-        1.25 ``shuffle_block_size`` (py1br), a quarter of it (py1e), a shard (py1s, py2s); plus
-        O(samples per canonical node) for ``naive`` or for py1e with a block under 512 (it then tracks
-        samples, not tiles). Nothing is shared with other workers or processes.
+        Equal to ``epoch_sample_ids(...)[node, rank_of_node, worker_of_rank].ravel()``. With
+        ``batching_method="random"`` it is computed alone; time: O(samples of the canonical nodes its
+        positions fall in), to build the shuffle chunks that hold them, one at a time. Memory: O(its
+        samples + shards + one chunk), a chunk being at most 1.25 ``shuffle_block_size`` (py1br), a
+        quarter of it (py1e), a shard (py1s, py2s); plus O(samples per canonical node) for ``naive`` or
+        for py1e with a block under 512 (it then tracks samples, not tiles). Nothing is shared with other
+        workers or processes. The other batching methods build the whole epoch and keep the worker's part:
+        time and memory O(epoch).
 
         Args:
             epoch: The epoch.
@@ -235,9 +257,12 @@ class SampleOrder:
             node: This worker's node in ``[0, num_physical_nodes)``.
             rank_of_node: Its rank within the node.
             worker_of_rank: Its DataLoader worker index within the rank (0 when ``num_workers=0``).
-            sample_in_epoch: Samples of the epoch already consumed by the whole world (resumption).
+            sample_in_epoch: Samples of the epoch already consumed by the whole world (resumption). All
+                but ``random`` round it down to a multiple of the global batch size (as the reference)
+                and read the partly consumed global batch again.
             initial_physical_nodes: Node count of the run that started this epoch, to resume on another
-                node count with ``partition_algo="relaxed"``.
+                node count with ``partition_algo="relaxed"`` (``random`` only; the other methods give
+                the same global batches to any world with the same global batch size).
 
         Returns:
             ``batches * batch_size`` sample ids, whole batches, ``-1`` where the epoch is padded; skip
@@ -245,8 +270,24 @@ class SampleOrder:
 
         Raises:
             ShuffleError: an impossible world shape, coordinates outside it, a resume point beyond the
-                epoch, or a canonical node without samples.
+                epoch, or a canonical node without samples; for the other batching methods, a stream
+                too small for its part of a batch (named), or (``device_per_stream``) canonical nodes
+                that are not a multiple of the nodes.
         """
+        if self.batching_method != "random":
+            _check_worker(world, node, rank_of_node, worker_of_rank)
+            table = self._batches_left(epoch, world, sample_in_epoch)
+            return deal_worker(
+                table,
+                self.batching_method,
+                world.num_physical_nodes,
+                world.ranks_per_node,
+                world.workers_per_rank,
+                int(self.batch_size),
+                node,
+                rank_of_node,
+                worker_of_rank,
+            )
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
         positions = partition_slice(plan, node, rank_of_node, worker_of_rank)
@@ -267,12 +308,70 @@ class SampleOrder:
         sample_in_epoch: int = 0,
         initial_physical_nodes: int | None = None,
     ) -> NDArray[np.int64]:
-        """Every worker's sample ids for the epoch, as the reference's ``generate_work`` ("random" batching).
+        """Every worker's sample ids for the epoch, as the reference's ``generate_work``.
 
         Returns:
             int64 array (nodes, ranks per node, workers per rank, batches per worker, batch size), ``-1``
             for padding. Memory O(epoch): prefer ``worker_sample_ids`` in a worker.
         """
+        if self.batching_method != "random":
+            return deal_epoch(
+                self._batches_left(epoch, world, sample_in_epoch),
+                self.batching_method,
+                world.num_physical_nodes,
+                world.ranks_per_node,
+                world.workers_per_rank,
+                int(self.batch_size),
+            )
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
         return partition_all(plan, materialize_all(self._shuffler(units, epoch, None), units.ids))
+
+    def global_batch_ids(
+        self,
+        epoch: int,
+        world: WorldShape,
+        sample_in_epoch: int = 0,
+        initial_physical_nodes: int | None = None,
+    ) -> NDArray[np.int64]:
+        """The epoch's global batches in training order, shape (global batches, global batch size).
+
+        Row ``s`` holds what every rank reads at step ``s`` (from ``sample_in_epoch`` on), ranks in order
+        (node-major), each rank's ``batch_size`` samples in its order; ``-1`` is padding. Memory O(epoch).
+        """
+        epoch_ids = self.epoch_sample_ids(epoch, world, sample_in_epoch, initial_physical_nodes)
+        global_batch = world.num_physical_nodes * world.ranks_per_node * int(self.batch_size)
+        return epoch_ids.transpose(3, 2, 0, 1, 4).reshape(-1, global_batch)
+
+    def _batches_left(self, epoch: int, world: WorldShape, sample_in_epoch: int) -> NDArray[np.int64]:
+        """The global batches of a per-stream batching method left after ``sample_in_epoch``."""
+        units = self.units(epoch)
+        setup = BatchingSetup(
+            method=self.batching_method,
+            stream_starts=np.concatenate([[0], np.cumsum(self._shards)])[
+                np.concatenate([[0], np.cumsum(self._streams)])
+            ],
+            num_canonical_nodes=int(self.num_canonical_nodes),
+            shuffle_algo=self.shuffle_algo if self.shuffle else None,
+            seed=int(self.shuffle_seed),
+            block_size=self.block_size,
+            vary_order=self.shuffle and self.sampling_method == "balanced",
+            batch_size=int(self.batch_size),
+            num_physical_nodes=world.num_physical_nodes,
+            ranks_per_node=world.ranks_per_node,
+        )
+        table = global_batch_table(setup, units, int(epoch))
+        return resume(table, sample_in_epoch, self.epoch_size, self.batching_method)
+
+
+def _check_worker(world: WorldShape, node: int, rank_of_node: int, worker_of_rank: int) -> None:
+    for name, value, count, count_name in (
+        ("node", node, world.num_physical_nodes, "num_physical_nodes"),
+        ("rank_of_node", rank_of_node, world.ranks_per_node, "ranks_per_node"),
+        ("worker_of_rank", worker_of_rank, world.workers_per_rank, "workers_per_rank"),
+    ):
+        if not is_integer(value) or not 0 <= value < count:
+            raise ShuffleError(
+                f"{name}={value!r} is outside the world: {count_name} is {count}, so it must be in "
+                f"[0, {count})"
+            )
