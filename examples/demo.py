@@ -1,28 +1,50 @@
-"""shardflow demo: write a dataset with every MDS column type, read it back, print a summary.
+"""shardflow demo: write a dataset, train on it through StreamingDataLoader, stop halfway, resume elsewhere.
 
-Run it with ``hatch run demo`` (see README.md). Later milestones grow it into streaming training from a
-local object store.
+Run it with ``hatch run demo`` (see README.md); ``hatch run demo -- --remote s3`` puts the dataset into a
+bucket of a moto S3 server that the demo starts on 127.0.0.1 and stops at the end. Steps:
+
+1. every MDS column type round-trips through a small dataset read back with ``StreamingDataset``;
+2. ``--samples`` samples ``{id, x: 16 float32, y: class of x}`` are written as zstd shards to the remote;
+3. a small classifier trains through ``StreamingDataLoader`` (shuffled, 2 workers, a fresh cache folder)
+   for half of the epoch, then saves the loader's ``state_dict()``, the model and the optimizer;
+4. a new process (this script with ``--resume-from``) loads them and finishes the epoch;
+5. every sample id must have been seen exactly once over the two processes, or the demo exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import logging
+import math
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
-from shardflow.format import LocalDataset, MDSWriter, get_mds_encodings
+from shardflow.dataset import StreamingDataLoader, StreamingDataset
+from shardflow.format import MDSWriter, get_mds_encodings
 
 log = logging.getLogger("shardflow.demo")
 
-COLUMNS = {
+BUCKET = "shardflow-demo"
+FEATURES = 16
+CLASSES = 4
+TRAIN_COLUMNS = {"id": "int", "x": f"ndarray:float32:{FEATURES}", "y": "int"}
+
+TYPE_COLUMNS = {
     "bytes": "bytes", "str": "str", "int": "int",
     "int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
     "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
@@ -33,6 +55,10 @@ COLUMNS = {
     "list_pil": "list[pil]", "list_jpeg": "list[jpeg]", "list_png": "list[png]",
     "jpeg_array": "jpeg_array", "json": "json", "pkl": "pkl",
 }
+LOSSY = {"jpeg", "list_jpeg", "jpeg_array"}  # compared by image size only
+
+
+# -- every column type -------------------------------------------------------------------------------
 
 
 def make_image(i: int) -> Image.Image:
@@ -41,8 +67,14 @@ def make_image(i: int) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
-def make_sample(i: int) -> dict:
-    """Sample ``i`` of the demo dataset: one value for every column type."""
+def _jpeg_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def make_typed_sample(i: int) -> dict[str, Any]:
+    """Sample ``i`` of the column-type dataset: one value for every column type."""
     image = make_image(i)
     return {
         "bytes": bytes([i % 256]) * (i % 7), "str": f"sample {i}", "int": i * 1_000_003,
@@ -58,46 +90,270 @@ def make_sample(i: int) -> dict:
     }
 
 
-def _jpeg_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG")
-    return buffer.getvalue()
+def same(got: Any, want: Any, lossy: bool = False) -> bool:
+    """Whether a read value equals the written one (images of lossy columns: same size only)."""
+    if isinstance(want, Image.Image) or isinstance(want, bytes) and lossy:
+        image = Image.open(io.BytesIO(want)) if isinstance(want, bytes) else want
+        got_image = got if isinstance(got, Image.Image) else Image.open(io.BytesIO(got))
+        return got_image.size == image.size and (lossy or got_image.tobytes() == image.tobytes())
+    if isinstance(want, list):
+        return len(got) == len(want) and all(same(g, w, lossy) for g, w in zip(got, want, strict=True))
+    if isinstance(want, np.ndarray):
+        return bool(got.dtype == want.dtype and np.array_equal(got, want))
+    if isinstance(want, float):
+        return math.isclose(float(got), want, rel_tol=1e-3)
+    return bool(got == want)
+
+
+def check_column_types(remote: str, cache: Path, samples: int = 100) -> None:
+    """Write ``samples`` samples with every column type to ``remote`` and read them back by id."""
+    started = time.perf_counter()
+    with MDSWriter(out=remote, columns=TYPE_COLUMNS, compression="zstd", hashes=["sha1", "xxh64"],
+                   size_limit=1 << 18) as writer:
+        for i in range(samples):
+            writer.write(make_typed_sample(i))
+    dataset = StreamingDataset(remote=remote, local=str(cache), validate_hash="sha1", allow_unsafe_types=True)
+    for i in range(dataset.size):
+        sample, want = dataset[i], make_typed_sample(i)
+        bad = [name for name in TYPE_COLUMNS if not same(sample[name], want[name], name in LOSSY)]
+        if bad:
+            raise SystemExit(f"sample {i} did not round-trip in columns {bad}")
+    log.info("column types: %d columns (%d MDS encodings) x %d samples in %d shards round-trip (%.2f s)",
+             len(TYPE_COLUMNS), len(get_mds_encodings()), dataset.size, len(dataset.shards),
+             time.perf_counter() - started)
+
+
+# -- the training data -------------------------------------------------------------------------------
+
+
+def teacher() -> np.ndarray:
+    """The fixed projection that labels the data: ``y = argmax(x @ W)``."""
+    return np.random.default_rng(7).standard_normal((FEATURES, CLASSES)).astype(np.float32)
+
+
+def write_train(remote: str, samples: int) -> None:
+    """Write the training dataset to ``remote``."""
+    rng = np.random.default_rng(0)
+    weights = teacher()
+    started = time.perf_counter()
+    with MDSWriter(out=remote, columns=TRAIN_COLUMNS, compression="zstd", hashes=["xxh64"],
+                   size_limit=1 << 17) as writer:
+        for begin in range(0, samples, 1000):
+            x = rng.standard_normal((min(1000, samples - begin), FEATURES)).astype(np.float32)
+            for offset, (row, label) in enumerate(zip(x, (x @ weights).argmax(1).tolist(), strict=True)):
+                writer.write({"id": begin + offset, "x": row, "y": label})
+    log.info("wrote %d samples {id: int, x: %d float32, y: argmax(x @ W), one of %d classes} to %s (%.2f s)",
+             samples, FEATURES, CLASSES, remote, time.perf_counter() - started)
+
+
+def make_model() -> torch.nn.Module:
+    """A small MLP classifier."""
+    return torch.nn.Sequential(torch.nn.Linear(FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, CLASSES))
+
+
+def accuracy(model: torch.nn.Module, samples: int = 4000) -> float:
+    """Accuracy on fresh samples drawn like the training data."""
+    x = np.random.default_rng(1).standard_normal((samples, FEATURES)).astype(np.float32)
+    y = torch.from_numpy((x @ teacher()).argmax(1))
+    with torch.no_grad():
+        return float((model(torch.from_numpy(x)).argmax(1) == y).float().mean())
+
+
+# -- training halves ---------------------------------------------------------------------------------
+
+
+def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: int | None) -> dict[str, Any]:
+    """Train through a StreamingDataLoader from the epoch's start or ``checkpoint``, to ``stop_at`` samples.
+
+    Returns the ids seen, the losses, the loader's state, the model and optimizer states and the timing.
+    """
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # the DataLoader workers have the other cores
+    model = make_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch_size = config["batch_size"]
+    dataset = StreamingDataset(
+        remote=config["remote"], local=config["cache"], shuffle=True, batch_size=batch_size
+    )
+    loader = StreamingDataLoader(dataset, batch_size=batch_size, num_workers=config["workers"])
+    start = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        loader.load_state_dict(checkpoint["loader"])
+        start = checkpoint["loader"]["sample_in_epoch"]
+    log.info("  %r: %d shards, epoch of %d samples", dataset, len(dataset.shards), len(dataset))
+    ids: list[torch.Tensor] = []
+    losses: list[float] = []
+    seen = 0
+    began = time.perf_counter()
+    with logging_redirect_tqdm(), tqdm(total=len(dataset), initial=start, unit="sample", disable=None,
+                                       leave=False) as progress:
+        for batch in loader:
+            loss = torch.nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            ids.append(batch["id"])
+            losses.append(loss.item())
+            seen += len(batch["id"])
+            progress.update(len(batch["id"]))
+            if len(losses) % 20 == 0:
+                loss_now = np.mean(losses[-20:])
+                log.info("  batch %4d  samples %6d  loss %.3f", len(losses), start + seen, loss_now)
+            if stop_at is not None and start + seen >= stop_at:
+                break
+    seconds = time.perf_counter() - began
+    return {
+        "ids": torch.cat(ids).numpy(),
+        "losses": losses,
+        "loader": loader.state_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "seconds": seconds,
+        "accuracy": accuracy(model),
+    }
+
+
+def report(name: str, half: dict[str, Any]) -> None:
+    """Log a half's throughput and loss."""
+    losses = half["losses"]
+    log.info("%s: %d samples in %d batches, %.2f s, %.0f samples/s; loss %.3f -> %.3f; accuracy %.1f%%",
+             name, len(half["ids"]), len(losses), half["seconds"], len(half["ids"]) / half["seconds"],
+             np.mean(losses[:10]), np.mean(losses[-10:]), 100 * half["accuracy"])
+
+
+def check_exactly_once(first: np.ndarray, second: np.ndarray, samples: int) -> bool:
+    """Whether ids ``0..samples-1`` were each seen exactly once over both halves; log what went wrong."""
+    counts = np.bincount(np.concatenate([first, second]), minlength=samples)
+    missing, repeated = int((counts == 0).sum()), int((counts > 1).sum())
+    both = np.intersect1d(first, second).size
+    if len(counts) == samples and missing == 0 and repeated == 0:
+        log.info("exactly once: all %d sample ids seen once (%d before the stop, %d after)",
+                 samples, len(first), len(second))
+        return True
+    log.error("NOT exactly once: %d ids missing, %d seen more than once (%d in both halves), %d unknown ids",
+              missing, repeated, both, len(counts) - samples)
+    return False
+
+
+# -- the S3 server -----------------------------------------------------------------------------------
+
+
+def start_moto(workdir: Path) -> subprocess.Popen[bytes]:
+    """Start moto's S3 server on a free port of 127.0.0.1, point boto3 at it, create the bucket."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    script = Path(sys.executable).with_name("moto_server")
+    command = [str(script) if script.exists() else "moto_server", "-H", "127.0.0.1", "-p", str(port)]
+    with open(workdir / "moto.log", "wb") as out:
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise SystemExit(f"moto_server did not start: {(workdir / 'moto.log').read_text()}") from None
+            time.sleep(0.1)
+    # Child processes (DataLoader workers, the resumed run) inherit these.
+    os.environ.update({
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+    })
+    import boto3
+
+    boto3.client("s3", endpoint_url=os.environ["S3_ENDPOINT_URL"]).create_bucket(Bucket=BUCKET)
+    log.info("moto S3 server on 127.0.0.1:%d (pid %d), bucket s3://%s", port, server.pid, BUCKET)
+    return server
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server started by :func:`start_moto`."""
+    server.terminate()
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(10)
+
+
+# -- the two processes -------------------------------------------------------------------------------
+
+
+def resume(checkpoint_path: Path) -> None:
+    """The second process: load the checkpoint, finish the epoch, save the result beside it."""
+    checkpoint = torch.load(checkpoint_path, weights_only=False)
+    config = checkpoint["config"]
+    log.info("resumed in pid %d from %s: %s", os.getpid(), checkpoint_path.name, checkpoint["loader"])
+    result = train(config, checkpoint, None)
+    torch.save(result, checkpoint_path.with_name("second-half.pt"))
+
+
+def run(args: argparse.Namespace, workdir: Path) -> bool:
+    """The first process: write the data, train half an epoch, resume in a new process, check the ids."""
+    if args.remote == "s3":
+        root = f"s3://{BUCKET}"
+    else:
+        root = str(workdir / "remote")
+    log.info("shardflow demo: remote %s, cache %s", root, workdir / "cache")
+    check_column_types(f"{root}/types", workdir / "cache" / "types")
+    write_train(f"{root}/train", args.samples)
+    config = {
+        "remote": f"{root}/train",
+        "cache": str(workdir / "cache" / "train"),
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+    }
+    log.info("first half: StreamingDataLoader(StreamingDataset(shuffle=True, batch_size=%d), num_workers=%d)",
+             args.batch_size, args.workers)
+    first = train(config, None, args.samples // 2)
+    report("first half", first)
+    checkpoint_path = workdir / "checkpoint.pt"
+    torch.save({"config": config, **{k: first[k] for k in ("loader", "model", "optimizer")}}, checkpoint_path)
+    log.info("stopped after %d samples; saved loader.state_dict() %s, the model and the optimizer to %s",
+             len(first["ids"]), first["loader"], checkpoint_path.name)
+    resumed = subprocess.run([sys.executable, __file__, "--resume-from", str(checkpoint_path)])
+    if resumed.returncode:
+        log.error("the resumed process exited with %d", resumed.returncode)
+        return False
+    second = torch.load(workdir / "second-half.pt", weights_only=False)
+    report("second half", second)
+    return check_exactly_once(first["ids"], second["ids"], args.samples)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="dataset folder (default: a temporary folder)")
-    parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument("--remote", choices=["local", "s3"], default="local",
+                        help="where the dataset lives: a local folder, or a bucket of a moto S3 server")
+    parser.add_argument("--samples", type=int, default=40_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--workdir", type=Path, help="keep the remote, cache and checkpoint here")
+    parser.add_argument("--resume-from", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = args.out or Path(tmp) / "demo-dataset"
-        started = time.perf_counter()
-        with MDSWriter(out=str(out), columns=COLUMNS, compression="zstd", hashes=["sha1", "xxh64"],
-                       size_limit=1 << 20, exist_ok=True) as writer:
-            for i in range(args.samples):
-                writer.write(make_sample(i))
-        wrote = time.perf_counter() - started
-        index = json.loads((out / "index.json").read_text())
-        files = sorted(p.name for p in out.iterdir())
-        started = time.perf_counter()
-        dataset = LocalDataset(out, allow_unsafe_types=True, validate_hash="sha1")
-        checked = 0
-        for i, sample in enumerate(dataset):
-            expected = make_sample(i)
-            assert sample["str"] == expected["str"] and sample["int"] == expected["int"], i
-            assert np.array_equal(sample["nd_static"], expected["nd_static"]), i
-            assert sample["png"].tobytes() == expected["png"].tobytes(), i
-            assert sample["pkl"] == expected["pkl"], i
-            checked += 1
-        read = time.perf_counter() - started
-        print(f"shardflow demo: {len(COLUMNS)} columns covering {len(get_mds_encodings())} MDS encodings")
-        print(f"  wrote {args.samples} samples into {len(index['shards'])} zstd shards in {wrote:.2f} s")
-        print(f"  files: {', '.join(files[:4])}{', ...' if len(files) > 4 else ''}")
-        print(f"  read back and checked {checked} samples (hashes verified) in {read:.2f} s")
-        print(f"  sample 7: int={dataset[7]['int']} str={dataset[7]['str']!r} "
-              f"nd_any={dataset[7]['nd_any'].tolist()} json={dataset[7]['json']}")
-        dataset.close()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    if args.resume_from is not None:
+        resume(args.resume_from)
+        return
+    started = time.perf_counter()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shardflow-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = start_moto(workdir) if args.remote == "s3" else None
+    try:
+        ok = run(args, workdir)
+    finally:
+        if server is not None:
+            stop(server)
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    log.info("demo %s in %.1f s", "passed" if ok else "FAILED", time.perf_counter() - started)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
