@@ -67,3 +67,36 @@ def test_partial_repeats_draw_other_samples_each_epoch(remotes: dict[str, Path],
     first, second = Counter(s["id"] for s in ds), Counter(s["id"] for s in ds)
     assert _per_stream(first) == _per_stream(second) == {"a": 100, "b": 100}
     assert set(first) != set(second)
+
+
+def _batches(remotes: dict[str, Path], tmp_path: Path, method: str, **weights: dict) -> list[list[int]]:
+    streams = [Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
+               for name in SIZES]
+    ds = StreamingDataset(streams=streams, shuffle=True, batch_size=20, batching_method=method)
+    return [batch["id"].tolist() for batch in StreamingDataLoader(ds, batch_size=20, num_workers=2)]
+
+
+@pytest.mark.parametrize("method", ["per_stream", "device_per_stream"])
+def test_per_stream_batches_come_from_one_stream(remotes: dict[str, Path], tmp_path: Path, method: str) -> None:
+    batches = _batches(remotes, tmp_path, method)
+    assert all(len(batch) == 20 for batch in batches)
+    sources = [{i >= 10_000 for i in batch} for batch in batches]
+    assert all(len(source) == 1 for source in sources)
+    from_b = [source == {True} for source in sources]
+    assert from_b.count(False) == 30 and from_b.count(True) == 20
+    assert from_b != sorted(from_b), "the streams' batches are interleaved by a seeded shuffle"
+
+
+def test_stratified_batches_hold_each_streams_share(remotes: dict[str, Path], tmp_path: Path) -> None:
+    batches = _batches(remotes, tmp_path, "stratified")
+    assert len(batches) == 50
+    for batch in batches:
+        assert (sum(i < 10_000 for i in batch), sum(i >= 10_000 for i in batch)) == (12, 8)
+    assert sorted(i for b in batches for i in b) == sorted([*range(600), *range(10_000, 10_400)])
+
+
+def test_batching_methods_need_a_batch_size(remotes: dict[str, Path], tmp_path: Path) -> None:
+    from shardflow.dataset import DatasetConfigError
+
+    with pytest.raises(DatasetConfigError, match="needs batch_size"):
+        StreamingDataset(remote=str(remotes["a"]), local=str(tmp_path), batching_method="per_stream")

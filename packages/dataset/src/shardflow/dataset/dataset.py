@@ -18,6 +18,7 @@ from shardflow.dataset.stream import Stream
 from shardflow.dataset.world import World
 from shardflow.format import ShardInfo, ShardLocator, ShardReader
 from shardflow.shuffle import (
+    BATCHING_METHODS,
     SampleOrder,
     WorldShape,
     default_num_canonical_nodes,
@@ -28,8 +29,6 @@ __all__ = ["StreamingDataset", "BATCHING_METHODS"]
 
 logger = logging.getLogger(__name__)
 
-BATCHING_METHODS = ("random", "stratified", "per_stream", "device_per_stream")
-_SUPPORTED_BATCHING = ("random",)
 STATE_KEYS = ("epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed", "initial_physical_nodes")
 _COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
@@ -88,7 +87,9 @@ class StreamingDataset(IterableDataset):
         shuffle_algo: ``py1e``, ``py1br``, ``py1s``, ``py2s`` or ``naive``.
         shuffle_seed: Seed of every random choice.
         shuffle_block_size: Unit of shuffle of ``py1br``/``py1e``.
-        batching_method: ``random`` (others are not supported yet and are refused).
+        batching_method: ``random``, ``stratified`` (every global batch holds each stream's share),
+            ``per_stream`` (every global batch from one stream) or ``device_per_stream`` (every device
+            batch from one stream); all but ``random`` need ``batch_size``.
         allow_unsafe_types: Read ``pkl`` columns (they run code when decoded).
         replication: Consecutive ranks of a node that read the same samples (tensor parallelism).
         world: The data-parallel world, when detection (torch.distributed, then ``RANK``/``WORLD_SIZE``/
@@ -127,9 +128,10 @@ class StreamingDataset(IterableDataset):
             raise DatasetConfigError(
                 f"batching_method={batching_method!r} is unknown: use one of {', '.join(BATCHING_METHODS)}"
             )
-        if batching_method not in _SUPPORTED_BATCHING:
+        if batching_method != "random" and batch_size is None:
             raise DatasetConfigError(
-                f"batching_method={batching_method!r} is not supported yet: use 'random'"
+                f"batching_method={batching_method!r} composes every batch of samples from chosen streams, so it "
+                "needs batch_size (the per-device batch size); give batch_size or use batching_method='random'"
             )
         if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
             raise DatasetConfigError(f"batch_size={batch_size!r} must be a positive int or None")
@@ -241,6 +243,7 @@ class StreamingDataset(IterableDataset):
             partition_algo=self.partition_algo,
             sampling_method=self.sampling_method,
             sampling_granularity=self.sampling_granularity,
+            batching_method=self.batching_method,
         )
 
     # -- topology ------------------------------------------------------------------------------------
@@ -326,11 +329,19 @@ class StreamingDataset(IterableDataset):
             self._resume = None
         else:
             epoch, offset = self._next_epoch, 0
-        if offset >= self.epoch_size:  # the state was saved at the very end of its epoch
+        if offset >= self._samples_in_epoch(epoch):  # the state was saved at the very end of its epoch
             epoch, offset = epoch + 1, 0
         self._next_epoch = epoch + 1
         self._epoch_offset = offset
         return epoch, offset
+
+    def _samples_in_epoch(self, epoch: int) -> int:
+        """Samples the world reads in ``epoch``: the epoch size, less what non-random batching drops."""
+        if self.batching_method == "random":
+            return self.epoch_size
+        world = self.world
+        rows = self._order.global_batch_ids(epoch, WorldShape(world.num_nodes, world.local_world_size, 1))
+        return int((rows >= 0).any(axis=1).sum()) * rows.shape[1]
 
     def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
         """The resumption state, with mosaicml-streaming's keys, so either library resumes the other's.
@@ -411,57 +422,47 @@ class StreamingDataset(IterableDataset):
         else:
             yield from self._iter_samples(ids)
 
-    def _prefetch_plan(self, shard_ids: NDArray[np.int64]) -> tuple[list[int], list[int]]:
-        """The shards of an iteration in order of first need, and the position each is first needed at."""
-        shards, first = np.unique(shard_ids, return_index=True)
-        order = np.argsort(first, kind="stable")
-        return shards[order].tolist(), first[order].tolist()
+    def _release(self, shard: int) -> None:
+        """Unmap a shard this process no longer needs; it reopens (without downloading) on next use."""
+        reader = self._readers[shard]
+        if reader is not None:
+            self._readers[shard] = None
+            self._fetcher.forget(shard)
+            reader.close()
 
     def _iter_samples(self, ids: NDArray[np.int64]) -> Iterator[Any]:
         shard_ids, local_ids = self._locator.locate(ids)
-        need, first = self._prefetch_plan(shard_ids)
-        ahead = self.predownload
+        plan = _ShardPlan(shard_ids, self.predownload)
         readers = self._readers
         own = self._uses_own_getitem()
         shard_list, local_list = shard_ids.tolist(), local_ids.tolist()
-        q, top_up_at = 0, 0
+        next_event = 0
         try:
             for p in range(len(shard_list)):
-                if p >= top_up_at:
-                    q = self._top_up(need, first, q, p + ahead)
-                    top_up_at = first[q] - ahead if q < len(need) else len(shard_list)
+                if p >= next_event:
+                    next_event = plan.advance(self, p)
                 if own:
                     k = shard_list[p]
                     yield (readers[k] or self._reader(k)).get(local_list[p])
                 else:
                     yield self[int(ids[p])]
         finally:
-            self._fetcher.cancel_pending()
-
-    def _top_up(self, need: list[int], first: list[int], q: int, horizon: int) -> int:
-        """Request the shards first needed before ``horizon`` (at least the next one); return the new cursor."""
-        while q < len(need) and (first[q] <= horizon or q == 0):
-            k = need[q]
-            if self._readers[k] is None:
-                self._fetcher.request(k, lambda k=k: self._prepare(k))  # type: ignore[misc]
-            q += 1
-        return q
+            plan.finish(self)
 
     def _iter_batches(self, ids: NDArray[np.int64], batch_size: int, drop_last: bool) -> Iterator[Any]:
         from shardflow.dataset._collate import read_batch
 
         shard_ids, local_ids = self._locator.locate(ids)
-        need, first = self._prefetch_plan(shard_ids)
-        q = 0
+        plan = _ShardPlan(shard_ids, self.predownload)
         try:
             for begin in range(0, len(ids), batch_size):
                 end = min(begin + batch_size, len(ids))
                 if end - begin < batch_size and drop_last:
                     return
-                q = self._top_up(need, first, q, end + self.predownload)
+                plan.advance(self, end - 1)
                 yield read_batch(self, shard_ids[begin:end], local_ids[begin:end])
         finally:
-            self._fetcher.cancel_pending()
+            plan.finish(self)
 
     def batches(self, batch_size: int, drop_last: bool = False) -> None:
         """Make iteration yield collated batches (dicts of tensors) instead of samples; see StreamingDataLoader.
@@ -484,6 +485,56 @@ class StreamingDataset(IterableDataset):
     def __repr__(self) -> str:
         streams = ", ".join(stream.describe() for stream in self.streams)
         return f"{type(self).__name__}({streams}; samples={self.num_samples}, shards={len(self.shards)})"
+
+
+class _ShardPlan:
+    """When an iteration first and last needs each shard: fetch ahead of first need, release after last use.
+
+    Args:
+        shard_ids: The shard of each sample of the iteration, in order.
+        ahead: Samples ahead of the current one whose shards are fetched (``predownload``).
+    """
+
+    def __init__(self, shard_ids: NDArray[np.int64], ahead: int) -> None:
+        shards, first = np.unique(shard_ids, return_index=True)
+        order = np.argsort(first, kind="stable")
+        self.need: list[int] = shards[order].tolist()
+        self.first: list[int] = first[order].tolist()
+        _, last_reversed = np.unique(shard_ids[::-1], return_index=True)
+        last = len(shard_ids) - 1 - last_reversed
+        order = np.argsort(last, kind="stable")
+        self.done: list[int] = shards[order].tolist()
+        self.last: list[int] = last[order].tolist()
+        self.ahead = ahead
+        self.length = len(shard_ids)
+        self._fetched = 0
+        self._released = 0
+
+    def advance(self, dataset: StreamingDataset, position: int) -> int:
+        """Request the shards needed up to ``position + ahead`` (at least the next one), release those used
+        for the last time before ``position``; return the next position at which to call again."""
+        need, first = self.need, self.first
+        q = self._fetched
+        while q < len(need) and (first[q] <= position + self.ahead or q == self._fetched):
+            if dataset._readers[need[q]] is None:
+                k = need[q]
+                dataset._fetcher.request(k, lambda k=k: dataset._prepare(k))  # type: ignore[misc]
+            q += 1
+        self._fetched = q
+        r = self._released
+        while r < len(self.done) and self.last[r] < position:
+            dataset._release(self.done[r])
+            r += 1
+        self._released = r
+        upcoming = first[q] - self.ahead if q < len(need) else self.length
+        ending = self.last[r] + 1 if r < len(self.done) else self.length
+        return max(position + 1, min(upcoming, ending))
+
+    def finish(self, dataset: StreamingDataset) -> None:
+        """The iteration ended (or stopped early): cancel fetches not started, release what it opened."""
+        dataset._fetcher.cancel_pending()
+        for k in self.done[self._released :]:
+            dataset._release(k)
 
 
 def _with_split(stream: Stream, split: str) -> Stream:
