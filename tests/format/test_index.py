@@ -265,7 +265,11 @@ def test_merge_uploads_the_index(
         """The remote root holds the partitions (their local copies are used) and a stale merged index."""
 
         def upload(self, local_path: Path, relative_name: str) -> None:
+            assert "waited" in uploaded, "index.json handed over without wait()"
             uploaded[relative_name] = Path(local_path).read_bytes()
+
+        def wait(self) -> None:
+            uploaded["waited"] = b""
 
         def finish(self) -> None:
             uploaded["finished"] = b""
@@ -282,12 +286,21 @@ def test_merge_uploads_the_index(
         def download(self, relative_name: str, local_path: Path) -> Path:
             raise AssertionError(f"{relative_name} exists locally: no download expected")
 
-    monkeypatch.setattr("shardflow.format.index.get_uploader", lambda out: Recorder())
-    monkeypatch.setattr("shardflow.format.index.remote_uploader", lambda remote, **options: Recorder())
+    monkeypatch.setattr("shardflow.format.merge.get_uploader", lambda out: Recorder())
+    monkeypatch.setattr("shardflow.format.merge.remote_uploader", lambda remote, **options: Recorder())
     merge_index((str(partitions), "mem://bucket/merged"), keep_local=False)
-    assert set(uploaded) == {"index.json", "finished"}
+    assert set(uploaded) == {"waited", "index.json", "finished"}
     assert uploaded["index.json"] == (fixtures_dir / "mds/merged/index.json").read_bytes()
     assert not (partitions / "index.json").exists()  # keep_local=False removes the local copy
+
+
+def test_merge_index_is_importable_from_its_old_and_new_homes() -> None:
+    import shardflow.format
+    import shardflow.format.index
+    import shardflow.format.merge
+
+    assert shardflow.format.index.merge_index is shardflow.format.merge.merge_index is merge_index
+    assert shardflow.format.merge_index is merge_index
 
 
 def test_merge_nothing_writes_nothing(tmp_path: Path) -> None:

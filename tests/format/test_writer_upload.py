@@ -1,4 +1,4 @@
-"""Remote ``out``: uploaders come from the ``shardflow.format.uploaders`` entry points."""
+"""Remote ``out``: uploaders come from the ``shardflow.format.uploaders`` entry points; index.json last."""
 
 from __future__ import annotations
 
@@ -9,25 +9,41 @@ from typing import Any
 import pytest
 
 from shardflow.format import JSONWriter, MDSWriter, MissingDependencyError
-from shardflow.format.upload import ENTRY_POINT_GROUP, get_uploader, split_out
+from shardflow.format.upload import ANY_SCHEME, ENTRY_POINT_GROUP, ShardUploader, get_uploader, split_out
 
 
 class MemoryUploader:
-    """A stand-in remote store: keeps the bytes of every uploaded file, checks the writer's promises."""
+    """A stand-in remote store: keeps the bytes of every uploaded file, checks the writer's promises.
+
+    Uploads are deferred, as a real uploader's run in the background: a file handed over is only queued,
+    and it lands when :meth:`wait` or :meth:`finish` is called. ``index.json`` must be handed over with
+    nothing queued, i.e. after a :meth:`wait` that followed every other file.
+    """
 
     def __init__(self, remote: str, **options: Any) -> None:
         self.remote = remote
         self.options = options
         self.files: dict[str, bytes] = {}
         self.order: list[str] = []
+        self.queued: list[tuple[Path, str]] = []
+        self.waits = 0
         self.finished = False
 
     def upload(self, local_path: Path, relative_name: str) -> None:
         assert not self.finished and relative_name not in self.files
-        self.files[relative_name] = Path(local_path).read_bytes()
-        self.order.append(relative_name)
+        if relative_name == "index.json":
+            assert not self.queued, f"index.json handed over before {[n for _, n in self.queued]} landed"
+        self.queued.append((Path(local_path), relative_name))
+
+    def wait(self) -> None:
+        self.waits += 1
+        for path, name in self.queued:
+            self.files[name] = path.read_bytes()
+            self.order.append(name)
+        self.queued.clear()
 
     def finish(self) -> None:
+        self.wait()
         self.finished = True
 
 
@@ -73,7 +89,7 @@ def test_remote_only_uploads_everything_and_cleans_up(
     (uploader,) = uploaders
     assert uploader.remote == "mem://bucket/data" and uploader.finished
     assert uploader.options == {"progress_bar": False, "max_workers": 3, "retry": 5}
-    assert uploader.order[-1] == "index.json"
+    assert uploader.order[-1] == "index.json" and uploader.waits >= 2
     assert all(name.endswith(".mds.zstd") for name in uploader.order[:-1]) and len(uploader.order) > 2
     write_numbers(tmp_path, compression="zstd")  # the same dataset written locally
     assert uploader.files == {path.name: path.read_bytes() for path in tmp_path.iterdir()}
@@ -111,6 +127,32 @@ def test_scheme_without_uploader(uploaders: list[MemoryUploader]) -> None:
     with pytest.raises(ValueError, match=r"no uploader handles s3:// URLs; installed schemes: \['mem'\]"):
         get_uploader("s3://bucket/data")
     assert get_uploader("/local/folder") is None
+
+
+def test_the_any_entry_serves_every_scheme_and_a_scheme_entry_comes_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[tuple[str, str]] = []
+
+    def factory(name: str) -> Any:
+        def make(remote: str, **options: Any) -> MemoryUploader:
+            made.append((name, remote))
+            return MemoryUploader(remote, **options)
+
+        return make
+
+    entries = [FakeEntryPoint(ANY_SCHEME, factory("any")), FakeEntryPoint("mem", factory("mem"))]
+    monkeypatch.setattr("shardflow.format.upload.entry_points", lambda group: entries)
+    get_uploader("s3://bucket/data")
+    get_uploader(("local", "myfs://x/y"))
+    get_uploader("mem://bucket/data")
+    assert made == [("any", "s3://bucket/data"), ("any", "myfs://x/y"), ("mem", "mem://bucket/data")]
+
+
+def test_uploader_is_a_deprecated_alias_of_shard_uploader() -> None:
+    with pytest.warns(DeprecationWarning, match="ShardUploader"):
+        from shardflow.format.upload import Uploader
+    assert Uploader is ShardUploader
 
 
 @pytest.mark.parametrize(

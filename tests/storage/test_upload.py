@@ -1,21 +1,36 @@
 """Writers that upload: MDSWriter with a remote ``out``, through shardflow-storage's uploader.
 
-The writer finds the uploader through the ``shardflow.format.uploaders`` entry point; shards upload in
-parallel and ``index.json`` is published last.
+The writer finds the uploader through the one ``shardflow.format.uploaders`` entry point (``any``), which
+serves every scheme of the storage registry, registered ones included; shards upload in parallel and
+``index.json`` is published last (the writer waits for the shards before handing it over).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shutil
+import threading
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from _storage_faults import FaultProxy
 from _storage_targets import Target
 
-from shardflow.storage import PermissionDeniedError, from_url
+from shardflow.storage import (
+    Backend,
+    ObjectNotFoundError,
+    PermissionDeniedError,
+    StorageError,
+    UnsupportedURLError,
+    from_url,
+    register_backend,
+)
+from shardflow.storage.backend import Sink
 from shardflow.storage.upload import Uploader, make_uploader
 
 format_ = pytest.importorskip("shardflow.format")
@@ -43,10 +58,16 @@ def _remote_files(target: Target, root: str) -> dict[str, bytes]:
     return {name: store.get_bytes(name) for name in store.list()}
 
 
-def test_every_scheme_has_an_uploader_entry_point() -> None:
+def test_one_uploader_entry_point_serves_every_scheme() -> None:
     found = {entry.name: entry.value for entry in entry_points(group="shardflow.format.uploaders")}
-    assert {"file", "s3", "gs", "azure", "oci"} <= set(found)
-    assert set(found.values()) == {"shardflow.storage.upload:make_uploader"}
+    assert found == {"any": "shardflow.storage.upload:make_uploader"}
+
+
+def test_a_scheme_no_backend_serves_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(UnsupportedURLError, match=r"nofs://.*known schemes: .*s3.*register_backend"):
+        make_uploader("nofs://bucket/data")
+    with pytest.raises(ValueError, match="no storage backend serves nofs://"):
+        format_.MDSWriter(out="nofs://bucket/data", columns=COLUMNS)
 
 
 def test_mds_writer_to_s3_url(s3_env: Target, tmp_path: Path) -> None:
@@ -120,7 +141,7 @@ def test_a_failed_shard_upload_keeps_the_index_unpublished(
     assert (local / "shard.00002.mds").exists()  # kept for another try
 
 
-def test_uploader_waits_for_earlier_files_before_an_index(tmp_path: Path) -> None:
+def test_wait_returns_once_every_file_handed_over_is_uploaded(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     uploader = make_uploader(f"file://{remote}", max_workers=3, retry=0)
     assert isinstance(uploader, Uploader)
@@ -128,18 +149,31 @@ def test_uploader_waits_for_earlier_files_before_an_index(tmp_path: Path) -> Non
         path = tmp_path / f"part-{i}.bin"
         path.write_bytes(os.urandom(1000))
         uploader.upload(path, f"sub/part-{i}.bin")
+    uploader.wait()
+    assert uploader.list_objects("sub/") == sorted(f"sub/part-{i}.bin" for i in range(20))
     (tmp_path / "index.json").write_text("{}")
     uploader.upload(tmp_path / "index.json", "sub/index.json")
     uploader.finish()
-    assert sorted(uploader.list_objects("sub/")) == sorted(
-        [f"sub/part-{i}.bin" for i in range(20)] + ["sub/index.json"]
-    )
+    assert "sub/index.json" in uploader.list_objects("sub/")
     assert (
         uploader.download("sub/part-3.bin", tmp_path / "back.bin").read_bytes()
         == (tmp_path / "part-3.bin").read_bytes()
     )
     with pytest.raises(ValueError, match="relative"):
         make_uploader(f"file://{remote}").upload(tmp_path / "index.json", "../escape.json")
+
+
+def test_after_a_failure_wait_raises_and_no_file_is_uploaded_any_more(tmp_path: Path) -> None:
+    uploader = make_uploader(f"file://{tmp_path / 'remote'}", retry=0)
+    uploader.upload(tmp_path / "missing.bin", "missing.bin")
+    with pytest.raises(FileNotFoundError):
+        uploader.wait()
+    (tmp_path / "index.json").write_text("{}")
+    with pytest.raises(FileNotFoundError):  # the first failure again; nothing is queued
+        uploader.upload(tmp_path / "index.json", "index.json")
+    with pytest.raises(FileNotFoundError):
+        uploader.finish()
+    assert not (tmp_path / "remote" / "index.json").exists()
 
 
 def test_uploader_progress_bar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,3 +273,89 @@ def test_merge_index_download_timeout(
         monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
         with pytest.raises(TimeoutError, match="part1/index.json.*download_timeout"):
             format_.merge_index(root, download_timeout=0.3)
+
+
+# -- a third-party scheme registered in this process ------------------------------------------------------
+
+
+class FolderBackend(Backend):
+    """``testfs://<path>``: objects are files under a folder; every write is logged with its sequence."""
+
+    scheme = "testfs"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.clock = itertools.count()
+        self.lock = threading.Lock()
+        self.writes: list[tuple[str, int, int]] = []  # (object path, started, ended)
+
+    def path(self, url: str) -> Path:
+        return self.folder / url.removeprefix("testfs://")
+
+    def read_into(self, url: str, sink: Sink, start: int = 0, end: int | None = None) -> int | None:
+        data = self.path(url).read_bytes()[start:end]
+        sink.write(data)
+        return len(data)
+
+    def write_from(self, url: str, source: BinaryIO, size: int) -> None:
+        with self.lock:
+            started = next(self.clock)
+        target = self.path(url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        with self.lock:
+            self.writes.append((url.removeprefix("testfs://"), started, next(self.clock)))
+
+    def size(self, url: str) -> int:
+        return self.path(url).stat().st_size
+
+    def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
+        for path in sorted(self.folder.rglob("*")):
+            url = f"testfs://{path.relative_to(self.folder).as_posix()}"
+            if path.is_file() and url.startswith(prefix):
+                yield url
+
+    def delete(self, url: str) -> None:
+        self.path(url).unlink(missing_ok=True)
+
+    def translate(self, exc: BaseException, url: str) -> StorageError | None:
+        if isinstance(exc, FileNotFoundError):
+            return ObjectNotFoundError(f"{url} does not exist", url)
+        return None
+
+
+@pytest.fixture
+def testfs(tmp_path: Path) -> FolderBackend:
+    """The scheme ``testfs://``, registered with register_backend, served from ``tmp_path/testfs``."""
+    backend = FolderBackend(tmp_path / "testfs")
+    backend.folder.mkdir()
+    register_backend("testfs", lambda **options: backend)
+    return backend
+
+
+def test_a_registered_scheme_is_a_writers_out(testfs: FolderBackend, tmp_path: Path) -> None:
+    with format_.MDSWriter(out="testfs://ds", columns=COLUMNS, size_limit=1500, max_workers=4) as writer:
+        for sample in _samples(150):
+            writer.write(sample)
+    names = {name for name, _, _ in testfs.writes}
+    index = json.loads((testfs.folder / "ds" / "index.json").read_bytes())
+    shards = [f"ds/{shard['raw_data']['basename']}" for shard in index["shards"]]
+    assert len(shards) > 5 and names == {"ds/index.json", *shards}
+    (index_started,) = [started for name, started, _ in testfs.writes if name == "ds/index.json"]
+    assert index_started > max(ended for name, _, ended in testfs.writes if name != "ds/index.json")
+    dataset = format_.LocalDataset(testfs.folder / "ds")
+    assert [dataset[i] for i in range(len(dataset))] == _samples(150)
+
+
+def test_merge_index_over_a_registered_scheme(testfs: FolderBackend, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    for number, part in enumerate(("part0", "part1")):
+        out = (str(local / part), f"testfs://root/{part}")
+        with format_.MDSWriter(out=out, columns=COLUMNS, size_limit=2000, keep_local=True) as writer:
+            for sample in _samples(40 + 30 * number):
+                writer.write(sample)
+    format_.merge_index("testfs://root")
+    assert (testfs.folder / "root" / "index.json").read_bytes() == _merged_locally(local)
+    dataset = format_.LocalDataset(testfs.folder / "root")
+    assert len(dataset) == 110 and dataset[40 + 29] == _samples(70)[29]

@@ -23,7 +23,8 @@ from shardflow.format.errors import (
     UnsupportedColumnError,
 )
 from shardflow.format.hashing import get_hash, get_hashes, is_hash
-from shardflow.format.index import merge_index, read_index
+from shardflow.format.index import read_index
+from shardflow.format.merge import merge_index
 from shardflow.format.reader import LocalDataset
 from shardflow.format.shards import ShardFile, ShardInfo, ShardLocator, ShardReader, read_shards
 from shardflow.format.writers import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter

@@ -70,7 +70,8 @@ class ShardWriter:
     shard past ``size_limit``, the shard is finished first: its files are assembled under temporary
     names, hashed, compressed, renamed to their final names and handed to the uploader. ``index.json``
     is written last, also through a rename, so an interrupted writer leaves either no index or the
-    previous complete one.
+    previous complete one; with a remote ``out`` it is handed to the uploader only after its ``wait()``
+    (see :mod:`shardflow.format.upload`).
 
     Subclasses set :attr:`format` and :attr:`_per_sample`, fill ``columns`` for the shard config, and
     implement :meth:`_encode`, :meth:`_start_data` and :meth:`_finish_files`.
@@ -213,6 +214,7 @@ class ShardWriter:
             index_path = write_index(self._local, self._old_shards + self._shards)
             self._written.append(index_path)
             if self._uploader is not None:
+                self._uploader.wait()  # index.json goes last: only once every file named in it is uploaded
                 self._uploader.upload(index_path, INDEX_BASENAME)
                 self._uploader.finish()
                 self._drop_local()

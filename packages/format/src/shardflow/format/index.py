@@ -1,4 +1,7 @@
-"""The dataset index ``index.json`` (version 2): read it with validation, write it atomically, merge them."""
+"""The dataset index ``index.json`` (version 2): read it with validation, write it atomically.
+
+Merging the indexes of partitions is :mod:`shardflow.format.merge`'s.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,18 @@ import json
 import logging
 import os
 import re
-import tempfile
-import urllib.parse
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
-from typing import Any, Union
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 from shardflow.format._atomic import write_atomic
 from shardflow.format._text_encodings import TEXT_ENCODINGS
 from shardflow.format.compression import is_compression
 from shardflow.format.encodings import get_mds_encoded_size, is_mds_encoding
 from shardflow.format.errors import IndexFormatError
-from shardflow.format.upload import Out, get_uploader, remote_uploader, split_out
+
+if TYPE_CHECKING:
+    from shardflow.format.merge import merge_index
 
 __all__ = [
     "INDEX_BASENAME",
@@ -44,23 +47,33 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def encode_index(shards: Sequence[dict[str, Any]]) -> bytes:
-    """The bytes of an ``index.json`` listing ``shards``, laid out exactly as the reference writer does."""
+def encode_index(shards: Sequence[dict[str, Any]], *, merged: bool = False) -> bytes:
+    """The bytes of an ``index.json`` listing ``shards``, laid out exactly as the reference does.
+
+    Args:
+        shards: The shard entries, in order.
+        merged: Lay the top level out as the reference's ``merge_index`` does (``version`` first, keys
+            unsorted) rather than as its writers do (keys sorted).
+    """
+    if merged:
+        return json.dumps({"version": INDEX_VERSION, "shards": list(shards)}).encode("utf-8")
     return json.dumps({"shards": list(shards), "version": INDEX_VERSION}, sort_keys=True).encode("utf-8")
 
 
-def write_index(folder: PathLike, shards: Sequence[dict[str, Any]]) -> Path:
+def write_index(folder: PathLike, shards: Sequence[dict[str, Any]], *, merged: bool = False) -> Path:
     """Write ``folder/index.json`` atomically (temporary file, then rename).
 
     Args:
-        folder: The dataset folder.
+        folder: The dataset folder; created if missing.
         shards: The shard entries, in order.
+        merged: Lay it out as a merged index (see :func:`encode_index`).
 
     Returns:
         The path of the index written.
     """
+    Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / INDEX_BASENAME
-    write_atomic(path, encode_index(shards))
+    write_atomic(path, encode_index(shards, merged=merged))
     return path
 
 
@@ -263,139 +276,13 @@ def _load_index(path: Path, source: str | Path) -> dict[str, Any]:
     return obj
 
 
-def merge_index(*args: Any, **kwargs: Any) -> None:
-    """Merge the indexes of several dataset partitions into one ``index.json``.
+if not TYPE_CHECKING:
 
-    Two call forms, as in mosaicml-streaming:
+    def __getattr__(name: str) -> Any:
+        # merge_index lived here; it is shardflow.format.merge's now (imported on first use: merge imports
+        # this module).
+        if name == "merge_index":
+            from shardflow.format.merge import merge_index
 
-    - ``merge_index(index_file_urls, out, keep_local=True, download_timeout=60)``: ``index_file_urls``
-      lists the partitions' ``index.json`` files: local paths, remote URLs, or ``(local, remote)`` pairs
-      (the remote file is used when the local one does not exist). The merged index is written to ``out``.
-    - ``merge_index(out, keep_local=True, download_timeout=60)``: merge every ``<out>/<part>/index.json``.
-      When ``out`` has a remote part, the partitions are those found under the remote root (each one's
-      local copy is used where it exists).
-
-    ``out`` is a local folder, a remote URL, or a ``(local, remote)`` pair. Each shard file of partition
-    folder ``part`` is named ``part/<basename>`` in the merged index. Remote indexes are downloaded to a
-    temporary folder through the uploaders of :mod:`shardflow.format.upload` (install shardflow-storage),
-    each within ``download_timeout`` seconds. When ``out`` has a remote part the merged index is uploaded
-    there, and ``keep_local=False`` removes its local copy.
-
-    Raises:
-        TypeError: The arguments match neither form.
-        FileNotFoundError: A listed index exists neither locally nor remotely.
-        IndexFormatError: A partition's index is invalid, or two partitions name the same file.
-        MissingDependencyError: A remote location is given and shardflow-storage is not installed.
-    """
-    first = args[0] if args else kwargs.get("index_file_urls", kwargs.get("out"))
-    if isinstance(first, list):
-        _merge_from_list(*args, **kwargs)
-    elif isinstance(first, (str, os.PathLike, tuple)):
-        _merge_from_root(*args, **kwargs)
-    else:
-        raise TypeError(
-            "merge_index(index_file_urls: list, out, keep_local=True, download_timeout=60) or "
-            f"merge_index(out, keep_local=True, download_timeout=60); got args={args!r}, kwargs={kwargs!r}"
-        )
-
-
-def _fetch_index(url: str | tuple[str, str], folder: Path, download_timeout: float) -> tuple[str, Path]:
-    """Where one ``index_file_urls`` entry comes from, and its local file (downloaded into ``folder``)."""
-    local, remote = split_out(url) if isinstance(url, tuple) else split_out(str(url).strip().rstrip("/"))
-    if local is not None and os.path.exists(local):
-        path = Path(local)
-        path = path / INDEX_BASENAME if path.is_dir() else path
-        return str(path), path
-    if remote is None:
-        raise FileNotFoundError(
-            f"merge_index: index {url!r} does not exist; list the partitions' index.json files as local "
-            "paths, remote URLs or (local, remote) pairs"
-        )
-    remote = remote.rstrip("/")
-    root = remote.removesuffix(f"/{INDEX_BASENAME}")
-    part = PurePosixPath(urllib.parse.urlparse(root).path).name
-    if not part:
-        raise ValueError(f"merge_index: {remote} is not in a partition folder; list each partition's index")
-    uploader = remote_uploader(root, download_timeout=download_timeout)
-    path = uploader.download(INDEX_BASENAME, folder / part / INDEX_BASENAME)
-    uploader.finish()
-    return f"{root}/{INDEX_BASENAME}", path
-
-
-def _merged_shards(partitions: Sequence[tuple[str, Path]]) -> list[dict[str, Any]]:
-    """The shard entries of every partition ``(source, local index file)``, renamed into its folder."""
-    shards: list[dict[str, Any]] = []
-    owners: dict[str, str] = {}
-    for source, path in partitions:
-        part = path.parent.name
-        for shard in _load_index(path, source)["shards"]:
-            for key in FILE_KEYS:
-                if shard.get(key):
-                    if "/" in shard[key]["basename"]:
-                        raise IndexFormatError(
-                            f"merge_index: {source} is itself a merged index (it names "
-                            f"{shard[key]['basename']!r}); merge the partitions it lists instead"
-                        )
-                    name = f"{part}/{shard[key]['basename']}"
-                    if name in owners:
-                        raise IndexFormatError(f"merge_index: {source} and {owners[name]} both name {name!r}")
-                    owners[name] = source
-                    shard[key]["basename"] = name
-            shards.append(json.loads(json.dumps(shard, sort_keys=True)))
-    return shards
-
-
-def _merge_from_list(
-    index_file_urls: Sequence[str | tuple[str, str]],
-    out: Out,
-    keep_local: bool = True,
-    download_timeout: float = 60,
-) -> None:
-    if not index_file_urls or not out:
-        logger.warning("merge_index: nothing to merge (index_file_urls=%r, out=%r)", index_file_urls, out)
-        return
-    local, _ = split_out(out)
-    uploader = get_uploader(out)  # Before reading anything: a remote out may lack an uploader.
-    urls = list(dict.fromkeys(index_file_urls))
-    with tempfile.TemporaryDirectory(prefix="shardflow-merge-") as temp:
-        partitions = [_fetch_index(url, Path(temp, str(n)), download_timeout) for n, url in enumerate(urls)]
-        shards = _merged_shards(partitions)
-        folder = Path(local) if local is not None else Path(temp)
-        folder.mkdir(parents=True, exist_ok=True)
-        # The reference writes the merged index with its top-level keys unsorted: keep those bytes.
-        index_path = folder / INDEX_BASENAME
-        write_atomic(index_path, json.dumps({"version": INDEX_VERSION, "shards": shards}).encode("utf-8"))
-        logger.info("merge_index: wrote %s (%d shards from %d indexes)", index_path, len(shards), len(urls))
-        if uploader is None:
-            return
-        uploader.upload(index_path, INDEX_BASENAME)
-        uploader.finish()
-        if local is not None and not keep_local:
-            index_path.unlink()
-
-
-def _merge_from_root(out: Out, keep_local: bool = True, download_timeout: float = 60) -> None:
-    if not out:
-        logger.warning("merge_index: no dataset folder given (out=%r); nothing merged", out)
-        return
-    local, remote = split_out(out)
-    found: list[str | tuple[str, str]]
-    if remote is None:
-        assert local is not None  # split_out gives a local folder whenever there is no remote one
-        found = sorted(str(path) for path in Path(local).glob(f"*/{INDEX_BASENAME}"))
-    else:
-        lister = remote_uploader(remote, download_timeout=download_timeout)
-        names = [name for name in lister.list_objects() if _is_partition_index(name)]
-        lister.finish()
-        base = remote.rstrip("/")
-        found = [
-            (str(Path(local, name)), f"{base}/{name}") if local is not None else f"{base}/{name}"
-            for name in names
-        ]
-    _merge_from_list(found, out, keep_local=keep_local, download_timeout=download_timeout)
-
-
-def _is_partition_index(name: str) -> bool:
-    """Whether the relative name ``name`` is the index of a partition folder, like ``part0/index.json``."""
-    part, _, basename = name.partition("/")
-    return basename == INDEX_BASENAME and bool(part)
+            return merge_index
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

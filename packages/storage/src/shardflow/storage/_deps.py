@@ -1,5 +1,8 @@
 """Lazy imports of the cloud SDKs, with an error that names the extra to install."""
 
+# mirrors shardflow.format's optional-import helper (shardflow.format._deps.require); the packages may not
+# import each other
+
 from __future__ import annotations
 
 import importlib
