@@ -156,3 +156,25 @@ def test_streams_mix_with_split(tokens_remote: Path, zstd_remote: Path, tmp_path
     )
     assert ds.num_samples == 2000 and len(ds) == 2000
     assert Counter(s["id"] for s in ds) == Counter(list(range(1000)) * 2)
+
+
+def test_replication_gives_paired_ranks_the_same_samples(tokens_remote: Path, tmp_path: Path) -> None:
+    from shardflow.dataset import World
+
+    def rank_ids(rank: int, size: int, replication: int | None) -> list[int]:
+        ds = _dataset(tokens_remote, tmp_path, shuffle=True, batch_size=8, num_canonical_nodes=1,
+                      world=World(rank, size, rank, size), replication=replication)
+        return _ids(StreamingDataLoader(ds, batch_size=8))
+
+    alone = rank_ids(0, 2, None) + rank_ids(1, 2, None)
+    paired = [rank_ids(rank, 4, 2) for rank in range(4)]
+    assert paired[0] == paired[1] and paired[2] == paired[3]
+    assert paired[0] + paired[2] == alone
+
+
+def test_set_epoch_chooses_the_epoch(tokens_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(tokens_remote, tmp_path, shuffle=True)
+    epochs = [[s["id"] for s in ds] for _ in range(3)]
+    ds.set_epoch(1)
+    assert [s["id"] for s in ds] == epochs[1]
+    assert [s["id"] for s in ds] == epochs[2]
