@@ -19,8 +19,13 @@ def token_sample(i: int) -> dict:
 
 def write_tokens(folder: Path, count: int, compression: str | None = None, size_limit: int = 4096) -> Path:
     """An MDS dataset of ``count`` token samples in shards of about ``size_limit`` bytes."""
-    with MDSWriter(out=str(folder), columns=TOKENS, compression=compression, size_limit=size_limit,
-                   hashes=["sha1", "xxh64"]) as writer:
+    with MDSWriter(
+        out=str(folder),
+        columns=TOKENS,
+        compression=compression,
+        size_limit=size_limit,
+        hashes=["sha1", "xxh64"],
+    ) as writer:
         for i in range(count):
             writer.write(token_sample(i))
     return folder

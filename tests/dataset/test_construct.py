@@ -73,9 +73,13 @@ def test_stream_with_two_weights() -> None:
         Stream(local="x", proportion=0.5, repeat=2)
 
 
-def test_streams_mixing_proportions_with_repeats(tokens_remote: Path, zstd_remote: Path, tmp_path: Path) -> None:
-    streams = [Stream(remote=str(tokens_remote), local=str(tmp_path / "a"), proportion=0.5),
-               Stream(remote=str(zstd_remote), local=str(tmp_path / "b"), repeat=2)]
+def test_streams_mixing_proportions_with_repeats(
+    tokens_remote: Path, zstd_remote: Path, tmp_path: Path
+) -> None:
+    streams = [
+        Stream(remote=str(tokens_remote), local=str(tmp_path / "a"), proportion=0.5),
+        Stream(remote=str(zstd_remote), local=str(tmp_path / "b"), repeat=2),
+    ]
     with pytest.raises(ShuffleError, match="proportion"):
         StreamingDataset(streams=streams)
 
@@ -87,8 +91,9 @@ def test_world_that_does_not_hold_together() -> None:
         World(rank=3, world_size=4, local_rank=0, local_world_size=2)
 
 
-def test_environment_variables_that_are_not_numbers(tokens_remote: Path, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variables_that_are_not_numbers(
+    tokens_remote: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(DatasetConfigError, match="WORLD_SIZE=two"):
         StreamingDataset(remote=str(tokens_remote), local=str(tmp_path))

@@ -28,7 +28,9 @@ def _dataset(remote: Path, local: Path, **kwargs) -> StreamingDataset:
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("workers", [0, 1, 2, 4])
 @pytest.mark.parametrize("drop_last", [False, True])
-def test_every_sample_once(tokens_remote: Path, tmp_path: Path, shuffle: bool, workers: int, drop_last: bool) -> None:
+def test_every_sample_once(
+    tokens_remote: Path, tmp_path: Path, shuffle: bool, workers: int, drop_last: bool
+) -> None:
     batch = 16
     ds = _dataset(tokens_remote, tmp_path, shuffle=shuffle, batch_size=batch)
     ids = _ids(StreamingDataLoader(ds, batch_size=batch, num_workers=workers, drop_last=drop_last))
@@ -85,7 +87,9 @@ def test_random_access_before_any_download(zstd_remote: Path, tmp_path: Path) ->
     assert [s["id"] for s in ds[3:6]] == [3, 4, 5] and [s["id"] for s in ds[[9, 1]]] == [9, 1]
     with pytest.raises(IndexError):
         ds[1000]
-    assert not list(tmp_path.glob("*.zstd")), "keep_zip=False removes the compressed shard after decompressing"
+    assert not list(tmp_path.glob("*.zstd")), (
+        "keep_zip=False removes the compressed shard after decompressing"
+    )
 
 
 def test_keep_zip_keeps_the_compressed_shards(zstd_remote: Path, tmp_path: Path) -> None:
@@ -150,8 +154,10 @@ def test_early_break_and_second_iter_do_not_hang(tokens_remote: Path, tmp_path: 
 
 def test_streams_mix_with_split(tokens_remote: Path, zstd_remote: Path, tmp_path: Path) -> None:
     ds = StreamingDataset(
-        streams=[Stream(remote=str(tokens_remote), local=str(tmp_path / "a")),
-                 Stream(remote=str(zstd_remote), local=str(tmp_path / "b"))],
+        streams=[
+            Stream(remote=str(tokens_remote), local=str(tmp_path / "a")),
+            Stream(remote=str(zstd_remote), local=str(tmp_path / "b")),
+        ],
         shuffle=True,
     )
     assert ds.num_samples == 2000 and len(ds) == 2000
@@ -162,8 +168,15 @@ def test_replication_gives_paired_ranks_the_same_samples(tokens_remote: Path, tm
     from shardflow.dataset import World
 
     def rank_ids(rank: int, size: int, replication: int | None) -> list[int]:
-        ds = _dataset(tokens_remote, tmp_path, shuffle=True, batch_size=8, num_canonical_nodes=1,
-                      world=World(rank, size, rank, size), replication=replication)
+        ds = _dataset(
+            tokens_remote,
+            tmp_path,
+            shuffle=True,
+            batch_size=8,
+            num_canonical_nodes=1,
+            world=World(rank, size, rank, size),
+            replication=replication,
+        )
         return _ids(StreamingDataLoader(ds, batch_size=8))
 
     alone = rank_ids(0, 2, None) + rank_ids(1, 2, None)

@@ -25,8 +25,10 @@ def remotes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _epoch(remotes: dict[str, Path], tmp_path: Path, weights: dict[str, dict], **kwargs) -> Counter:
-    streams = [Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
-               for name in SIZES]
+    streams = [
+        Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
+        for name in SIZES
+    ]
     ds = StreamingDataset(streams=streams, shuffle=True, batch_size=8, **kwargs)
     ids = [i for batch in StreamingDataLoader(ds, batch_size=8, num_workers=2) for i in batch["id"].tolist()]
     assert len(ids) == ds.epoch_size
@@ -34,7 +36,10 @@ def _epoch(remotes: dict[str, Path], tmp_path: Path, weights: dict[str, dict], *
 
 
 def _per_stream(counts: Counter) -> dict[str, int]:
-    return {"a": sum(c for i, c in counts.items() if i < 10_000), "b": sum(c for i, c in counts.items() if i >= 10_000)}
+    return {
+        "a": sum(c for i, c in counts.items() if i < 10_000),
+        "b": sum(c for i, c in counts.items() if i >= 10_000),
+    }
 
 
 def test_repeat(remotes: dict[str, Path], tmp_path: Path) -> None:
@@ -47,7 +52,10 @@ def test_repeat(remotes: dict[str, Path], tmp_path: Path) -> None:
 def test_choose(remotes: dict[str, Path], tmp_path: Path) -> None:
     counts = _epoch(remotes, tmp_path, {"a": {"choose": 100}, "b": {"choose": 1000}})
     assert _per_stream(counts) == {"a": 100, "b": 1000}
-    assert max(counts[i] for i in range(10_000, 10_400)) == 3 and min(counts[i] for i in range(10_000, 10_400)) == 2
+    assert (
+        max(counts[i] for i in range(10_000, 10_400)) == 3
+        and min(counts[i] for i in range(10_000, 10_400)) == 2
+    )
 
 
 def test_proportion_with_epoch_size(remotes: dict[str, Path], tmp_path: Path) -> None:
@@ -61,8 +69,10 @@ def test_epoch_size_alone_draws_in_proportion_to_size(remotes: dict[str, Path], 
 
 
 def test_partial_repeats_draw_other_samples_each_epoch(remotes: dict[str, Path], tmp_path: Path) -> None:
-    streams = [Stream(remote=str(remotes["a"]), local=str(tmp_path / "a"), choose=100),
-               Stream(remote=str(remotes["b"]), local=str(tmp_path / "b"), choose=100)]
+    streams = [
+        Stream(remote=str(remotes["a"]), local=str(tmp_path / "a"), choose=100),
+        Stream(remote=str(remotes["b"]), local=str(tmp_path / "b"), choose=100),
+    ]
     ds = StreamingDataset(streams=streams, shuffle=True)
     first, second = Counter(s["id"] for s in ds), Counter(s["id"] for s in ds)
     assert _per_stream(first) == _per_stream(second) == {"a": 100, "b": 100}
@@ -70,14 +80,18 @@ def test_partial_repeats_draw_other_samples_each_epoch(remotes: dict[str, Path],
 
 
 def _batches(remotes: dict[str, Path], tmp_path: Path, method: str, **weights: dict) -> list[list[int]]:
-    streams = [Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
-               for name in SIZES]
+    streams = [
+        Stream(remote=str(remotes[name]), local=str(tmp_path / name), **weights.get(name, {}))
+        for name in SIZES
+    ]
     ds = StreamingDataset(streams=streams, shuffle=True, batch_size=20, batching_method=method)
     return [batch["id"].tolist() for batch in StreamingDataLoader(ds, batch_size=20, num_workers=2)]
 
 
 @pytest.mark.parametrize("method", ["per_stream", "device_per_stream"])
-def test_per_stream_batches_come_from_one_stream(remotes: dict[str, Path], tmp_path: Path, method: str) -> None:
+def test_per_stream_batches_come_from_one_stream(
+    remotes: dict[str, Path], tmp_path: Path, method: str
+) -> None:
     batches = _batches(remotes, tmp_path, method)
     assert all(len(batch) == 20 for batch in batches)
     sources = [{i >= 10_000 for i in batch} for batch in batches]

@@ -1,4 +1,4 @@
-"""Resumption: a state dict always takes effect, in a fresh process too, on other worker counts, from the reference."""
+"""Resumption: a state always takes effect, in fresh processes, on other worker counts, from the reference."""
 
 from __future__ import annotations
 
@@ -62,8 +62,15 @@ def test_load_state_dict_takes_effect_on_an_iterated_dataset(tokens_remote: Path
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), shuffle=True, batch_size=BATCH)
     whole = [s["id"] for s in ds]
     [s["id"] for s in ds]  # epoch 1 done: the reference would ignore a state for epoch 0 now
-    ds.load_state_dict({"epoch": 0, "sample_in_epoch": 400, "num_canonical_nodes": 1, "shuffle_seed": 9176,
-                        "initial_physical_nodes": 1})
+    ds.load_state_dict(
+        {
+            "epoch": 0,
+            "sample_in_epoch": 400,
+            "num_canonical_nodes": 1,
+            "shuffle_seed": 9176,
+            "initial_physical_nodes": 1,
+        }
+    )
     assert [s["id"] for s in ds] == whole[400:]
     assert ds.state_dict(0, False)["epoch"] == 0
 
@@ -72,8 +79,15 @@ def test_persistent_workers_pick_up_a_loaded_state(tokens_remote: Path, tmp_path
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), shuffle=True, batch_size=BATCH)
     loader = StreamingDataLoader(ds, batch_size=BATCH, num_workers=2, persistent_workers=True)
     whole = _take(loader, None)
-    loader.load_state_dict({"epoch": 0, "sample_in_epoch": 200, "num_canonical_nodes": 1, "shuffle_seed": 9176,
-                            "initial_physical_nodes": 1})
+    loader.load_state_dict(
+        {
+            "epoch": 0,
+            "sample_in_epoch": 200,
+            "num_canonical_nodes": 1,
+            "shuffle_seed": 9176,
+            "initial_physical_nodes": 1,
+        }
+    )
     assert _take(loader, None) == whole[200:]
 
 
@@ -133,15 +147,32 @@ def test_a_state_dict_of_the_reference_resumes_here(
     out = tmp_path / "reference.json"
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     subprocess.run(
-        [str(reference_python), "-c", REFERENCE_SCRIPT, str(tokens_remote), str(tmp_path / "ref-cache"), str(out)],
-        check=True, timeout=300, env=env, capture_output=True,
+        [
+            str(reference_python),
+            "-c",
+            REFERENCE_SCRIPT,
+            str(tokens_remote),
+            str(tmp_path / "ref-cache"),
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+        env=env,
+        capture_output=True,
     )
     saved = json.loads(out.read_text())
     state = saved["state"]
-    assert set(state) == {"epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed",
-                          "initial_physical_nodes"}
+    assert set(state) == {
+        "epoch",
+        "sample_in_epoch",
+        "num_canonical_nodes",
+        "shuffle_seed",
+        "initial_physical_nodes",
+    }
     assert state["epoch"] == 0 and state["sample_in_epoch"] == 370 and saved["ids"] == list(range(370))
-    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path / "ours"), shuffle=False, batch_size=10)
+    ds = StreamingDataset(
+        remote=str(tokens_remote), local=str(tmp_path / "ours"), shuffle=False, batch_size=10
+    )
     loader = StreamingDataLoader(ds, batch_size=10)
     loader.load_state_dict(state)
     assert _take(loader, None) == list(range(370, 1000))
@@ -150,10 +181,30 @@ def test_a_state_dict_of_the_reference_resumes_here(
 
 @pytest.mark.parametrize(
     "broken",
-    [{"epoch": 0}, {"epoch": -1, "sample_in_epoch": 0, "num_canonical_nodes": 1, "shuffle_seed": 1,
-                    "initial_physical_nodes": 1},
-     {"epoch": 0, "sample_in_epoch": "10", "num_canonical_nodes": 1, "shuffle_seed": 1, "initial_physical_nodes": 1},
-     {"epoch": 0, "sample_in_epoch": 0, "num_canonical_nodes": 0, "shuffle_seed": 1, "initial_physical_nodes": 1}],
+    [
+        {"epoch": 0},
+        {
+            "epoch": -1,
+            "sample_in_epoch": 0,
+            "num_canonical_nodes": 1,
+            "shuffle_seed": 1,
+            "initial_physical_nodes": 1,
+        },
+        {
+            "epoch": 0,
+            "sample_in_epoch": "10",
+            "num_canonical_nodes": 1,
+            "shuffle_seed": 1,
+            "initial_physical_nodes": 1,
+        },
+        {
+            "epoch": 0,
+            "sample_in_epoch": 0,
+            "num_canonical_nodes": 0,
+            "shuffle_seed": 1,
+            "initial_physical_nodes": 1,
+        },
+    ],
 )
 def test_a_broken_state_dict_is_refused_by_name(tokens_remote: Path, tmp_path: Path, broken: dict) -> None:
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path))

@@ -1,4 +1,4 @@
-"""shardflow.dataset: StreamingDataset, Stream and StreamingDataLoader for PyTorch, over shards in any store."""
+"""shardflow.dataset: StreamingDataset, Stream and StreamingDataLoader over shards in any store."""
 
 from shardflow.dataset._version import __version__
 from shardflow.dataset.dataset import BATCHING_METHODS, StreamingDataset

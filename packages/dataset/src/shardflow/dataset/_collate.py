@@ -1,4 +1,4 @@
-"""The batch fast path: read a batch's fixed-size columns as whole arrays and collate them without a step per sample."""
+"""The batch fast path: a batch's fixed-size columns read as whole arrays, with no step per sample."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 __all__ = ["read_batch"]
 
 
-def _array_columns(dataset: StreamingDataset, shards: list[int]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+def _array_columns(
+    dataset: StreamingDataset, shards: list[int]
+) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
     """The columns every shard of the batch serves as arrays of one dtype and shape."""
     common: dict[str, tuple[np.dtype, tuple[int, ...]]] | None = None
     for k in shards:

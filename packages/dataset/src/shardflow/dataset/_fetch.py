@@ -14,7 +14,7 @@ __all__ = ["ShardFetcher"]
 
 
 class ShardFetcher:
-    """Runs each shard's fetch job at most once at a time in a small thread pool, and lets readers wait for it.
+    """Runs each shard's fetch job once at a time in a small thread pool; readers wait for it.
 
     A job that failed is run again on the next request. The pool is created lazily in the process that
     uses it (DataLoader workers each get their own after fork or unpickling).
@@ -68,7 +68,7 @@ class ShardFetcher:
             ) from None
 
     def forget(self, key: int) -> None:
-        """Drop the record of shard ``key`` (it was evicted or closed), so a later request fetches it again."""
+        """Forget shard ``key`` (it was released), so that a later request runs its job again."""
         with self._lock:
             self._futures.pop(key, None)
 

@@ -54,7 +54,7 @@ def parse_count(name: str, value: int | str | None) -> int | None:
 
 
 class StreamingDataset(IterableDataset):
-    """Samples of one or more shard datasets, streamed just in time into a local cache, in a deterministic order.
+    """Samples of shard datasets, streamed just in time into a local cache, in a deterministic order.
 
     A drop-in for mosaicml-streaming's ``StreamingDataset``: the same keyword arguments, defaults and
     meanings. Iterating yields this rank's and this DataLoader worker's part of the epoch: every worker
@@ -130,8 +130,8 @@ class StreamingDataset(IterableDataset):
             )
         if batching_method != "random" and batch_size is None:
             raise DatasetConfigError(
-                f"batching_method={batching_method!r} composes every batch of samples from chosen streams, so it "
-                "needs batch_size (the per-device batch size); give batch_size or use batching_method='random'"
+                f"batching_method={batching_method!r} composes every batch from chosen streams, so it needs "
+                "batch_size (the per-device batch size); give batch_size or use batching_method='random'"
             )
         if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
             raise DatasetConfigError(f"batch_size={batch_size!r} must be a positive int or None")
@@ -174,7 +174,9 @@ class StreamingDataset(IterableDataset):
         self._locator = ShardLocator(self.samples_per_shard)
         self.num_samples: int = int(self.samples_per_shard.sum())
         self._starts: list[int] = self._locator.starts.tolist()
-        samples_per_stream = np.add.reduceat(self.samples_per_shard, np.cumsum([0, *self.shards_per_stream[:-1]]))
+        samples_per_stream = np.add.reduceat(
+            self.samples_per_shard, np.cumsum([0, *self.shards_per_stream[:-1]])
+        )
         self.weights = resolve_stream_weights(
             samples_per_stream,
             proportion=[s.proportion for s in self.streams],
@@ -272,7 +274,10 @@ class StreamingDataset(IterableDataset):
             stream = self.streams[self._shard_stream[shard]]
             info = self.shards[shard]
             self._fetcher.wait(
-                shard, lambda: self._prepare(shard), self._shard_timeout(stream), stream.describe(info.basename)
+                shard,
+                lambda: self._prepare(shard),
+                self._shard_timeout(stream),
+                stream.describe(info.basename),
             )
             reader = self._readers[shard]
             assert reader is not None
@@ -323,7 +328,7 @@ class StreamingDataset(IterableDataset):
         self._resume = None
 
     def _begin_epoch(self) -> tuple[int, int]:
-        """The epoch and offset the next iteration runs, consuming a loaded state; advance the epoch counter."""
+        """The epoch and offset the next iteration runs (a loaded state is consumed); counts the epoch."""
         if self._resume is not None:
             epoch, offset = self._resume
             self._resume = None
@@ -375,7 +380,7 @@ class StreamingDataset(IterableDataset):
         for key in STATE_KEYS:
             if key not in obj:
                 raise StateDictError(f"the state dict has no {key!r}: it has {sorted(obj)}")
-        values = {}
+        values: dict[str, int | None] = {}
         for key in STATE_KEYS:
             value = obj[key]
             if key == "initial_physical_nodes" and value is None:
@@ -384,19 +389,19 @@ class StreamingDataset(IterableDataset):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise StateDictError(f"state dict {key}={value!r} must be an int, 0 or more")
             values[key] = int(value)
-        if values["num_canonical_nodes"] < 1:
+        epoch, sample_in_epoch, nodes, seed = (int(values[key] or 0) for key in STATE_KEYS[:4])
+        if nodes < 1:
             raise StateDictError("state dict num_canonical_nodes=0 must be 1 or more")
-        if (values["num_canonical_nodes"], values["shuffle_seed"]) != (self.num_canonical_nodes, self.shuffle_seed):
-            self.num_canonical_nodes = values["num_canonical_nodes"]
-            self.shuffle_seed = values["shuffle_seed"]
+        if (nodes, seed) != (self.num_canonical_nodes, self.shuffle_seed):
+            self.num_canonical_nodes, self.shuffle_seed = nodes, seed
             self._order = self._make_order()
         self.initial_physical_nodes = values["initial_physical_nodes"]
-        self._resume = (values["epoch"], values["sample_in_epoch"])
+        self._resume = (epoch, sample_in_epoch)
 
     # -- iteration -----------------------------------------------------------------------------------
 
     def worker_sample_ids(self, epoch: int, sample_in_epoch: int = 0) -> NDArray[np.int64]:
-        """The global sample ids this rank's current DataLoader worker yields in ``epoch``, padding removed."""
+        """The global sample ids this rank's current worker yields in ``epoch``, padding removed."""
         world = self.world
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
@@ -465,7 +470,7 @@ class StreamingDataset(IterableDataset):
             plan.finish(self)
 
     def batches(self, batch_size: int, drop_last: bool = False) -> None:
-        """Make iteration yield collated batches (dicts of tensors) instead of samples; see StreamingDataLoader.
+        """Make iteration yield collated batches (dicts of tensors), not samples; see StreamingDataLoader.
 
         Args:
             batch_size: Samples per batch.

@@ -10,7 +10,7 @@ class DatasetError(Exception):
 
 
 class DatasetConfigError(DatasetError, ValueError):
-    """An argument of a dataset, stream or loader that cannot work; the message names it, its value and a fix."""
+    """An argument that cannot work; the message names it, its value and a fix."""
 
 
 class StateDictError(DatasetError, ValueError):

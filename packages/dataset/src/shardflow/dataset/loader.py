@@ -1,4 +1,4 @@
-"""StreamingDataLoader: a torch DataLoader that counts what it yielded, saves and resumes, and reads whole batches."""
+"""StreamingDataLoader: a torch DataLoader that saves and resumes its position and reads whole batches."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def batch_length(batch: Any) -> int:
 
 
 class StreamingDataLoader(DataLoader):
-    """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()`` for mid-epoch resumption.
+    """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch.
 
     It takes DataLoader's arguments. Over a :class:`StreamingDataset` it also:
 
@@ -64,8 +64,8 @@ class StreamingDataLoader(DataLoader):
             if batch_reads:
                 if not eligible:
                     raise ValueError(
-                        "batch_reads=True needs a batch_size, no collate_fn/sampler/batch_sampler, and a dataset "
-                        "that does not override get_item or __getitem__"
+                        "batch_reads=True needs a batch_size, no collate_fn, sampler or batch_sampler, and a "
+                        "dataset that does not override get_item or __getitem__"
                     )
                 dataset.batches(batch_size, bool(kwargs.get("drop_last", False)))
                 self._batch_size_wanted = batch_size

@@ -1,4 +1,4 @@
-"""Stream: one dataset folder (remote and/or local) mixed into a StreamingDataset, and how its shards get local."""
+"""Stream: one dataset folder (remote and/or local) of a StreamingDataset, and how its shards get local."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ def default_cache_folder(remote: str) -> Path:
 
     ``$SHARDFLOW_CACHE_DIR`` if set, else ``~/.cache/shardflow``, then ``datasets/<digest of the remote>``.
     """
-    base = os.environ.get("SHARDFLOW_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "shardflow")
+    base = os.environ.get("SHARDFLOW_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "shardflow"
+    )
     digest = hashlib.sha256(remote.rstrip("/").encode("utf-8")).hexdigest()[:20]
     return Path(base) / "datasets" / digest
 
@@ -93,7 +95,9 @@ class Stream:
         if self.download_retry is not None and self.download_retry < 0:
             raise DatasetConfigError(f"download_retry={self.download_retry!r} must be 0 or more")
         if self.download_timeout is not None and not self.download_timeout > 0:
-            raise DatasetConfigError(f"download_timeout={self.download_timeout!r} must be a positive number of seconds")
+            raise DatasetConfigError(
+                f"download_timeout={self.download_timeout!r} must be a positive number of seconds"
+            )
         self._store: Store | None = None
 
     def with_defaults(self, **defaults: Any) -> Stream:
@@ -114,7 +118,9 @@ class Stream:
         remote = os.fspath(self.remote)
         if not _is_url(remote):
             remote = os.path.abspath(os.path.expanduser(remote))
-            if self.local is not None and Path(remote) == Path(os.path.abspath(os.path.expanduser(self.local))):
+            if self.local is not None and Path(remote) == Path(
+                os.path.abspath(os.path.expanduser(self.local))
+            ):
                 return None  # remote and local are one folder: read it in place
         if not self.split:
             return remote.rstrip("/") if _is_url(remote) else remote
@@ -216,7 +222,8 @@ class Stream:
                     store.download(file.basename, path)
                 except ObjectNotFoundError:
                     raise ShardMissingError(
-                        f"{self.describe(file.basename)} does not exist, though {self.describe(INDEX_BASENAME)} "
+                        f"{self.describe(file.basename)} does not exist, though "
+                        f"{self.describe(INDEX_BASENAME)} "
                         "lists it: the remote dataset is incomplete"
                     ) from None
                 logger.debug("downloaded %s", self.describe(file.basename))

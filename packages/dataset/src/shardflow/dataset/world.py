@@ -39,8 +39,8 @@ class World:
                 raise DatasetConfigError(f"World.{name}={value!r} must be an int")
         if self.world_size < 1 or self.local_world_size < 1:
             raise DatasetConfigError(
-                f"World(world_size={self.world_size}, local_world_size={self.local_world_size}): both must be "
-                "1 or more"
+                f"World(world_size={self.world_size}, local_world_size={self.local_world_size}): both must "
+                "be 1 or more"
             )
         if self.world_size % self.local_world_size:
             raise DatasetConfigError(
@@ -88,7 +88,7 @@ class World:
 
     @classmethod
     def detect(cls) -> World:
-        """This process's world: torch.distributed when initialised, else the launcher's variables, else alone.
+        """This process's world: torch.distributed if initialised, else the launcher's variables, else alone.
 
         ``LOCAL_WORLD_SIZE`` (set by torchrun) groups ranks into nodes; without it every rank is taken to
         be on one node.
@@ -120,7 +120,7 @@ class World:
         Data-parallel groups may be smaller than the job (tensor/pipeline parallel), but they must divide it.
 
         Raises:
-            DatasetConfigError: The process group has fewer ranks than this world, or a count it does not divide.
+            DatasetConfigError: The process group's size is not a multiple of this world's.
         """
         dist = _initialised_distributed()
         if dist is None:
