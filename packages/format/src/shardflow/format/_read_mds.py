@@ -217,5 +217,10 @@ class MDSShard:
 
 
 def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """The ``width`` bytes at each of ``starts`` in ``data``: a new ``(len(starts), width)`` uint8 array."""
-    return np.lib.stride_tricks.sliding_window_view(data, width)[starts]
+    """The ``width`` bytes at each of ``starts`` in ``data``: a new ``(len(starts), width)`` uint8 array.
+
+    ``data`` is viewed as overlapping ``width``-byte items, one starting at every byte, so that fancy
+    indexing copies each item in one piece.
+    """
+    items = np.ndarray((len(data) - width + 1,), np.dtype((np.void, width)), buffer=data, strides=(1,))
+    return items[starts].view(np.uint8).reshape(len(starts), width)

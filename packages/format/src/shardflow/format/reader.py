@@ -215,9 +215,11 @@ class LocalDataset:
         if not self.shards:
             raise IndexError("the dataset has no shards: there are no columns to read")
         found = np.unique(shard_ids) if shard_ids.size else np.zeros(1, np.int64)
+        if len(found) == 1:  # All from one shard: its arrays are the answer.
+            return self._readers[int(found[0])].get_columns(local_ids, columns)
         out: dict[str, np.ndarray] = {}
         for k in found.tolist():
-            where = shard_ids == k
+            where = np.flatnonzero(shard_ids == k)
             parts = self._readers[k].get_columns(local_ids[where], columns)
             for name, part in parts.items():
                 column = out.get(name)
