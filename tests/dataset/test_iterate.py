@@ -191,3 +191,13 @@ def test_set_epoch_chooses_the_epoch(tokens_remote: Path, tmp_path: Path) -> Non
     ds.set_epoch(1)
     assert [s["id"] for s in ds] == epochs[1]
     assert [s["id"] for s in ds] == epochs[2]
+
+
+def test_loaders_of_one_dataset_do_not_share_the_batch_path(tokens_remote: Path, tmp_path: Path) -> None:
+    ds = _dataset(tokens_remote, tmp_path, batch_size=64)
+    fast = StreamingDataLoader(ds, batch_size=64)
+    assert len(fast) == 16 and len(list(fast)) == 16
+    slow = StreamingDataLoader(ds, batch_size=64, batch_reads=False)
+    assert len(slow) == 16 and [len(b["id"]) for b in slow] == [64] * 15 + [40]
+    assert len(StreamingDataLoader(ds, batch_size=64, drop_last=True)) == 15
+    assert [s["id"] for s in ds][:3] == [0, 1, 2], "iterating the dataset itself still yields samples"

@@ -200,7 +200,9 @@ class StreamingDataset(IterableDataset):
         self._resume: tuple[int, int] | None = None
         self._readers: list[ShardReader | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
-        self._batch_mode: tuple[int, bool] | None = None
+        self._batch_mode: tuple[int, bool] | None = (
+            None  # (batch_size, drop_last): set by StreamingDataLoader
+        )
 
     # -- construction helpers ------------------------------------------------------------------------
 
@@ -419,13 +421,15 @@ class StreamingDataset(IterableDataset):
         return cls.__getitem__ is StreamingDataset.__getitem__ and cls.get_item is StreamingDataset.get_item
 
     def __iter__(self) -> Iterator[Any]:
-        """This worker's samples of the next epoch (or of the loaded state's), in order."""
+        """This worker's samples of the next epoch (or of the loaded state's), in order.
+
+        The epoch is chosen when ``iter()`` is called, not at the first ``next()``.
+        """
         epoch, offset = self._begin_epoch()
         ids = self.worker_sample_ids(epoch, offset)
         if self._batch_mode is not None:
-            yield from self._iter_batches(ids, *self._batch_mode)
-        else:
-            yield from self._iter_samples(ids)
+            return self._iter_batches(ids, *self._batch_mode)
+        return self._iter_samples(ids)
 
     def _release(self, shard: int) -> None:
         """Unmap a shard this process no longer needs; it reopens (without downloading) on next use."""
@@ -468,17 +472,6 @@ class StreamingDataset(IterableDataset):
                 yield read_batch(self, shard_ids[begin:end], local_ids[begin:end])
         finally:
             plan.finish(self)
-
-    def batches(self, batch_size: int, drop_last: bool = False) -> None:
-        """Make iteration yield collated batches (dicts of tensors), not samples; see StreamingDataLoader.
-
-        Args:
-            batch_size: Samples per batch.
-            drop_last: Drop this worker's last, partial batch.
-        """
-        if type(batch_size) is not int or batch_size < 1:
-            raise DatasetConfigError(f"batch_size={batch_size!r} must be a positive int")
-        self._batch_mode = (batch_size, drop_last)
 
     # -- pickling into workers -----------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ class StreamingDataLoader(DataLoader):
     """
 
     def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
-        self._batch_size_wanted: int | None = None
+        self._batch_reads: tuple[int, bool] | None = None
         if isinstance(dataset, StreamingDataset) and not args:
             batch_size = kwargs.get("batch_size", 1)
             eligible = (
@@ -67,17 +67,32 @@ class StreamingDataLoader(DataLoader):
                         "batch_reads=True needs a batch_size, no collate_fn, sampler or batch_sampler, and a "
                         "dataset that does not override get_item or __getitem__"
                     )
-                dataset.batches(batch_size, bool(kwargs.get("drop_last", False)))
-                self._batch_size_wanted = batch_size
+                self._batch_reads = (batch_size, bool(kwargs.get("drop_last", False)))
                 kwargs["batch_size"] = None
                 kwargs["drop_last"] = False
         super().__init__(dataset, *args, **kwargs)
         self.num_samples_yielded = 0
 
+    def __len__(self) -> int:
+        """Batches per epoch on this rank, reckoned as torch does for an iterable dataset."""
+        if self._batch_reads is None:
+            return super().__len__()
+        batch_size, drop_last = self._batch_reads
+        samples = len(self.dataset)  # type: ignore[arg-type]
+        return samples // batch_size if drop_last else -(-samples // batch_size)
+
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
-        iterator = super().__iter__()
         dataset = self.dataset
+        if self._batch_reads is not None:
+            # The iterator (and each worker, started now) takes the batch mode from the dataset; other
+            # loaders of the same dataset must not see it.
+            dataset._batch_mode = self._batch_reads  # type: ignore[attr-defined]
+        try:
+            iterator = super().__iter__()
+        finally:
+            if self._batch_reads is not None:
+                dataset._batch_mode = None  # type: ignore[attr-defined]
         if self.num_workers > 0 and isinstance(dataset, StreamingDataset):
             dataset._begin_epoch()  # the workers run this epoch; keep this copy's count in step with theirs
         for batch in iterator:

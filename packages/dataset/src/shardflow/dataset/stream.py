@@ -163,10 +163,10 @@ class Stream:
         if self.remote_root is not None:
             try:
                 self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
-            except ObjectNotFoundError:
+            except ObjectNotFoundError as exc:
                 raise DatasetConfigError(
                     f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
-                    f"split={self.split!r}"
+                    f"split={self.split!r} (the store said: {exc})"
                 ) from None
         elif not (root / INDEX_BASENAME).is_file():
             raise DatasetConfigError(
