@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shardflow.format import (
@@ -279,6 +279,7 @@ def test_get_columns_refuses_other_columns_clearly(fixtures_dir: Path) -> None:
     np.testing.assert_array_equal(LocalDataset(seq).get_columns([3, 1], ["number"])["number"], [9, 3])
 
 
+@settings(deadline=None)  # a loaded shared machine must not fail a pure function
 @given(
     counts=st.lists(st.integers(0, 6), max_size=8),
     picks=st.lists(st.integers(0, 10**6), max_size=30),
