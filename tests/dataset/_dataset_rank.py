@@ -20,8 +20,8 @@ Run as ``python _dataset_rank.py CONFIG_JSON``; the test modules start one per r
 
 from __future__ import annotations
 
-import json
 import faulthandler
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -73,7 +72,9 @@ def finish(processes: list[tuple[subprocess.Popen[bytes], dict, Path]], timeout:
             hung.append(process.pid)
     if hung:
         dump_and_kill([process for process, _, _ in processes])
-    logs = "\n".join(f"--- {log.name} (exit {p.returncode}):\n{log.read_text()[-6000:]}" for p, _, log in processes)
+    logs = "\n".join(
+        f"--- {log.name} (exit {p.returncode}):\n{log.read_text()[-6000:]}" for p, _, log in processes
+    )
     assert not hung, f"ranks {hung} did not finish within {timeout} s (a hang):\n{logs}"
     failed = [p.pid for p, _, _ in processes if p.returncode != 0]
     assert not failed, f"ranks {failed} failed:\n{logs}"
@@ -81,7 +82,7 @@ def finish(processes: list[tuple[subprocess.Popen[bytes], dict, Path]], timeout:
 
 
 def dump_and_kill(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Make each still-running rank and its DataLoader workers print their stacks into the log, then kill them."""
+    """Make each running rank and its DataLoader workers print their stacks into the log, then kill them."""
     import psutil
 
     running = [p for p in processes if p.poll() is None]
@@ -106,12 +107,16 @@ def dump_and_kill(processes: list[subprocess.Popen[bytes]]) -> None:
         process.wait(10)
 
 
-def run_ranks(configs: list[dict], envs: list[dict[str, str]], folder: Path, timeout: float = 120) -> list[dict]:
+def run_ranks(
+    configs: list[dict], envs: list[dict[str, str]], folder: Path, timeout: float = 120
+) -> list[dict]:
     """Run one process per config at once, each with its environment; their reports, in order."""
     processes = []
     for k, (config, env) in enumerate(zip(configs, envs, strict=True)):
         config = {**config, "out": str(folder / f"report-{k}.json")}
-        processes.append((start_rank(config, env, folder / f"rank-{k}.log"), config, folder / f"rank-{k}.log"))
+        processes.append(
+            (start_rank(config, env, folder / f"rank-{k}.log"), config, folder / f"rank-{k}.log")
+        )
     return finish(processes, timeout)
 
 
@@ -160,7 +165,12 @@ def main() -> int:
     else:
         world = None
         if mode == "world":
-            r, n, lr, lws = config["rank"], config["world_size"], config["local_rank"], config["local_world_size"]
+            r, n, lr, lws = (
+                config["rank"],
+                config["world_size"],
+                config["local_rank"],
+                config["local_world_size"],
+            )
             world = World(rank=r, world_size=n, local_rank=lr, local_world_size=lws)
         dataset = make(world)
         w = dataset.world
