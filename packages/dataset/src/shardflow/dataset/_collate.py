@@ -12,7 +12,7 @@ from torch.utils.data import default_collate
 if TYPE_CHECKING:
     from shardflow.dataset.dataset import StreamingDataset
 
-__all__ = ["read_batch"]
+__all__ = ["read_batch", "to_tensors", "keep_as_is"]
 
 
 def _array_columns(
@@ -27,11 +27,13 @@ def _array_columns(
 
 
 def read_batch(dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64]) -> Any:
-    """Samples ``(shard_ids[i], local_ids[i])`` collated as torch's ``default_collate`` would collate them.
+    """Samples ``(shard_ids[i], local_ids[i])`` collated as torch's ``default_collate`` would, but numpy.
 
-    Fixed-size numeric columns are gathered per shard into one array each (numpy fancy indexing on the
-    shard's map) and become tensors without a copy; other columns are read per sample and collated with
-    ``default_collate``.
+    Fixed-size numeric columns are gathered per shard into one numpy array each (fancy indexing on the
+    shard's map); :func:`to_tensors` turns them into tensors without a copy in the process that trains,
+    so that a DataLoader worker sends plain arrays (one pickle through its pipe) rather than tensors in
+    shared-memory segments, which cost far more per batch. Other columns are read per sample and
+    collated with ``default_collate``.
     """
     count = len(shard_ids)
     order = np.argsort(shard_ids, kind="stable")
@@ -57,7 +59,24 @@ def read_batch(dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_id
     batch: dict[str, Any] = {}
     for name in names:
         if name in out:
-            batch[name] = torch.from_numpy(out[name])
+            batch[name] = out[name]
         else:
             batch[name] = default_collate([sample[name] for sample in rest])
+    return batch
+
+
+def to_tensors(batch: dict[str, Any], pin: bool = False) -> dict[str, Any]:
+    """``batch`` with its numpy arrays made tensors (sharing their memory, or copied to pinned memory)."""
+    out = {}
+    for name, value in batch.items():
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if pin and isinstance(value, torch.Tensor):
+            value = value.pin_memory()
+        out[name] = value
+    return out
+
+
+def keep_as_is(batch: Any) -> Any:
+    """The DataLoader ``collate_fn`` of the batch path: batches arrive collated; workers send numpy."""
     return batch

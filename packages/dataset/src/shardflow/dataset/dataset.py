@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._fetch import ShardFetcher
+from shardflow.dataset._iteration import iter_batches, iter_samples
 from shardflow.dataset.errors import DatasetConfigError, StateDictError
 from shardflow.dataset.stream import Stream
 from shardflow.dataset.world import World
@@ -199,6 +200,7 @@ class StreamingDataset(IterableDataset):
         self._epoch_offset = 0
         self._resume: tuple[int, int] | None = None
         self._readers: list[ShardReader | None] = [None] * len(shards)
+        self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
         self._batch_mode: tuple[int, bool] | None = (
             None  # (batch_size, drop_last): set by StreamingDataLoader
@@ -428,111 +430,44 @@ class StreamingDataset(IterableDataset):
         epoch, offset = self._begin_epoch()
         ids = self.worker_sample_ids(epoch, offset)
         if self._batch_mode is not None:
-            return self._iter_batches(ids, *self._batch_mode)
-        return self._iter_samples(ids)
+            return iter_batches(self, ids, *self._batch_mode)
+        return iter_samples(self, ids)
+
+    def open_shards(self) -> list[int]:
+        """The shards this process has open (mapped) now."""
+        return [k for k, reader in enumerate(self._readers) if reader is not None]
+
+    def _request(self, shard: int) -> None:
+        """Start fetching (and opening) a shard in the background unless it is open or on its way."""
+        if self._readers[shard] is None:
+            self._fetcher.request(shard, lambda: self._prepare(shard))
+
+    def _getter(self, shard: int) -> Callable[[int], Any]:
+        """The open shard's unchecked per-sample getter, waiting for the shard first when needed."""
+        get = self._reader(shard).sample_getter()
+        self._getters[shard] = get
+        return get
 
     def _release(self, shard: int) -> None:
         """Unmap a shard this process no longer needs; it reopens (without downloading) on next use."""
         reader = self._readers[shard]
         if reader is not None:
             self._readers[shard] = None
+            self._getters[shard] = None
             self._fetcher.forget(shard)
             reader.close()
-
-    def _iter_samples(self, ids: NDArray[np.int64]) -> Iterator[Any]:
-        shard_ids, local_ids = self._locator.locate(ids)
-        plan = _ShardPlan(shard_ids, self.predownload)
-        readers = self._readers
-        own = self._uses_own_getitem()
-        shard_list, local_list = shard_ids.tolist(), local_ids.tolist()
-        next_event = 0
-        try:
-            for p in range(len(shard_list)):
-                if p >= next_event:
-                    next_event = plan.advance(self, p)
-                if own:
-                    k = shard_list[p]
-                    yield (readers[k] or self._reader(k)).get(local_list[p])
-                else:
-                    yield self[int(ids[p])]
-        finally:
-            plan.finish(self)
-
-    def _iter_batches(self, ids: NDArray[np.int64], batch_size: int, drop_last: bool) -> Iterator[Any]:
-        from shardflow.dataset._collate import read_batch
-
-        shard_ids, local_ids = self._locator.locate(ids)
-        plan = _ShardPlan(shard_ids, self.predownload)
-        try:
-            for begin in range(0, len(ids), batch_size):
-                end = min(begin + batch_size, len(ids))
-                if end - begin < batch_size and drop_last:
-                    return
-                plan.advance(self, end - 1)
-                yield read_batch(self, shard_ids[begin:end], local_ids[begin:end])
-        finally:
-            plan.finish(self)
 
     # -- pickling into workers -----------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_readers"] = [None] * len(self.shards)
+        state["_getters"] = [None] * len(self.shards)
         return state
 
     def __repr__(self) -> str:
         streams = ", ".join(stream.describe() for stream in self.streams)
         return f"{type(self).__name__}({streams}; samples={self.num_samples}, shards={len(self.shards)})"
-
-
-class _ShardPlan:
-    """When an iteration first and last needs each shard: fetch ahead of first need, release after last use.
-
-    Args:
-        shard_ids: The shard of each sample of the iteration, in order.
-        ahead: Samples ahead of the current one whose shards are fetched (``predownload``).
-    """
-
-    def __init__(self, shard_ids: NDArray[np.int64], ahead: int) -> None:
-        shards, first = np.unique(shard_ids, return_index=True)
-        order = np.argsort(first, kind="stable")
-        self.need: list[int] = shards[order].tolist()
-        self.first: list[int] = first[order].tolist()
-        _, last_reversed = np.unique(shard_ids[::-1], return_index=True)
-        last = len(shard_ids) - 1 - last_reversed
-        order = np.argsort(last, kind="stable")
-        self.done: list[int] = shards[order].tolist()
-        self.last: list[int] = last[order].tolist()
-        self.ahead = ahead
-        self.length = len(shard_ids)
-        self._fetched = 0
-        self._released = 0
-
-    def advance(self, dataset: StreamingDataset, position: int) -> int:
-        """Request the shards needed up to ``position + ahead`` (at least the next one), release those used
-        for the last time before ``position``; return the next position at which to call again."""
-        need, first = self.need, self.first
-        q = self._fetched
-        while q < len(need) and (first[q] <= position + self.ahead or q == self._fetched):
-            if dataset._readers[need[q]] is None:
-                k = need[q]
-                dataset._fetcher.request(k, lambda k=k: dataset._prepare(k))  # type: ignore[misc]
-            q += 1
-        self._fetched = q
-        r = self._released
-        while r < len(self.done) and self.last[r] < position:
-            dataset._release(self.done[r])
-            r += 1
-        self._released = r
-        upcoming = first[q] - self.ahead if q < len(need) else self.length
-        ending = self.last[r] + 1 if r < len(self.done) else self.length
-        return max(position + 1, min(upcoming, ending))
-
-    def finish(self, dataset: StreamingDataset) -> None:
-        """The iteration ended (or stopped early): cancel fetches not started, release what it opened."""
-        dataset._fetcher.cancel_pending()
-        for k in self.done[self._released :]:
-            dataset._release(k)
 
 
 def _with_split(stream: Stream, split: str) -> Stream:

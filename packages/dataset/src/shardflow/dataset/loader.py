@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from shardflow.dataset._collate import keep_as_is, to_tensors
 from shardflow.dataset.dataset import StreamingDataset
 
 __all__ = ["StreamingDataLoader"]
@@ -70,6 +71,7 @@ class StreamingDataLoader(DataLoader):
                 self._batch_reads = (batch_size, bool(kwargs.get("drop_last", False)))
                 kwargs["batch_size"] = None
                 kwargs["drop_last"] = False
+                kwargs["collate_fn"] = keep_as_is
         super().__init__(dataset, *args, **kwargs)
         self.num_samples_yielded = 0
 
@@ -95,7 +97,11 @@ class StreamingDataLoader(DataLoader):
                 dataset._batch_mode = None  # type: ignore[attr-defined]
         if self.num_workers > 0 and isinstance(dataset, StreamingDataset):
             dataset._begin_epoch()  # the workers run this epoch; keep this copy's count in step with theirs
+        convert = self._batch_reads is not None
+        pin = convert and self.pin_memory and torch.cuda.is_available()
         for batch in iterator:
+            if convert:
+                batch = to_tensors(batch, pin)
             self.num_samples_yielded += batch_length(batch)
             yield batch
 

@@ -41,7 +41,7 @@ class MDSPlan:
         self.arrays: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.places: dict[str, tuple[int, int]] = {}
         for name, codec, size in zip(names, codecs, sizes, strict=True):
-            steps.append((name, codec.decode, size, -1 if size is not None else num_var))
+            steps.append((name, codec.decoder(), size, -1 if size is not None else num_var))
             layout = codec.array_layout()
             if layout is not None:
                 self.arrays[name] = layout

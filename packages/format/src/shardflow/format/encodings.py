@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -151,6 +152,10 @@ class Codec:
             The value.
         """
         raise NotImplementedError
+
+    def decoder(self) -> Callable[[Buffer], Any]:
+        """The cheapest callable that does what :meth:`decode` does, for per-sample loops."""
+        return self.decode
 
 
 class _Bytes(Codec):
@@ -354,6 +359,12 @@ class _NDArray(Codec):
         if self._dtype is None or self._shape is None:
             return None
         return self._dtype, self._shape
+
+    def decoder(self) -> Callable[[Buffer], Any]:
+        if self._dtype is not None and self._shape is not None and len(self._shape) == 1:
+            # one dimension: the value's bytes are the whole array, no reshape, no Python frame
+            return functools.partial(np.frombuffer, dtype=self._dtype)
+        return self.decode
 
     def decode(self, buf: Buffer) -> np.ndarray:
         dtype = self._dtype

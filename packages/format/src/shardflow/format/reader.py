@@ -103,7 +103,7 @@ class LocalDataset:
         with self._lock:  # Also orders this against release(k): no getter of a closed shard is kept.
             get = self._gets[k]
             if get is None:
-                get = self._gets[k] = self._readers[k]._sample_getter()
+                get = self._gets[k] = self._readers[k].sample_getter()
         return get
 
     def _get(self, at: int) -> dict[str, Any]:

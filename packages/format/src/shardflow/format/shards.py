@@ -254,8 +254,11 @@ class ShardReader:
                     logger.debug("opened shard %s", opened.path)
         return opened
 
-    def _sample_getter(self) -> Callable[[int], dict[str, Any]]:
-        """The open shard's own ``get``: no bounds check, for callers that checked already."""
+    def sample_getter(self) -> Callable[[int], dict[str, Any]]:
+        """The open shard's own ``get(i)`` (opening it first), unchecked: for loops whose ids are valid.
+
+        The getter reads the current map: after :meth:`close`, ask for a new one.
+        """
         return self._opened().get
 
     def get(self, i: int) -> dict[str, Any]:

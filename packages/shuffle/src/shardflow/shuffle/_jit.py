@@ -48,3 +48,14 @@ def in_threads(count: int, task: Callable[[int, int], None]) -> None:
     with ThreadPoolExecutor(parts, "shardflow-shuffle") as pool:
         for future in [pool.submit(task, bounds[k], bounds[k + 1]) for k in range(parts)]:
             future.result()
+
+
+@jit
+def _ready() -> int:
+    return 0
+
+
+# numba builds its CPU target (typing and lowering registries: about 0.3 s of imports) at the first call of
+# any jitted function. Doing it at import keeps that out of the first epoch's latency, and DataLoader
+# workers forked afterwards inherit it.
+_ready()

@@ -1,0 +1,108 @@
+"""One worker's epoch, read window by window: shards fetched ahead of first need, released once idle.
+
+The worker's ids are located (shard, index in shard) a window at a time, so per-sample bookkeeping stays
+O(window) whatever the dataset's size. Within a window, each shard is requested from the fetch threads
+``predownload`` samples before its first use; at each window's start, shards used neither in the previous
+window nor in this one are released (unmapped): they reopen, without a download, if needed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shardflow.dataset._collate import read_batch
+
+if TYPE_CHECKING:
+    from shardflow.dataset.dataset import StreamingDataset
+
+__all__ = ["iter_samples", "iter_batches", "WINDOW"]
+
+WINDOW = 16_384
+"""Sample ids located at a time."""
+
+
+class _Window:
+    """The located ids of one window, and when each of its shards (and the look-ahead's) is first needed."""
+
+    def __init__(self, dataset: StreamingDataset, ids: NDArray[np.int64], size: int) -> None:
+        self.dataset = dataset
+        shard_ids, local_ids = dataset._locator.locate(ids)
+        self.shard_ids, self.local_ids = shard_ids[:size], local_ids[:size]
+        shards, first = np.unique(shard_ids, return_index=True)
+        order = np.argsort(first, kind="stable")
+        self.need: list[int] = shards[order].tolist()
+        self.first: list[int] = first[order].tolist()
+        self.used = set(shards[first < size].tolist())
+        self.ahead = dataset.predownload
+        self.size = size
+        self._requested = 0
+
+    def advance(self, position: int) -> int:
+        """Request the shards first needed up to ``position + predownload`` (at least the next one); return
+        the next position (> ``position``) at which to call again."""
+        q, need, first = self._requested, self.need, self.first
+        horizon = position + self.ahead
+        while q < len(need) and (first[q] <= horizon or q == self._requested):
+            self.dataset._request(need[q])
+            q += 1
+        self._requested = q
+        return max(position + 1, first[q] - self.ahead) if q < len(need) else self.size
+
+
+def _windows(dataset: StreamingDataset, ids: NDArray[np.int64], window: int) -> Iterator[_Window]:
+    """The windows of ``ids``; idle shards are released between them, and every open shard at the end."""
+    previous: set[int] = set()
+    try:
+        for begin in range(0, len(ids), window):
+            end = min(begin + window, len(ids))
+            current = _Window(dataset, ids[begin : end + dataset.predownload], end - begin)
+            keep = previous | current.used
+            for k in dataset.open_shards():
+                if k not in keep:
+                    dataset._release(k)
+            yield current
+            previous = current.used
+    finally:
+        dataset._fetcher.cancel_pending()
+        for k in dataset.open_shards():
+            dataset._release(k)
+
+
+def iter_samples(dataset: StreamingDataset, ids: NDArray[np.int64]) -> Iterator[Any]:
+    """The samples ``ids`` in order, through the dataset's ``__getitem__`` when a subclass overrides it."""
+    own = dataset._uses_own_getitem()
+    getters = dataset._getters
+    begin = 0
+    for window in _windows(dataset, ids, WINDOW):
+        shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
+        position = 0
+        while position < window.size:
+            stop = min(window.advance(position), window.size)
+            if own:
+                for k, j in zip(shard_list[position:stop], local_list[position:stop], strict=True):
+                    get = getters[k]
+                    if get is None:
+                        get = dataset._getter(k)
+                    yield get(j)
+            else:
+                for i in ids[begin + position : begin + stop].tolist():
+                    yield dataset[i]
+            position = stop
+        begin += window.size
+
+
+def iter_batches(
+    dataset: StreamingDataset, ids: NDArray[np.int64], batch_size: int, drop_last: bool
+) -> Iterator[dict[str, Any]]:
+    """The samples ``ids`` as batches of ``batch_size`` (the last one partial unless ``drop_last``)."""
+    for window in _windows(dataset, ids, batch_size * max(1, WINDOW // batch_size)):
+        for begin in range(0, window.size, batch_size):
+            end = min(begin + batch_size, window.size)
+            if end - begin < batch_size and drop_last:
+                return
+            window.advance(end - 1)
+            yield read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
