@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:
+    from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
     from shardflow.format import (
         CSVWriter,
         JSONWriter,
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
         XSVWriter,
         merge_index,
     )
-    from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
 
 
 def __getattr__(name: str) -> Any:
