@@ -91,6 +91,11 @@ class MDSShard:
         self._bytes: np.ndarray | None = np.frombuffer(buf, np.uint8)
         self._plan = plan
         self._fixed = self._fixed_steps(plan)
+        # The variable-size path's constants, bound once: it reads them for every sample.
+        self._steps = plan.steps
+        self._head = plan.prefix.size
+        self._unpack_sizes = plan.prefix.unpack_from
+        self._fixed_total = plan.fixed_total
         self.get: Callable[[int], dict[str, Any]] = self._get_var if plan.num_var else self._get_fixed
 
     def _fail(self, problem: str) -> NoReturn:
@@ -125,18 +130,19 @@ class MDSShard:
 
     def _get_var(self, i: int) -> dict[str, Any]:
         offsets = self._offsets
-        begin, end = offsets[i], offsets[i + 1]
-        plan = self._plan
+        begin = offsets[i]
+        end = offsets[i + 1]
         view = self._view
-        if end - begin < plan.prefix.size:
+        head = self._head
+        if end - begin < head:
             self._bad_size(i)
-        sizes = plan.prefix.unpack_from(view, begin)
-        if plan.prefix.size + plan.fixed_total + sum(sizes) != end - begin:
+        sizes = self._unpack_sizes(view, begin)
+        if head + self._fixed_total + sum(sizes) != end - begin:
             self._bad_size(i)
-        pos = begin + plan.prefix.size
+        pos = begin + head
         sample = {}
         try:
-            for name, decode, size, var in plan.steps:
+            for name, decode, size, var in self._steps:
                 stop = pos + (size if var < 0 else sizes[var])  # type: ignore[operator]
                 sample[name] = decode(view[pos:stop])
                 pos = stop

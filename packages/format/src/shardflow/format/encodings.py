@@ -167,6 +167,9 @@ class _Bytes(Codec):
     def decode(self, buf: Buffer) -> bytes:
         return bytes(buf)
 
+    def decoder(self) -> Callable[[Buffer], Any]:
+        return bytes
+
 
 class _Str(Codec):
     __slots__ = ()
