@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 import numba
+import numpy as np
 
 __all__ = ["jit", "inline", "in_threads"]
 
@@ -51,11 +52,12 @@ def in_threads(count: int, task: Callable[[int, int], None]) -> None:
 
 
 @jit
-def _ready() -> int:
-    return 0
+def _ready(array: np.ndarray) -> int:
+    return array.shape[0]
 
 
 # numba builds its CPU target (typing and lowering registries: about 0.3 s of imports) at the first call of
-# any jitted function. Doing it at import keeps that out of the first epoch's latency, and DataLoader
-# workers forked afterwards inherit it.
-_ready()
+# any jitted function, and imports numpy.ma (about 10 ms) the first time it types an array argument. Doing
+# both at import keeps them out of the first epoch's latency, and DataLoader workers forked afterwards
+# inherit them.
+_ready(np.empty(0, np.int64))

@@ -9,14 +9,14 @@ other batching methods (``stratified``, ``per_stream``, ``device_per_stream``) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive, is_integer
-from shardflow.shuffle._kernels import Shuffler, lookup, materialize_all
+from shardflow.shuffle._kernels import Shuffler, UnitMap, lookup, materialize_all
 from shardflow.shuffle.batching import (
     BATCHING_METHODS,
     BatchingSetup,
@@ -30,13 +30,17 @@ from shardflow.shuffle.partition import (
     PARTITION_ALGOS,
     PartitionPlan,
     partition_all,
+    partition_batches,
     partition_slice,
     plan_partition,
+    touched_nodes,
 )
 from shardflow.shuffle.sampling import SAMPLING_METHODS, EpochUnits, epoch_units
 from shardflow.shuffle.shuffle import SHUFFLE_ALGOS, make_shuffler
 
 __all__ = ["WorldShape", "SampleOrder", "default_num_canonical_nodes", "default_shuffle_block_size"]
+
+CHUNK_IDS = 1 << 16  # default ids per chunk of ``worker_sample_id_chunks`` (rounded to whole batches)
 
 
 def default_num_canonical_nodes(shuffle_algo: str, num_physical_nodes: int) -> int:
@@ -248,8 +252,9 @@ class SampleOrder:
         samples + shards + one chunk), a chunk being at most 1.25 ``shuffle_block_size`` (py1br), a
         quarter of it (py1e), a shard (py1s, py2s); plus O(samples per canonical node) for ``naive`` or
         for py1e with a block under 512 (it then tracks samples, not tiles). Nothing is shared with other
-        workers or processes. The other batching methods build the whole epoch and keep the worker's part:
-        time and memory O(epoch).
+        workers or processes. ``worker_sample_id_chunks`` yields the same ids a chunk at a time, in memory
+        independent of the epoch's sample count. The other batching methods build the whole epoch and
+        keep the worker's part: time and memory O(epoch).
 
         Args:
             epoch: The epoch.
@@ -276,18 +281,7 @@ class SampleOrder:
         """
         if self.batching_method != "random":
             _check_worker(world, node, rank_of_node, worker_of_rank)
-            table = self._batches_left(epoch, world, sample_in_epoch)
-            return deal_worker(
-                table,
-                self.batching_method,
-                world.num_physical_nodes,
-                world.ranks_per_node,
-                world.workers_per_rank,
-                int(self.batch_size),
-                node,
-                rank_of_node,
-                worker_of_rank,
-            )
+            return self._dealt_worker_ids(epoch, world, node, rank_of_node, worker_of_rank, sample_in_epoch)
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
         positions = partition_slice(plan, node, rank_of_node, worker_of_rank)
@@ -300,6 +294,65 @@ class SampleOrder:
             )
             touched[np.searchsorted(bounds, positions[positions >= 0], side="right") - 1] = True
         return lookup(self._shuffler(units, epoch, touched), units.ids, positions)
+
+    def worker_sample_id_chunks(
+        self,
+        epoch: int,
+        world: WorldShape,
+        node: int,
+        rank_of_node: int,
+        worker_of_rank: int,
+        sample_in_epoch: int = 0,
+        initial_physical_nodes: int | None = None,
+        chunk_batches: int | None = None,
+    ) -> Iterator[NDArray[np.int64]]:
+        """``worker_sample_ids(...)`` in order, a few whole batches at a time, never all at once.
+
+        The chunks, concatenated, are exactly ``worker_sample_ids(...)`` with the same arguments (``-1``
+        padding included). Every chunk but the last holds ``chunk_batches`` batches of ``batch_size``
+        ids; the last holds the rest (at least one batch); an epoch without batches for this worker
+        yields nothing. Arguments are those of ``worker_sample_ids`` and are all checked here, at the
+        call, not at the first ``next()``.
+
+        With ``batching_method="random"``, memory is O(chunk + shards + one shuffle chunk) whatever the
+        epoch's sample count (plus py1br's block starts and py1e's tile order of the canonical nodes the
+        worker reads: about 1 in ``shuffle_block_size / 512`` of their samples; and, as for
+        ``worker_sample_ids``, O(samples per canonical node) for ``naive`` or py1e with a block under
+        512). Time: a first pass over the worker's positions (no shuffle; py1br and py1e only) finds the
+        canonical nodes it reads, then each chunk builds the shuffle chunks that hold its positions. A
+        shuffle chunk read by several chunks of ids is built once for each: py1e, py1s and py2s are as
+        fast as ``worker_sample_ids`` at the default size, py1br (blocks of about ``shuffle_block_size``)
+        about 3x slower when the worker reads a large share of few canonical nodes; larger chunks help.
+        The other batching methods build the whole epoch at the call (O(epoch)) and yield views of the
+        worker's part.
+
+        Args:
+            chunk_batches: Batches per chunk; default ``max(1, 65536 // batch_size)``, about 64k ids.
+            (the others): as ``worker_sample_ids``.
+
+        Raises:
+            ShuffleError: as ``worker_sample_ids``, or ``chunk_batches`` not a positive integer.
+        """
+        _check_worker(world, node, rank_of_node, worker_of_rank)
+        if chunk_batches is None:
+            per_chunk = max(1, CHUNK_IDS // int(self.batch_size))
+        elif not is_integer(chunk_batches) or chunk_batches < 1:
+            raise ShuffleError(
+                f"chunk_batches={chunk_batches!r}: give a positive number of batches per chunk, or None "
+                f"for about {CHUNK_IDS} ids per chunk"
+            )
+        else:
+            per_chunk = int(chunk_batches)
+        if self.batching_method != "random":
+            ids = self._dealt_worker_ids(epoch, world, node, rank_of_node, worker_of_rank, sample_in_epoch)
+            return _slices(ids, per_chunk * int(self.batch_size))
+        units = self.units(epoch)
+        plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
+        touched = None
+        if self.shuffle and self.shuffle_algo in ("py1br", "py1e"):  # only these build per-node tables
+            touched = touched_nodes(plan, node, rank_of_node, worker_of_rank)
+        shuffler = self._shuffler(units, epoch, touched)
+        return _looked_up(shuffler, units.ids, plan, (node, rank_of_node, worker_of_rank), per_chunk)
 
     def epoch_sample_ids(
         self,
@@ -343,6 +396,28 @@ class SampleOrder:
         global_batch = world.num_physical_nodes * world.ranks_per_node * int(self.batch_size)
         return epoch_ids.transpose(3, 2, 0, 1, 4).reshape(-1, global_batch)
 
+    def _dealt_worker_ids(
+        self,
+        epoch: int,
+        world: WorldShape,
+        node: int,
+        rank_of_node: int,
+        worker_of_rank: int,
+        sample_in_epoch: int,
+    ) -> NDArray[np.int64]:
+        """One worker's ids under a per-stream batching method (coordinates already checked)."""
+        return deal_worker(
+            self._batches_left(epoch, world, sample_in_epoch),
+            self.batching_method,
+            world.num_physical_nodes,
+            world.ranks_per_node,
+            world.workers_per_rank,
+            int(self.batch_size),
+            node,
+            rank_of_node,
+            worker_of_rank,
+        )
+
     def _batches_left(self, epoch: int, world: WorldShape, sample_in_epoch: int) -> NDArray[np.int64]:
         """The global batches of a per-stream batching method left after ``sample_in_epoch``."""
         units = self.units(epoch)
@@ -375,3 +450,17 @@ def _check_worker(world: WorldShape, node: int, rank_of_node: int, worker_of_ran
                 f"{name}={value!r} is outside the world: {count_name} is {count}, so it must be in "
                 f"[0, {count})"
             )
+
+
+def _slices(ids: NDArray[np.int64], size: int) -> Iterator[NDArray[np.int64]]:
+    for begin in range(0, ids.shape[0], size):
+        yield ids[begin : begin + size]
+
+
+def _looked_up(
+    shuffler: Shuffler, units: UnitMap, plan: PartitionPlan, worker: tuple[int, int, int], per_chunk: int
+) -> Iterator[NDArray[np.int64]]:
+    """The ids of a worker's batches, ``per_chunk`` batches at a time: positions, then their ids."""
+    for first in range(0, plan.batches, per_chunk):
+        positions = partition_batches(plan, *worker, first, min(first + per_chunk, plan.batches))
+        yield lookup(shuffler, units, positions)

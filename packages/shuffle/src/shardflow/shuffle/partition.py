@@ -302,11 +302,48 @@ def _fill_batch(
 
 @jit
 def _fill_worker(
-    plan: PartitionPlan, node: int, rank: int, worker: int, out: np.ndarray, ids: np.ndarray
+    plan: PartitionPlan,
+    node: int,
+    rank: int,
+    worker: int,
+    first: int,
+    stop: int,
+    out: np.ndarray,
+    ids: np.ndarray,
 ) -> None:
+    """Write batches ``first`` to ``stop - 1`` of one worker into ``out``, one after the other."""
     size = plan.batch
+    for batch in range(first, stop):
+        k = batch - first
+        _fill_batch(plan, node, rank, worker, batch, out[k * size : (k + 1) * size], ids)
+
+
+@jit
+def _mark_rows(
+    plan: PartitionPlan, node: int, rank: int, worker: int, touched: np.ndarray, buffer: np.ndarray
+) -> None:
+    """Mark in ``touched`` the canonical node of every position of one worker, a batch at a time.
+
+    Canonical node ``c`` holds positions ``[c * n // C, (c + 1) * n // C)``, so position ``p`` is in node
+    ``((p + 1) * C - 1) // n``. Stops early once every node is marked.
+    """
+    o = plan.orig
+    canonical = o.canonical
+    left = 0
+    for c in range(canonical):
+        if not touched[c]:
+            left += 1
     for batch in range(plan.batches):
-        _fill_batch(plan, node, rank, worker, batch, out[batch * size : (batch + 1) * size], ids)
+        if not left:
+            return
+        _fill_batch(plan, node, rank, worker, batch, buffer, buffer[:0])
+        for i in range(plan.batch):
+            position = buffer[i]
+            if position >= 0:
+                c = ((position + 1) * canonical - 1) // o.num_samples
+                if not touched[c]:
+                    touched[c] = True
+                    left -= 1
 
 
 @jit
@@ -342,9 +379,25 @@ def partition_slice(
 ) -> NDArray[np.int64]:
     """One worker's positions under a validated plan: ``plan.batches * batch_size``, ``-1`` = padding."""
     _check_coordinates(plan, node, rank_of_node, worker_of_rank)
-    out = np.empty(plan.batches * plan.batch, np.int64)
-    _fill_worker(plan, node, rank_of_node, worker_of_rank, out, _NO_IDS)
+    return partition_batches(plan, node, rank_of_node, worker_of_rank, 0, plan.batches)
+
+
+def partition_batches(
+    plan: PartitionPlan, node: int, rank_of_node: int, worker_of_rank: int, first: int, stop: int
+) -> NDArray[np.int64]:
+    """Batches ``first`` to ``stop - 1`` of one worker's positions (coordinates already checked)."""
+    out = np.empty((stop - first) * plan.batch, np.int64)
+    _fill_worker(plan, node, rank_of_node, worker_of_rank, first, stop, out, _NO_IDS)
     return out
+
+
+def touched_nodes(
+    plan: PartitionPlan, node: int, rank_of_node: int, worker_of_rank: int
+) -> NDArray[np.bool_]:
+    """Which canonical nodes hold one of the worker's positions: O(its samples) time, O(batch) memory."""
+    touched = np.zeros(plan.orig.canonical, np.bool_)
+    _mark_rows(plan, node, rank_of_node, worker_of_rank, touched, np.empty(plan.batch, np.int64))
+    return touched
 
 
 def get_partition_slice(

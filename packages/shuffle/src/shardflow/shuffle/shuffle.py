@@ -25,7 +25,7 @@ from shardflow.shuffle._kernels import (
     tile_bits_for,
 )
 from shardflow.shuffle._layout import Layout, build_layout
-from shardflow.shuffle._random import epoch_keys
+from shardflow.shuffle._random import _NUM_KEYS, epoch_keys
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = ["SHUFFLE_ALGOS", "get_shuffle", "make_shuffler", "identity_units"]
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 SHUFFLE_ALGOS = tuple(ALGO_CODES)
 _EMPTY = np.empty(0, np.int64)
+_NO_KEYS = np.zeros(_NUM_KEYS, np.uint64)  # unshuffled: no kernel reads a key (and none is loaded for them)
 
 
 def make_shuffler(
@@ -77,7 +78,7 @@ def make_shuffler(
         algo=code,
         block_size=int(block_size),
         tile_bits=tile_bits_for(int(block_size)),
-        keys=epoch_keys(seed, epoch),
+        keys=_NO_KEYS if code == NO_SHUFFLE else epoch_keys(seed, epoch),
         unit_start=unit_start,
         bounds=layout.bounds,
         node_span=layout.node_span,
