@@ -1,9 +1,10 @@
 """One worker's epoch, read window by window: shards fetched ahead of first need, released once idle.
 
-The worker's ids are located (shard, index in shard) a window at a time, so per-sample bookkeeping stays
-O(window) whatever the dataset's size. Within a window, each shard is requested from the fetch threads
-``predownload`` samples before its first use; at each window's start, shards used neither in the previous
-window nor in this one are released (unmapped): they reopen, without a download, if needed again.
+The worker's ids arrive in chunks from shardflow.shuffle and are located (shard, index in shard) a window
+at a time, so a worker's memory stays O(window) whatever the dataset's size. Within a window, each shard
+is requested from the fetch threads ``predownload`` samples before its first use; at each window's start,
+shards used neither in the previous window nor in this one are released (unmapped): they reopen, without
+a download, if needed again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class _Window:
 
     def __init__(self, dataset: StreamingDataset, ids: NDArray[np.int64], size: int) -> None:
         self.dataset = dataset
+        self.ids = ids[:size]
         shard_ids, local_ids = dataset._locator.locate(ids)
         self.shard_ids, self.local_ids = shard_ids[:size], local_ids[:size]
         shards, first = np.unique(shard_ids, return_index=True)
@@ -53,13 +55,35 @@ class _Window:
         return max(position + 1, first[q] - self.ahead) if q < len(need) else self.size
 
 
-def _windows(dataset: StreamingDataset, ids: NDArray[np.int64], window: int) -> Iterator[_Window]:
-    """The windows of ``ids``; idle shards are released between them, and every open shard at the end."""
+def _id_windows(
+    chunks: Iterator[NDArray[np.int64]], window: int, ahead: int
+) -> Iterator[tuple[NDArray[np.int64], int]]:
+    """``(ids, size)``: consecutive windows of ``size`` ids (``window``, the last one shorter), each followed
+    by up to ``ahead`` of the next ids; padding (``-1``) removed."""
+    buffer = np.empty(0, np.int64)
+    exhausted = False
+    while True:
+        while not exhausted and len(buffer) < window + ahead:
+            chunk = next(chunks, None)
+            if chunk is None:
+                exhausted = True
+            else:
+                buffer = np.concatenate([buffer, chunk[chunk >= 0]])
+        if not len(buffer):
+            return
+        size = min(window, len(buffer))
+        yield buffer[: size + ahead], size
+        buffer = buffer[size:]
+
+
+def _windows(
+    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], window: int
+) -> Iterator[_Window]:
+    """The windows of the ids; idle shards are released between them, and every open shard at the end."""
     previous: set[int] = set()
     try:
-        for begin in range(0, len(ids), window):
-            end = min(begin + window, len(ids))
-            current = _Window(dataset, ids[begin : end + dataset.predownload], end - begin)
+        for ids, size in _id_windows(chunks, window, dataset.predownload):
+            current = _Window(dataset, ids, size)
             keep = previous | current.used
             for k in dataset.open_shards():
                 if k not in keep:
@@ -72,12 +96,11 @@ def _windows(dataset: StreamingDataset, ids: NDArray[np.int64], window: int) -> 
             dataset._release(k)
 
 
-def iter_samples(dataset: StreamingDataset, ids: NDArray[np.int64]) -> Iterator[Any]:
-    """The samples ``ids`` in order, through the dataset's ``__getitem__`` when a subclass overrides it."""
+def iter_samples(dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]]) -> Iterator[Any]:
+    """The samples of the ids in order, through the dataset's ``__getitem__`` when a subclass overrides it."""
     own = dataset._uses_own_getitem()
     getters = dataset._getters
-    begin = 0
-    for window in _windows(dataset, ids, WINDOW):
+    for window in _windows(dataset, chunks, WINDOW):
         shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
         position = 0
         while position < window.size:
@@ -89,17 +112,16 @@ def iter_samples(dataset: StreamingDataset, ids: NDArray[np.int64]) -> Iterator[
                         get = dataset._getter(k)
                     yield get(j)
             else:
-                for i in ids[begin + position : begin + stop].tolist():
+                for i in window.ids[position:stop].tolist():
                     yield dataset[i]
             position = stop
-        begin += window.size
 
 
 def iter_batches(
-    dataset: StreamingDataset, ids: NDArray[np.int64], batch_size: int, drop_last: bool
+    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], batch_size: int, drop_last: bool
 ) -> Iterator[dict[str, Any]]:
-    """The samples ``ids`` as batches of ``batch_size`` (the last one partial unless ``drop_last``)."""
-    for window in _windows(dataset, ids, batch_size * max(1, WINDOW // batch_size)):
+    """The samples of the ids as batches of ``batch_size`` (the last one partial unless ``drop_last``)."""
+    for window in _windows(dataset, chunks, batch_size * max(1, WINDOW // batch_size)):
         for begin in range(0, window.size, batch_size):
             end = min(begin + batch_size, window.size)
             if end - begin < batch_size and drop_last:

@@ -404,8 +404,8 @@ class StreamingDataset(IterableDataset):
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def worker_sample_ids(self, epoch: int, sample_in_epoch: int = 0) -> NDArray[np.int64]:
-        """The global sample ids this rank's current worker yields in ``epoch``, padding removed."""
+    def _worker_coordinates(self) -> tuple[WorldShape, int, int, int, int | None]:
+        """This worker's world shape, node, rank in node, worker in rank and the partition's initial nodes."""
         world = self.world
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
@@ -413,10 +413,18 @@ class StreamingDataset(IterableDataset):
         initial = self.initial_physical_nodes
         if initial is not None and initial == world.num_nodes:
             initial = None
-        ids = self._order.worker_sample_ids(
-            epoch, shape, world.node, world.local_rank, worker, sample_in_epoch, initial
-        )
+        return shape, world.node, world.local_rank, worker, initial
+
+    def worker_sample_ids(self, epoch: int, sample_in_epoch: int = 0) -> NDArray[np.int64]:
+        """The global sample ids this rank's current worker yields in ``epoch``, padding removed."""
+        shape, node, rank, worker, initial = self._worker_coordinates()
+        ids = self._order.worker_sample_ids(epoch, shape, node, rank, worker, sample_in_epoch, initial)
         return ids[ids >= 0]
+
+    def worker_sample_id_chunks(self, epoch: int, sample_in_epoch: int = 0) -> Iterator[NDArray[np.int64]]:
+        """:meth:`worker_sample_ids` in consecutive chunks (padding ``-1`` kept), in memory O(chunk)."""
+        shape, node, rank, worker, initial = self._worker_coordinates()
+        return self._order.worker_sample_id_chunks(epoch, shape, node, rank, worker, sample_in_epoch, initial)
 
     def _uses_own_getitem(self) -> bool:
         cls = type(self)
@@ -428,10 +436,10 @@ class StreamingDataset(IterableDataset):
         The epoch is chosen when ``iter()`` is called, not at the first ``next()``.
         """
         epoch, offset = self._begin_epoch()
-        ids = self.worker_sample_ids(epoch, offset)
+        chunks = self.worker_sample_id_chunks(epoch, offset)
         if self._batch_mode is not None:
-            return iter_batches(self, ids, *self._batch_mode)
-        return iter_samples(self, ids)
+            return iter_batches(self, chunks, *self._batch_mode)
+        return iter_samples(self, chunks)
 
     def open_shards(self) -> list[int]:
         """The shards this process has open (mapped) now."""
