@@ -24,6 +24,7 @@ FACADE = REPO / "src" / "shardflow" / "__init__.py"
 FACADE_EXEMPT = {
     "storage": "used through the writers' uploads and the dataset; users import shardflow.storage",
     "shuffle": "the dataset's sample-order engine; imported as shardflow.shuffle by those who need it",
+    "convert": "mostly used as CLIs (python -m shardflow.convert.<name>); users import shardflow.convert",
 }
 
 
