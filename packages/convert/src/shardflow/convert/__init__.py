@@ -1,15 +1,20 @@
 """shardflow.convert: converters from other dataset formats into MDS shards, with module CLIs.
 
-Each converter is a module with a ``main()`` (``python -m shardflow.convert.<name> --help``);
-``python -m shardflow.convert`` lists them. Heavy readers (Pillow, pyarrow, ...) are extras, imported
-only when a conversion needs them.
+Each converter is a module with a ``main()`` (``python -m shardflow.convert.<name> --help``) and a
+function ``<name>_to_mds(input, Options(out=...))``; ``python -m shardflow.convert`` lists them. Heavy
+readers (Pillow, pyarrow, ...) are extras, imported only when a conversion needs them.
 """
 
+from shardflow.convert._run import Options, Summary
 from shardflow.convert._version import __version__
 from shardflow.convert.errors import ConvertError, InputError, MissingDependencyError, OutputExistsError
+from shardflow.convert.imagefolder import imagefolder_to_mds
 
 __all__ = [
     "__version__",
+    "Options",
+    "Summary",
+    "imagefolder_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",

@@ -1,0 +1,312 @@
+"""The conversion engine: plan, partitions converted in worker processes, merge, summary.
+
+A :class:`Converter` lists its input as units (:mod:`shardflow.convert._plan`) and reads the samples of a
+segment. :func:`convert` splits the units into partitions, converts each into ``out/part.NNNNN/`` with an
+:class:`~shardflow.format.MDSWriter` (in ``workers`` processes), and merges their indexes in order into
+``out/index.json``. A partition is finished when its ``index.json`` exists; ``resume=True`` keeps those.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import logging
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardflow.convert._plan import Segment, Unit, fingerprint, split
+from shardflow.convert._target import PLAN_NAME, Target, part_name
+from shardflow.convert.errors import InputError, OutputExistsError
+from shardflow.format import FormatError, MDSWriter, merge_index
+
+__all__ = ["Converter", "Plan", "Options", "Summary", "convert"]
+
+logger = logging.getLogger(__name__)
+
+_REPORT_EVERY = 0.2  # seconds between progress reports of a worker
+
+
+@dataclass
+class Plan:
+    """What a converter found in its input: the units in order, the columns, files to write beside the index.
+
+    ``samples`` is the number of samples when known in advance (for the progress bar), else None.
+    """
+
+    units: list[Unit]
+    columns: dict[str, str]
+    files: dict[str, Any] = field(default_factory=dict)
+    samples: int | None = None
+
+
+class Converter:
+    """Base of the converters. Subclasses are picklable (they travel to worker processes).
+
+    ``plan`` runs once, in the calling process; ``samples`` runs in the workers, once per segment.
+    """
+
+    name = "converter"
+
+    def plan(self) -> Plan:
+        """List the input; raise :class:`InputError` naming what is missing or wrong."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The settings that shape the output, recorded so that ``--resume`` can check them."""
+        return {}
+
+    def samples(
+        self, segment: Segment, columns: dict[str, str], skipped: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        """The samples of ``segment``, in order; append a description of each skipped item to ``skipped``."""
+        raise NotImplementedError
+
+    def where(self, segment: Segment, produced: int) -> str:
+        """Where the sample after the ``produced`` first ones of ``segment`` came from, for messages."""
+        return f"{segment.unit.name} (item {segment.start + produced})"
+
+
+@dataclass
+class Options:
+    """Where and how to write: the options every converter shares."""
+
+    out: str
+    compression: str | None = None
+    hashes: list[str] | None = None
+    size_limit: int | str | None = 1 << 26
+    workers: int = 1
+    partitions: int | None = None
+    resume: bool = False
+    progress: bool | None = None  # None: when stderr is a terminal
+
+
+@dataclass
+class Summary:
+    """What a conversion wrote (the whole dataset, finished partitions of earlier runs included)."""
+
+    samples: int
+    shards: int
+    bytes: int
+    seconds: float
+    skipped: list[str]
+    partitions: int
+    reused: int
+
+    def describe(self, name: str, out: str) -> str:
+        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
+        reused = f", {self.reused} of {self.partitions} partitions reused" if self.reused else ""
+        return (
+            f"{name}: {self.samples} samples in {self.shards} shards, {self.bytes / 1e6:.1f} MB, to {out} "
+            f"in {self.seconds:.1f} s ({rate:,.0f} samples/s{skipped}{reused})"
+        )
+
+
+@dataclass
+class _Part:
+    number: int
+    samples: int
+    skipped: list[str]
+
+
+# -- worker side -------------------------------------------------------------------------------------------
+
+_report: Callable[[int], None] = lambda count: None  # noqa: E731  (set per process by _start_worker)
+_parent = 0
+
+
+def _start_worker(progress: Any, parent: int, level: int) -> None:
+    global _report, _parent
+    _report, _parent = progress.put, parent
+    logging.basicConfig(level=level, format="%(message)s")
+
+
+def _convert_part(
+    converter: Converter,
+    columns: dict[str, str],
+    number: int,
+    segments: list[Segment],
+    out: str,
+    writer: dict[str, Any],
+) -> _Part:
+    """Convert one partition into ``out``; its ``index.json`` is written last, only on success."""
+    shard_writer = MDSWriter(out=out, columns=columns, **writer)
+    skipped: list[str] = []
+    count = reported = 0
+    last = time.monotonic()
+    for segment in segments:
+        produced = 0
+        for sample in converter.samples(segment, columns, skipped):
+            try:
+                shard_writer.write(sample)
+            except FormatError as err:
+                raise InputError(f"{converter.where(segment, produced)}: {err}") from None
+            produced += 1
+            if produced & 255 == 0 and time.monotonic() - last > _REPORT_EVERY:
+                _check_parent()
+                _report(count + produced - reported)
+                reported, last = count + produced, time.monotonic()
+        count += produced
+    shard_writer.finish()  # Not a `with`: the writers finish (write index.json) even when the block raises.
+    _report(count - reported)
+    return _Part(number, count, skipped)
+
+
+def _check_parent() -> None:
+    """Stop a worker whose parent died (killed): its partition stays unfinished, for --resume to redo."""
+    if _parent and os.getppid() != _parent:
+        os._exit(1)
+
+
+# -- calling side ------------------------------------------------------------------------------------------
+
+
+def convert(converter: Converter, options: Options) -> Summary:
+    """Convert ``converter``'s input into an MDS dataset at ``options.out``.
+
+    Raises:
+        InputError: The input is missing or malformed; nothing is left at ``out`` (an interrupted
+            ``--resume`` run keeps the partitions finished before).
+        OutputExistsError: ``out`` is not empty and ``resume`` is false, or holds another conversion.
+    """
+    start = time.perf_counter()
+    if options.workers < 1:
+        raise ValueError(f"workers={options.workers}: give 1 or more")
+    plan = converter.plan()
+    target = Target(options.out)
+    digest = fingerprint(
+        plan.units, {"converter": converter.name, "columns": plan.columns, **converter.config()}
+    )
+    recorded = _recorded_plan(target, converter.name, digest) if options.resume else None
+    if recorded is None and not target.is_empty():
+        raise OutputExistsError(
+            f"--out {target} is not empty: choose an empty or new location, or pass --resume to finish an "
+            f"interrupted conversion of the same input into it"
+        )
+    count = recorded or options.partitions or 4 * options.workers
+    parts = split(plan.units, count)
+    if recorded is None:
+        target.write_json(
+            PLAN_NAME, {"converter": converter.name, "fingerprint": digest, "partitions": count}
+        )
+    done, unfinished = target.partitions()
+    expected = {part_name(k) for k in range(len(parts))}
+    for name in sorted(unfinished | (done - expected)):
+        logger.info("removing the unfinished partition %s", target.url(name))
+        target.remove(name)
+    done &= expected
+    todo = [k for k in range(len(parts)) if part_name(k) not in done]
+    if done:
+        logger.info(
+            "resuming: %d of %d partitions are finished, converting %d", len(done), len(parts), len(todo)
+        )
+    writer = {"compression": options.compression, "hashes": options.hashes, "size_limit": options.size_limit}
+    try:
+        results = _run_parts(converter, plan, parts, todo, target, writer, options)
+        for name, value in plan.files.items():
+            target.write_json(name, value)
+        merge_index([target.url(f"{part_name(k)}/index.json") for k in range(len(parts))], options.out)
+    except Exception:
+        if recorded is None:
+            target.remove()  # A fresh run that failed leaves nothing behind.
+        else:
+            _remove_unfinished(target)
+        raise
+    except BaseException:
+        _remove_unfinished(target)  # Interrupted: the finished partitions stay, for --resume.
+        raise
+    return _summary(target, results, len(parts), len(done), time.perf_counter() - start)
+
+
+def _recorded_plan(target: Target, name: str, digest: str) -> int | None:
+    """The partition count of the conversion recorded at ``target``, after checking it is this one's."""
+    recorded = target.read_json(PLAN_NAME)
+    if recorded is None:
+        return None
+    if recorded.get("converter") != name or recorded.get("fingerprint") != digest:
+        raise OutputExistsError(
+            f"--out {target} holds a {recorded.get('converter')} conversion of other input or settings "
+            f"(see its {PLAN_NAME}): resume with the same input and options, or choose another --out"
+        )
+    return int(recorded["partitions"])
+
+
+def _remove_unfinished(target: Target) -> None:
+    _, unfinished = target.partitions()
+    for name in sorted(unfinished):
+        target.remove(name)
+
+
+def _run_parts(
+    converter: Converter,
+    plan: Plan,
+    parts: list[list[Segment]],
+    todo: list[int],
+    target: Target,
+    writer: dict[str, Any],
+    options: Options,
+) -> list[_Part]:
+    """Convert the partitions ``todo``: in this process for one worker, else in a process pool."""
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if options.progress is None else options.progress
+    total = plan.samples if plan.samples is not None and len(todo) == len(parts) else None
+    bar = tqdm(total=total, unit=" samples", disable=not show, file=sys.stderr, desc=converter.name)
+    jobs = [(converter, plan.columns, k, parts[k], target.url(part_name(k)), writer) for k in todo]
+    try:
+        if options.workers == 1 or len(todo) <= 1:
+            global _report
+            _report = bar.update
+            return [_convert_part(*job) for job in jobs]
+        return _run_pool(jobs, min(options.workers, len(todo)), bar)
+    finally:
+        bar.close()
+
+
+def _run_pool(jobs: list[tuple[Any, ...]], workers: int, bar: Any) -> list[_Part]:
+    context = multiprocessing.get_context("spawn")
+    progress = context.Queue()
+    pool = futures.ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(progress, os.getpid(), logging.getLogger().getEffectiveLevel()),
+    )
+    try:
+        pending = {pool.submit(_convert_part, *job) for job in jobs}
+        results = []
+        while pending:
+            finished, pending = futures.wait(pending, timeout=0.1, return_when=futures.FIRST_COMPLETED)
+            _drain(progress, bar)
+            for future in finished:
+                results.append(future.result())  # The first failure raises here.
+        _drain(progress, bar)
+        return sorted(results, key=lambda part: part.number)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _drain(progress: Any, bar: Any) -> None:
+    while True:
+        try:
+            bar.update(progress.get_nowait())
+        except queue.Empty:
+            return
+
+
+def _summary(target: Target, results: list[_Part], partitions: int, reused: int, seconds: float) -> Summary:
+    index = target.read_json("index.json") or {"shards": []}
+    shards = index["shards"]
+    size = 0
+    for shard in shards:
+        for kind in ("data", "meta"):
+            stored = shard.get(f"zip_{kind}") or shard.get(f"raw_{kind}")
+            size += stored["bytes"] if stored else 0
+    skipped = [item for part in results for item in part.skipped]
+    samples = sum(shard["samples"] for shard in shards)
+    return Summary(samples, len(shards), size, seconds, skipped, partitions, reused)
