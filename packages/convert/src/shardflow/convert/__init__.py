@@ -9,12 +9,14 @@ from shardflow.convert._run import Options, Summary
 from shardflow.convert._version import __version__
 from shardflow.convert.errors import ConvertError, InputError, MissingDependencyError, OutputExistsError
 from shardflow.convert.imagefolder import imagefolder_to_mds
+from shardflow.convert.jsonl import jsonl_to_mds
 
 __all__ = [
     "__version__",
     "Options",
     "Summary",
     "imagefolder_to_mds",
+    "jsonl_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",
