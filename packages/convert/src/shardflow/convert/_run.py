@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class Converter:
     def where(self, segment: Segment, produced: int) -> str:
         """Where the sample after the ``produced`` first ones of ``segment`` came from, for messages."""
         return f"{segment.unit.name} (item {segment.start + produced})"
+
+    def skip(self, location: str, problem: str, skipped: list[str]) -> bool:
+        """Whether to skip a sample the writer refused (then log it and append it to ``skipped``)."""
+        return False
 
 
 @dataclass
@@ -145,7 +150,10 @@ def _convert_part(
             try:
                 shard_writer.write(sample)
             except FormatError as err:
-                raise InputError(f"{converter.where(segment, produced)}: {err}") from None
+                location = converter.where(segment, produced)
+                if converter.skip(location, str(err), skipped):
+                    continue
+                raise InputError(f"{location}: {err}") from None
             produced += 1
             if produced & 255 == 0 and time.monotonic() - last > _REPORT_EVERY:
                 _check_parent()
@@ -256,20 +264,25 @@ def _run_parts(
 
     show = sys.stderr.isatty() if options.progress is None else options.progress
     total = plan.samples if plan.samples is not None and len(todo) == len(parts) else None
-    bar = tqdm(total=total, unit=" samples", disable=not show, file=sys.stderr, desc=converter.name)
     jobs = [(converter, plan.columns, k, parts[k], target.url(part_name(k)), writer) for k in todo]
-    try:
-        if options.workers == 1 or len(todo) <= 1:
-            global _report
-            _report = bar.update
-            return [_convert_part(*job) for job in jobs]
+
+    def bar() -> Any:
+        return tqdm(total=total, unit=" samples", disable=not show, file=sys.stderr, desc=converter.name)
+
+    if options.workers > 1 and len(todo) > 1:
         return _run_pool(jobs, min(options.workers, len(todo)), bar)
-    finally:
-        bar.close()
+    global _report
+    with bar() as progress:
+        _report = progress.update
+        return [_convert_part(*job) for job in jobs]
 
 
-def _run_pool(jobs: list[tuple[Any, ...]], workers: int, bar: Any) -> list[_Part]:
-    context = multiprocessing.get_context("spawn")
+def _run_pool(jobs: list[tuple[Any, ...]], workers: int, make_bar: Callable[[], Any]) -> list[_Part]:
+    # fork when this process runs no other thread (cheap: no re-import per worker); else forkserver.
+    method = "fork" if threading.active_count() == 1 and sys.platform == "linux" else "forkserver"
+    context = multiprocessing.get_context(
+        method if method in multiprocessing.get_all_start_methods() else "spawn"
+    )
     progress = context.Queue()
     pool = futures.ProcessPoolExecutor(
         workers,
@@ -277,8 +290,10 @@ def _run_pool(jobs: list[tuple[Any, ...]], workers: int, bar: Any) -> list[_Part
         initializer=_start_worker,
         initargs=(progress, os.getpid(), logging.getLogger().getEffectiveLevel()),
     )
+    bar = None
     try:
-        pending = {pool.submit(_convert_part, *job) for job in jobs}
+        pending = {pool.submit(_convert_part, *job) for job in jobs}  # Starts the workers.
+        bar = make_bar()
         results = []
         while pending:
             finished, pending = futures.wait(pending, timeout=0.1, return_when=futures.FIRST_COMPLETED)
@@ -289,6 +304,8 @@ def _run_pool(jobs: list[tuple[Any, ...]], workers: int, bar: Any) -> list[_Part
         return sorted(results, key=lambda part: part.number)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if bar is not None:
+            bar.close()
 
 
 def _drain(progress: Any, bar: Any) -> None:

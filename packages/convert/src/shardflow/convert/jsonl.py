@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
 _COMPRESSED_WEIGHT = 4  # a compressed file weighs this many times its size in the split (a rough ratio)
-_INT_ENCODINGS = {"int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"}
-_FLOAT_ENCODINGS = {"float16", "float32", "float64"}
 
 
 @dataclass
@@ -89,8 +87,7 @@ class JSONLines(Converter):
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
     ) -> Iterator[dict[str, Any]]:
         path = self._path = segment.unit.name
-        pairs = [(name, self.mapping.get(name, name), encoding) for name, encoding in columns.items()]
-        checks = [(name, source, _type_of(encoding)) for name, source, encoding in pairs]
+        pairs = [(name, self.mapping.get(name, name)) for name in columns]
         with _open(path) as file:
             position = _line_start(file, segment.start) if segment.start else 0
             self._offset, self._first_line, self._line = position, -1 if segment.start else 1, 0
@@ -102,27 +99,24 @@ class JSONLines(Converter):
                         break
                     position += len(line)
                 self._line = read = read + 1
-                if not line.strip():
-                    continue
                 try:
-                    record = _parse(line, path, read)
-                    sample = {name: record[source] for name, source, _ in checks}
-                    for name, source, kind in checks:
-                        value = sample[name]
-                        if kind is not None and (not isinstance(value, kind) or isinstance(value, bool)):
-                            raise InputError(
-                                f"field {source!r} is {value!r}, of the wrong type for column {name!r} "
-                                f"({columns[name]})"
-                            )
-                except (InputError, KeyError) as err:
-                    problem = f"no field {err.args[0]!r}" if isinstance(err, KeyError) else str(err)
-                    location = self.where(segment, 0)
-                    if not self.skip_bad:
-                        raise InputError(f"jsonl: {location}: {problem}; fix it or pass --skip-bad") from None
-                    logger.warning("jsonl: skipping %s: %s", location, problem)
-                    skipped.append(location)
-                    continue
+                    record = _decode(line.decode("utf-8"))
+                    sample = {name: record[source] for name, source in pairs}
+                except (ValueError, KeyError, TypeError) as err:
+                    if not line.strip():
+                        continue
+                    if self.skip(self.where(segment, 0), _problem(err), skipped):
+                        continue
+                    raise InputError(
+                        f"jsonl: {self.where(segment, 0)}: {_problem(err)}; fix it or pass --skip-bad"
+                    ) from None
                 yield sample
+
+    def skip(self, location: str, problem: str, skipped: list[str]) -> bool:
+        if self.skip_bad:
+            logger.warning("jsonl: skipping %s: %s", location, problem)
+            skipped.append(location)
+        return self.skip_bad
 
     def where(self, segment: Segment, produced: int) -> str:
         """``file:line`` of the line being read (counting the lines before the segment when needed)."""
@@ -186,15 +180,30 @@ def _count_newlines(file: IO[bytes], end: int) -> int:
     return count
 
 
+_decode = json.JSONDecoder().decode
+
+
 def _parse(line: bytes, path: str, number: int) -> dict[str, Any]:
     try:
-        record = json.loads(line)
+        record = _decode(line.decode("utf-8"))
     except ValueError as err:
-        message = err.msg if isinstance(err, json.JSONDecodeError) else str(err)
-        raise InputError(f"malformed JSON ({message})") from None
+        raise InputError(f"jsonl: {path}:{number}: {_problem(err)}") from None
     if not isinstance(record, dict):
-        raise InputError(f"a JSON {type(record).__name__}, not an object")
+        raise InputError(f"jsonl: {path}:{number}: a JSON {type(record).__name__}, not an object")
     return record
+
+
+def _problem(err: Exception) -> str:
+    """What is wrong with a line, from the error that reading it raised."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"malformed JSON ({err.msg} at column {err.colno})"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 ({err.reason} at byte {err.start})"
+    if isinstance(err, KeyError):
+        return f"no field {err.args[0]!r}"
+    if isinstance(err, TypeError):
+        return "not a JSON object"
+    return str(err)
 
 
 def _encoding_of(value: Any) -> str:
@@ -205,17 +214,6 @@ def _encoding_of(value: Any) -> str:
     if isinstance(value, float):
         return "float64"
     return "json"
-
-
-def _type_of(encoding: str) -> type | tuple[type, ...] | None:
-    """The Python type a column's values must have, checked per line (None: left to the writer)."""
-    if encoding == "str":
-        return str
-    if encoding in _INT_ENCODINGS:
-        return int
-    if encoding in _FLOAT_ENCODINGS:
-        return (int, float)
-    return None
 
 
 def jsonl_to_mds(
