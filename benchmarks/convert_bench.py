@@ -70,7 +70,9 @@ def make_lines(root: Path, count: int) -> None:
 
 def _image_items(root: Path) -> list[tuple[str, int]]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    return [(str(path), label) for label, name in enumerate(classes) for path in sorted((root / name).iterdir())]
+    return [
+        (str(path), label) for label, name in enumerate(classes) for path in sorted((root / name).iterdir())
+    ]
 
 
 def _read_image(item: tuple[str, int]) -> dict:
@@ -93,7 +95,9 @@ def run_impl(impl: str, case: str, source: Path, out: Path) -> dict:
 
         options = Options(out=str(out), workers=2, size_limit=SIZE_LIMIT, progress=False)
         started = time.perf_counter()
-        summary = imagefolder_to_mds(str(source), options) if case == "images" else jsonl_to_mds(files, options)
+        summary = (
+            imagefolder_to_mds(str(source), options) if case == "images" else jsonl_to_mds(files, options)
+        )
         return {"seconds": time.perf_counter() - started, "samples": summary.samples}
     if impl == "mosaicml-streaming":
         from streaming import MDSWriter
@@ -118,12 +122,24 @@ def run_impl(impl: str, case: str, source: Path, out: Path) -> dict:
     started = time.perf_counter()
     if case == "images":
         items = _image_items(source)
-        optimize(fn=_read_image, inputs=items, output_dir=str(out), num_workers=2, chunk_bytes=SIZE_LIMIT,
-                 verbose=False)
+        optimize(
+            fn=_read_image,
+            inputs=items,
+            output_dir=str(out),
+            num_workers=2,
+            chunk_bytes=SIZE_LIMIT,
+            verbose=False,
+        )
         count = len(items)
     else:
-        optimize(fn=_read_lines, inputs=files, output_dir=str(out), num_workers=2, chunk_bytes=SIZE_LIMIT,
-                 verbose=False)
+        optimize(
+            fn=_read_lines,
+            inputs=files,
+            output_dir=str(out),
+            num_workers=2,
+            chunk_bytes=SIZE_LIMIT,
+            verbose=False,
+        )
         count = sum(chunk["chunk_size"] for chunk in json.loads((out / "index.json").read_text())["chunks"])
     return {"seconds": time.perf_counter() - started, "samples": count}
 
@@ -135,9 +151,21 @@ def measure(python: str, impl: str, case: str, source: Path, repeat: int) -> dic
         folder = Path(tempfile.mkdtemp(prefix=f"convert-bench-{impl}-"))
         try:
             result = subprocess.run(
-                [python, __file__, "--impl", impl, "--case", case, "--source", str(source),
-                 "--out", str(folder / "out")],
-                capture_output=True, text=True, cwd=folder,
+                [
+                    python,
+                    __file__,
+                    "--impl",
+                    impl,
+                    "--case",
+                    case,
+                    "--source",
+                    str(source),
+                    "--out",
+                    str(folder / "out"),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=folder,
             )
             if result.returncode != 0:
                 sys.exit(f"{impl} failed on {case}:\n{result.stderr[-3000:]}")
@@ -172,7 +200,9 @@ def main() -> None:
         cases = {"images": (Path(temp, "images"), images), "jsonl": (Path(temp, "jsonl"), lines)}
         make_images(cases["images"][0], images)
         make_lines(cases["jsonl"][0], lines)
-        print(f"cpus: {os.cpu_count()}; shardflow and LitData with 2 workers, mosaicml-streaming in one process")
+        print(
+            f"cpus: {os.cpu_count()}; shardflow and LitData with 2 workers, mosaicml-streaming in one process"
+        )
         print("| input | impl | samples | seconds | samples/s | shardflow is |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
         for case, (source, count) in cases.items():
@@ -183,8 +213,11 @@ def main() -> None:
                 if run["samples"] != count:
                     sys.exit(f"{name} wrote {run['samples']} samples of {case}, expected {count}")
                 speed = "-" if name == "shardflow" else f"{run['seconds'] / ours:.2f}x faster"
-                print(f"| {label} | {name} | {run['samples']:,} | {run['seconds']:.2f} "
-                      f"| {run['samples'] / run['seconds']:,.0f} | {speed} |", flush=True)
+                print(
+                    f"| {label} | {name} | {run['samples']:,} | {run['seconds']:.2f} "
+                    f"| {run['samples'] / run['seconds']:,.0f} | {speed} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

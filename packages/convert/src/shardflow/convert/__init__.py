@@ -7,6 +7,7 @@ readers (Pillow, pyarrow, ...) are extras, imported only when a conversion needs
 
 from shardflow.convert._run import Options, Summary
 from shardflow.convert._version import __version__
+from shardflow.convert.cifar10 import cifar10_to_mds
 from shardflow.convert.errors import ConvertError, InputError, MissingDependencyError, OutputExistsError
 from shardflow.convert.imagefolder import imagefolder_to_mds
 from shardflow.convert.jsonl import jsonl_to_mds
@@ -15,6 +16,7 @@ __all__ = [
     "__version__",
     "Options",
     "Summary",
+    "cifar10_to_mds",
     "imagefolder_to_mds",
     "jsonl_to_mds",
     "ConvertError",

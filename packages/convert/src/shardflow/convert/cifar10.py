@@ -1,0 +1,155 @@
+"""cifar10: the python-pickle batches of CIFAR-10 into MDS ``{x: ndarray:uint8:32,32,3, y: int}``.
+
+The input is the extracted ``cifar-10-batches-py`` folder: ``data_batch_1`` .. ``data_batch_5`` (train),
+``test_batch`` (test) and ``batches.meta``. Each batch is a pickled dict with ``b"data"`` (N x 3072 uint8:
+the red, green then blue planes of each 32 x 32 image, rows first) and ``b"labels"`` (N ints). ``x`` is
+each image as a height x width x channel array; the class names of ``batches.meta`` go to
+``classes.json``. The pickles are read with an unpickler that builds only numpy arrays and plain values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shardflow.convert import _cli
+from shardflow.convert._plan import Segment, Unit
+from shardflow.convert._run import Converter, Options, Plan, Summary, convert
+from shardflow.convert.errors import InputError
+
+__all__ = ["CIFAR10", "cifar10_to_mds", "main", "SPLITS"]
+
+SPLITS = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
+_ALLOWED = {
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    """Builds numpy arrays and plain values only: a batch file cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR-10 batch")
+
+
+def load_batch(path: str) -> tuple[np.ndarray, list[int]]:
+    """The ``(N, 32, 32, 3)`` images and the labels of one batch file.
+
+    Raises:
+        InputError: The file is missing or is not a CIFAR-10 batch; the message says what is wrong.
+    """
+    try:
+        with open(path, "rb") as file:
+            batch = _Unpickler(file, encoding="bytes").load()
+    except FileNotFoundError:
+        raise InputError(
+            f"cifar10: {path} is missing: give the extracted cifar-10-batches-py folder"
+        ) from None
+    except Exception as err:  # Any unpickling failure means the file is not a batch.
+        raise InputError(
+            f"cifar10: {path} is not a CIFAR-10 batch pickle ({type(err).__name__}: {err})"
+        ) from None
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise InputError(f"cifar10: {path} is not a batch dict with b'data' and b'labels' (found {keys})")
+    data, labels = batch[b"data"], list(batch[b"labels"])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise InputError(f"cifar10: {path}: b'data' must be an N x 3072 uint8 array, found {_describe(data)}")
+    if len(labels) != len(data):
+        raise InputError(f"cifar10: {path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), [int(label) for label in labels]
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return type(value).__name__
+
+
+@dataclass
+class CIFAR10(Converter):
+    """Converts one split (``train`` or ``test``) of the CIFAR-10 folder ``root``."""
+
+    root: str
+    split: str = "train"
+    name = "cifar10"
+
+    def plan(self) -> Plan:
+        if self.split not in SPLITS:
+            raise InputError(f"cifar10: split {self.split!r} is not one of {sorted(SPLITS)}")
+        if not os.path.isdir(self.root):
+            raise InputError(f"cifar10: {self.root} is not a folder: give the extracted cifar-10-batches-py")
+        units = []
+        for name in SPLITS[self.split]:
+            path = os.path.join(self.root, name)
+            _, labels = load_batch(path)
+            units.append(Unit(path, len(labels), True))
+        files: dict[str, Any] = {}
+        meta = os.path.join(self.root, "batches.meta")
+        if os.path.exists(meta):
+            files["classes.json"] = {"classes": _class_names(meta)}
+        total = sum(unit.size for unit in units)
+        return Plan(units, {"x": "ndarray:uint8:32,32,3", "y": "int"}, files, total)
+
+    def config(self) -> dict[str, Any]:
+        return {"root": os.path.abspath(self.root), "split": self.split}
+
+    def samples(
+        self, segment: Segment, columns: dict[str, str], skipped: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        images, labels = load_batch(segment.unit.name)
+        images = np.ascontiguousarray(images[segment.start : segment.stop])
+        for image, label in zip(images, labels[segment.start : segment.stop], strict=True):
+            yield {"x": image, "y": label}
+
+    def where(self, segment: Segment, produced: int) -> str:
+        return f"{segment.unit.name} (image {segment.start + produced})"
+
+
+def _class_names(path: str) -> list[str]:
+    try:
+        with open(path, "rb") as file:
+            meta = _Unpickler(file, encoding="bytes").load()
+        names = meta[b"label_names"]
+        return [name.decode() if isinstance(name, bytes) else str(name) for name in names]
+    except Exception as err:
+        raise InputError(
+            f"cifar10: {path} has no readable b'label_names' ({type(err).__name__}: {err})"
+        ) from None
+
+
+def cifar10_to_mds(root: str, options: Options, *, split: str = "train") -> Summary:
+    """Convert one split of the extracted CIFAR-10 folder ``root`` into an MDS dataset at ``options.out``."""
+    return convert(CIFAR10(root, split), options)
+
+
+def _parser() -> argparse.ArgumentParser:
+    cli = _cli.parser("cifar10", __doc__ or "")
+    cli.add_argument("root", help="the extracted cifar-10-batches-py folder")
+    cli.add_argument(
+        "--split", choices=sorted(SPLITS), default="train", help="which batches (default: train)"
+    )
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``python -m shardflow.convert.cifar10 ROOT --split train --out OUT``."""
+    return _cli.main(_parser(), lambda args: CIFAR10(args.root, args.split), argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
