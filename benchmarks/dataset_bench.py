@@ -596,7 +596,8 @@ def measure_local(
     notes.append(
         f"the {big:,}-sample index lists the {count:,}-sample dataset's shards {BIG_FACTOR} times; its "
         f"DataLoader run reads at most {count:,} samples, like the smaller one's, so that both map as "
-        "much shard data; the mapped shard pages count in VmHWM, not in RssAnon"
+        "much shard data; the mapped shard pages count in VmHWM, not in RssAnon (with one canonical node "
+        "py1e's block is 4M samples, so the bigger index's reads spread over more shards' pages)"
     )
     runs: dict[str, list[dict[str, Any] | None]] = {impl: [] for impl in impls if impl != "litdata"}
     for _ in range(args.repeat):
@@ -608,13 +609,15 @@ def measure_local(
     small, large = memory.get("shardflow"), bigger.get("shardflow")
     independent = None
     if small and large:
-        independent = large["hwm_mb"] <= small["hwm_mb"] * 1.1 and large["anon_mb"] <= small["anon_mb"] * 1.1
+        # The worker's own memory: mapped shard pages are page cache, shared by every process of the node
+        # and reclaimable, and how many the shuffle touches depends on its block size, not on the worker.
+        independent = large["anon_mb"] <= small["anon_mb"] * 1.1
     table.add(
         f"tokens ({big:,})",
         f"worker peak RSS MB (peak RssAnon), DataLoader, {big:,}-sample index",
         {i: _memory(r) for i, r in bigger.items()},
         ("-", "-"),
-        f"within 10% of the {count:,}-sample index's",
+        f"private memory (RssAnon) within 10% of the {count:,}-sample index's",
         _verdict([independent]),
     )
 
