@@ -11,6 +11,7 @@ from shardflow.convert.cifar10 import cifar10_to_mds
 from shardflow.convert.errors import ConvertError, InputError, MissingDependencyError, OutputExistsError
 from shardflow.convert.imagefolder import imagefolder_to_mds
 from shardflow.convert.jsonl import jsonl_to_mds
+from shardflow.convert.parquet import parquet_to_mds
 
 __all__ = [
     "__version__",
@@ -19,6 +20,7 @@ __all__ = [
     "cifar10_to_mds",
     "imagefolder_to_mds",
     "jsonl_to_mds",
+    "parquet_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",
