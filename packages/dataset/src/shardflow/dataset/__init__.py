@@ -5,6 +5,13 @@ from shardflow.dataset.dataset import BATCHING_METHODS, StreamingDataset
 from shardflow.dataset.errors import DatasetConfigError, DatasetError, ShardWaitTimeout, StateDictError
 from shardflow.dataset.loader import StreamingDataLoader
 from shardflow.dataset.stream import Stream, default_cache_folder
+from shardflow.dataset.typed import (
+    StreamingC4,
+    StreamingCIFAR10,
+    StreamingImageFolder,
+    StreamingImageNet,
+    StreamingText,
+)
 from shardflow.dataset.world import World
 
 __all__ = [
@@ -13,6 +20,11 @@ __all__ = [
     "Stream",
     "StreamingDataLoader",
     "World",
+    "StreamingImageFolder",
+    "StreamingImageNet",
+    "StreamingCIFAR10",
+    "StreamingText",
+    "StreamingC4",
     "BATCHING_METHODS",
     "default_cache_folder",
     "DatasetError",

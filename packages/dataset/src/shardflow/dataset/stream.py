@@ -178,6 +178,16 @@ class Stream:
             raise DatasetConfigError(f"{self.describe(INDEX_BASENAME)} lists no shards")
         return shards
 
+    def fetch_file(self, name: str) -> Path | None:
+        """A file beside the index (e.g. ``classes.json``), fetched from the remote if any; None if absent."""
+        path = self.local_root / name
+        if self.remote_root is not None:
+            try:
+                self._storage().download(name, path)
+            except ObjectNotFoundError:
+                return None
+        return path if path.is_file() else None
+
     def is_local(self, shard: ShardInfo) -> bool:
         """Whether the shard's raw files are all present (with the sizes the index says)."""
         root = self.local_root
