@@ -12,6 +12,7 @@ from shardflow.convert.errors import ConvertError, InputError, MissingDependency
 from shardflow.convert.imagefolder import imagefolder_to_mds
 from shardflow.convert.jsonl import jsonl_to_mds
 from shardflow.convert.parquet import parquet_to_mds
+from shardflow.convert.webdataset import webdataset_to_mds
 
 __all__ = [
     "__version__",
@@ -21,6 +22,7 @@ __all__ = [
     "imagefolder_to_mds",
     "jsonl_to_mds",
     "parquet_to_mds",
+    "webdataset_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",

@@ -1,0 +1,179 @@
+"""webdataset: WebDataset ``.tar`` shards into MDS, one sample per key.
+
+Members are grouped by key: a member's path up to the first dot of its file name (``a/b/0001.seg.png``
+has key ``a/b/0001`` and column ``seg.png``); members of one sample follow each other in the tar. Each
+extension is a column: ``.txt``, ``.json`` and ``.cls`` as ``str`` (UTF-8), anything else as ``bytes``,
+stored as they are. ``--columns name:encoding,...`` overrides them with ``str``, ``bytes``, ``int``
+(parsed from text, e.g. ``cls:int``) or ``json`` (parsed). The columns are those of the first sample; a
+sample with other members is an error naming the tar and the key. Tars go whole to one partition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shardflow.convert import _cli
+from shardflow.convert._plan import Segment, Unit
+from shardflow.convert._run import Converter, Options, Plan, Summary, convert
+from shardflow.convert.errors import InputError
+
+__all__ = ["WebDataset", "webdataset_to_mds", "main", "split_name"]
+
+SUFFIXES = (".tar", ".tar.gz", ".tgz")
+_TEXT = ("txt", "json", "cls")
+_DECODERS: dict[str, Callable[[bytes], Any]] = {
+    "bytes": bytes,
+    "str": lambda data: data.decode("utf-8"),
+    "int": lambda data: int(data.decode("utf-8").strip()),
+    "json": json.loads,
+}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``'a/b/0001.seg.png'`` -> ``('a/b/0001', 'seg.png')``: the key, and the extension (the column)."""
+    folder, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def _groups(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """The ``(key, {extension: bytes})`` samples of one tar, in order."""
+    try:
+        archive = tarfile.open(path, "r|*")
+    except (OSError, tarfile.TarError) as err:
+        raise InputError(f"webdataset: {path} is not a readable tar ({err})") from None
+    with archive:
+        key: str | None = None
+        members: dict[str, bytes] = {}
+        try:
+            for member in archive:
+                if not member.isfile() or split_name(member.name)[0].rpartition("/")[2].startswith("."):
+                    continue
+                name_key, extension = split_name(member.name)
+                if name_key != key and members:
+                    yield key or "", members
+                    members = {}
+                key = name_key
+                if extension in members:
+                    raise InputError(f"webdataset: {path}: key {key!r} has two {extension!r} members")
+                file = archive.extractfile(member)
+                members[extension] = file.read() if file is not None else b""
+        except tarfile.TarError as err:
+            raise InputError(f"webdataset: {path} is corrupt after key {key!r} ({err})") from None
+        if members:
+            yield key or "", members
+
+
+@dataclass
+class WebDataset(Converter):
+    """Converts WebDataset tars; ``inputs`` are ``.tar`` files or folders of them."""
+
+    inputs: list[str]
+    columns: dict[str, str] = field(default_factory=dict)
+    name = "webdataset"
+
+    def __post_init__(self) -> None:
+        self._key = ""
+
+    def plan(self) -> Plan:
+        files = _find(self.inputs)
+        bad = {name: encoding for name, encoding in self.columns.items() if encoding not in _DECODERS}
+        if bad:
+            raise InputError(f"webdataset: --columns {bad}: a member can be stored as {sorted(_DECODERS)}")
+        first = next(_groups(files[0]), None)
+        if first is None:
+            raise InputError(f"webdataset: {files[0]} holds no files")
+        key, members = first
+        unknown = sorted(set(self.columns) - set(members))
+        if unknown:
+            raise InputError(
+                f"webdataset: --columns names {unknown}; the first sample ({key!r}) has {sorted(members)}"
+            )
+        columns = {
+            name: self.columns.get(name) or ("str" if name.endswith(_TEXT) else "bytes")
+            for name in sorted(members)
+        }
+        return Plan([Unit(path, os.path.getsize(path)) for path in files], columns)
+
+    def config(self) -> dict[str, Any]:
+        return {"inputs": [os.path.abspath(p) for p in self.inputs], "columns": self.columns}
+
+    def samples(
+        self, segment: Segment, columns: dict[str, str], skipped: list[str]
+    ) -> Iterator[dict[str, Any]]:
+        path = segment.unit.name
+        decoders = [(name, _DECODERS[encoding]) for name, encoding in columns.items()]
+        for key, members in _groups(path):
+            self._key = key
+            if len(members) != len(decoders) or any(name not in members for name, _ in decoders):
+                raise InputError(
+                    f"webdataset: {path}: sample {key!r} has members {sorted(members)}, but the columns "
+                    f"(from the first sample) are {sorted(columns)}"
+                )
+            try:
+                yield {name: decode(members[name]) for name, decode in decoders}
+            except ValueError as err:  # UnicodeDecodeError, JSONDecodeError, int() included
+                raise InputError(f"webdataset: {path}: sample {key!r}: cannot decode ({err})") from None
+
+    def where(self, segment: Segment, produced: int) -> str:
+        return f"{segment.unit.name} (sample {self._key!r})"
+
+
+def _find(inputs: list[str]) -> list[str]:
+    """The tars of ``inputs`` in order; a folder gives its tars, sorted."""
+    if not inputs:
+        raise InputError("webdataset: no input given: name .tar files or folders")
+    files: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(top, name)
+                for top, _, names in os.walk(item)
+                for name in names
+                if name.endswith(SUFFIXES)
+            )
+            if not found:
+                raise InputError(f"webdataset: folder {item} holds no {', '.join(SUFFIXES)} files")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise InputError(f"webdataset: {item} does not exist: give .tar files or folders")
+    return files
+
+
+def webdataset_to_mds(
+    inputs: list[str], options: Options, *, columns: dict[str, str] | None = None
+) -> Summary:
+    """Convert WebDataset tars (files or folders) into an MDS dataset at ``options.out``."""
+    return convert(WebDataset(inputs, columns or {}), options)
+
+
+def _parser() -> argparse.ArgumentParser:
+    cli = _cli.parser("webdataset", __doc__ or "")
+    cli.add_argument("inputs", nargs="+", help=".tar files or folders, in the order to convert them")
+    cli.add_argument("--columns", help="extension:encoding,... with encodings str, bytes, int or json")
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``python -m shardflow.convert.webdataset TAR... --out OUT``."""
+    return _cli.main(_parser(), lambda args: WebDataset(args.inputs, _parse(args.columns)), argv)
+
+
+def _parse(text: str | None) -> dict[str, str]:
+    """``--columns`` without the MDS encoding check: ``int`` and ``json`` here name how to parse text."""
+    pairs = [piece.split(":", 1) for piece in (text or "").split(",") if piece.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise InputError(f"--columns {text!r}: give extension:encoding,... (e.g. cls:int,json:json)")
+    return {name.strip(): encoding.strip() for name, encoding in pairs}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
