@@ -108,3 +108,25 @@ def test_world_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert world.replicate(2) == World(2, 4, 0, 2)
     with pytest.raises(DatasetConfigError, match="replication=3"):
         world.replicate(3)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (123, 123),
+        ("10gb", 10 * 1024**3),
+        ("1.5 MB", 1536 * 1024),
+        ("512kb", 512 * 1024),
+        ("77b", 77),
+        ("9", 9),
+    ],
+)
+def test_cache_limit_parses_as_the_reference(tokens_remote: Path, tmp_path: Path, given, expected) -> None:
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=given)
+    assert ds.cache_limit == expected
+
+
+@pytest.mark.parametrize("given", ["lots", "10 parsecs", "5k", -1])
+def test_cache_limit_that_is_not_a_size(tokens_remote: Path, tmp_path: Path, given) -> None:
+    with pytest.raises(DatasetConfigError, match="cache_limit="):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=given)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -14,6 +13,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
+from shardflow.dataset._units import parse_bytes, parse_count
 from shardflow.dataset.errors import DatasetConfigError, StateDictError
 from shardflow.dataset.stream import Stream
 from shardflow.dataset.world import World
@@ -31,27 +31,7 @@ __all__ = ["StreamingDataset", "BATCHING_METHODS"]
 logger = logging.getLogger(__name__)
 
 STATE_KEYS = ("epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed", "initial_physical_nodes")
-_COUNT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
-_COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 _FETCH_THREADS = 8
-
-
-def parse_count(name: str, value: int | str | None) -> int | None:
-    """A sample count given as an int or a string such as ``"100k"``, ``"1.5m"`` or ``"2b"``.
-
-    Raises:
-        DatasetConfigError: Anything else, or a negative count.
-    """
-    if value is None:
-        return None
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if value < 0:
-            raise DatasetConfigError(f"{name}={value} must be 0 or more")
-        return int(value)
-    match = _COUNT.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise DatasetConfigError(f"{name}={value!r} must be an int or a string such as '100k', '1.5m', '2b'")
-    return int(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()])
 
 
 class StreamingDataset(IterableDataset):
@@ -146,7 +126,12 @@ class StreamingDataset(IterableDataset):
         self.keep_zip = keep_zip
         self.epoch_size_arg = parse_count("epoch_size", epoch_size)
         self.predownload = predownload if predownload is not None else (8 * batch_size if batch_size else 64)
-        self.cache_limit = cache_limit
+        self.cache_limit = parse_bytes("cache_limit", cache_limit)
+        if self.cache_limit is not None:
+            logger.warning(
+                "cache_limit=%r is accepted but not enforced yet: the cache folder keeps every shard read",
+                cache_limit,
+            )
         self.sampling_method = sampling_method
         self.sampling_granularity = sampling_granularity
         self.partition_algo = partition_algo
