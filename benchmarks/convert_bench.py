@@ -11,7 +11,8 @@ $SHARDFLOW_REFERENCE_PYTHON, holds mosaicml-streaming 0.13.0 and litdata 0.2.76)
 itself with ``--impl``. The time is the conversion alone, after imports:
 
 - shardflow: ``imagefolder_to_mds`` / ``jsonl_to_mds`` with 2 workers (what ``python -m
-  shardflow.convert.<name> --workers 2`` runs), images checked with Pillow's ``verify()``;
+  shardflow.convert.<name> --workers 2`` runs), images checked with Pillow's ``verify()`` (the
+  default) and, on a second row, unchecked (``--no-verify``: the work the other two do);
 - mosaicml-streaming: a plain loop (list the files, read each, ``MDSWriter.write``), in one process;
 - LitData: ``optimize(fn, inputs, num_workers=2)``, ``fn`` reading one image or yielding one file's lines.
 """
@@ -90,14 +91,16 @@ def _read_lines(path: str):  # noqa: ANN202  (a generator LitData calls per inpu
 def run_impl(impl: str, case: str, source: Path, out: Path) -> dict:
     """Convert ``source`` into ``out`` with one implementation; return the seconds and sample count."""
     files = sorted(str(p) for p in source.iterdir()) if case == "jsonl" else []
-    if impl == "shardflow":
+    if impl.startswith("shardflow"):
         from shardflow.convert import Options, imagefolder_to_mds, jsonl_to_mds
 
         options = Options(out=str(out), workers=2, size_limit=SIZE_LIMIT, progress=False)
+        verify = impl == "shardflow"
         started = time.perf_counter()
-        summary = (
-            imagefolder_to_mds(str(source), options) if case == "images" else jsonl_to_mds(files, options)
-        )
+        if case == "images":
+            summary = imagefolder_to_mds(str(source), options, verify=verify)
+        else:
+            summary = jsonl_to_mds(files, options)
         return {"seconds": time.perf_counter() - started, "samples": summary.samples}
     if impl == "mosaicml-streaming":
         from streaming import MDSWriter
@@ -203,16 +206,21 @@ def main() -> None:
         print(
             f"cpus: {os.cpu_count()}; shardflow and LitData with 2 workers, mosaicml-streaming in one process"
         )
-        print("| input | impl | samples | seconds | samples/s | shardflow is |")
+        print("| input | impl | samples | seconds | samples/s | its time / shardflow's |")
         print("| --- | --- | ---: | ---: | ---: | ---: |")
         for case, (source, count) in cases.items():
-            results = [(name, measure(python, name, case, source, args.repeat)) for name, python in impls]
+            runs = (
+                impls
+                if case == "jsonl"
+                else [impls[0], ("shardflow --no-verify", sys.executable), *impls[1:]]
+            )
+            results = [(name, measure(python, name, case, source, args.repeat)) for name, python in runs]
             ours = results[0][1]["seconds"]
             label = f"{count:,} JPEGs (imagefolder)" if case == "images" else f"{count:,} JSONL lines"
             for name, run in results:
                 if run["samples"] != count:
                     sys.exit(f"{name} wrote {run['samples']} samples of {case}, expected {count}")
-                speed = "-" if name == "shardflow" else f"{run['seconds'] / ours:.2f}x faster"
+                speed = "-" if name == "shardflow" else f"{run['seconds'] / ours:.2f}x"
                 print(
                     f"| {label} | {name} | {run['samples']:,} | {run['seconds']:.2f} "
                     f"| {run['samples'] / run['seconds']:,.0f} | {speed} |",
