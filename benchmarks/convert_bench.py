@@ -11,8 +11,9 @@ $SHARDFLOW_REFERENCE_PYTHON, holds mosaicml-streaming 0.13.0 and litdata 0.2.76)
 itself with ``--impl``. The time is the conversion alone, after imports:
 
 - shardflow: ``imagefolder_to_mds`` / ``jsonl_to_mds`` with 2 workers (what ``python -m
-  shardflow.convert.<name> --workers 2`` runs), images checked with Pillow's ``verify()`` (the
-  default) and, on a second row, unchecked (``--no-verify``: the work the other two do);
+  shardflow.convert.<name> --workers 2`` runs), images checked by their bytes' structure (the default),
+  on a second row unchecked (``--no-verify``: the work the other two do), on a third with Pillow's
+  ``verify()`` too (``--verify``);
 - mosaicml-streaming: a plain loop (list the files, read each, ``MDSWriter.write``), in one process;
 - LitData: ``optimize(fn, inputs, num_workers=2)``, ``fn`` reading one image or yielding one file's lines.
 """
@@ -95,10 +96,10 @@ def run_impl(impl: str, case: str, source: Path, out: Path) -> dict:
         from shardflow.convert import Options, imagefolder_to_mds, jsonl_to_mds
 
         options = Options(out=str(out), workers=2, size_limit=SIZE_LIMIT, progress=False)
-        verify = impl == "shardflow"
+        check = {"shardflow": "quick", "shardflow --no-verify": "none", "shardflow --verify": "full"}[impl]
         started = time.perf_counter()
         if case == "images":
-            summary = imagefolder_to_mds(str(source), options, verify=verify)
+            summary = imagefolder_to_mds(str(source), options, check=check)
         else:
             summary = jsonl_to_mds(files, options)
         return {"seconds": time.perf_counter() - started, "samples": summary.samples}
@@ -212,7 +213,12 @@ def main() -> None:
             runs = (
                 impls
                 if case == "jsonl"
-                else [impls[0], ("shardflow --no-verify", sys.executable), *impls[1:]]
+                else [
+                    impls[0],
+                    ("shardflow --no-verify", sys.executable),
+                    ("shardflow --verify", sys.executable),
+                    *impls[1:],
+                ]
             )
             results = [(name, measure(python, name, case, source, args.repeat)) for name, python in runs]
             ours = results[0][1]["seconds"]

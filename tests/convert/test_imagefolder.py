@@ -81,3 +81,69 @@ def test_non_empty_out_is_refused_without_resume(tmp_path: Path, cli) -> None:
     result = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "out")
     assert result.returncode == 1 and "is not empty" in result.stderr and "--resume" in result.stderr
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["keep.txt"]
+
+
+def _encoded(kind: str, size: tuple[int, int] = (24, 16)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 40).convert("RGB").save(buffer, kind)
+    return buffer.getvalue()
+
+
+def test_default_check_skips_truncated_and_fake_images_and_keeps_valid_ones(
+    tmp_path: Path, reader, cli
+) -> None:
+    made = _tree(tmp_path / "in", per_class=2)
+    jpeg, png = _encoded("JPEG"), _encoded("PNG")
+    cat, dog, zebra = (tmp_path / "in" / name for name in CLASSES)
+    good_png = cat / "good.png"
+    good_png.write_bytes(png)
+    padded = dog / "padded.jpg"  # trailing padding after the end marker, as some cameras write
+    padded.write_bytes(jpeg + b"\x00" * 16)
+    bad = {
+        dog / "truncated.jpg": jpeg[: len(jpeg) * 2 // 3],
+        zebra / "text.jpg": b"just some text that is not an image\n",
+        cat / "truncated.png": png[: len(png) - 20],
+        zebra / "broken.png": png[:8] + b"\x00\x00\x00\x0dXXXX" + png[16:],  # signature, no IHDR
+    }
+    for path, data in bad.items():
+        path.write_bytes(data)
+    made[str(good_png)] = (png, 0)
+    made[str(padded)] = (jpeg + b"\x00" * 16, 1)
+    result = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "out", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(bad)} skipped" in result.stderr
+    for path in bad:
+        assert str(path) in result.stderr
+    assert [(s["x"], s["y"]) for s in reader(tmp_path / "out")] == [made[p] for p in sorted(made)]
+
+
+def test_verify_uses_pillow_and_no_verify_keeps_everything(tmp_path: Path, reader, cli) -> None:
+    made = _tree(tmp_path / "in", per_class=2)
+    png = _encoded("PNG")
+    flipped = png[:40] + bytes([png[40] ^ 1]) + png[41:]  # whole structure, a wrong chunk checksum
+    (tmp_path / "in" / "cat" / "crc.png").write_bytes(flipped)
+    (tmp_path / "in" / "dog" / "text.jpg").write_bytes(b"not an image")
+    quick = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "quick")
+    assert quick.returncode == 0 and "1 skipped" in quick.stderr, quick.stderr  # only text.jpg
+    full = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "full", "--verify")
+    assert full.returncode == 0 and "2 skipped" in full.stderr and "crc.png" in full.stderr, full.stderr
+    assert [(s["x"], s["y"]) for s in reader(tmp_path / "full")] == [made[p] for p in sorted(made)]
+    none = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "none", "--no-verify")
+    assert none.returncode == 0 and "skipped" not in none.stderr, none.stderr
+    assert len(reader(tmp_path / "none")) == len(made) + 2
+    both = cli("imagefolder", tmp_path / "in", "--out", tmp_path / "both", "--verify", "--no-verify")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_structural_check_of_each_kind() -> None:
+    for kind in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+        data = _encoded(kind, (64, 48))
+        assert imagefolder.looks_valid(data) is True, kind
+        assert imagefolder.looks_valid(data[: len(data) // 2]) is False, kind
+    tiff = _encoded("TIFF")
+    assert imagefolder.looks_valid(tiff) is True
+    assert imagefolder.looks_valid(tiff[:4] + b"\xff\xff\xff\x00" + tiff[8:]) is False
+    assert imagefolder.looks_valid(_encoded("PPM")) is None  # left to Pillow
+    assert imagefolder.looks_valid(b"hello") is None
