@@ -112,3 +112,12 @@ def test_meta_facade_resolves_every_public_name() -> None:
         assert getattr(shardflow, name) is not None, name
     with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
         shardflow.nonexistent  # noqa: B018
+
+
+def test_meta_wheel_ships_every_module_and_its_command() -> None:
+    project = _pyproject(REPO / "pyproject.toml")
+    shipped = set(project["tool"]["hatch"]["build"]["targets"]["wheel"]["only-include"])
+    modules = {p.relative_to(REPO).as_posix() for p in (REPO / "src" / "shardflow").glob("*.py")}
+    assert modules <= shipped, f"add {sorted(modules - shipped)} to the root wheel's only-include"
+    module, _, function = project["project"]["scripts"]["shardflow"].partition(":")
+    assert f"src/{module.replace('.', '/')}.py" in shipped and function == "main"

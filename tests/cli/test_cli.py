@@ -1,0 +1,238 @@
+"""The ``shardflow`` command, run as ``python -m shardflow`` in a subprocess: inspect, cache status, clean."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shardflow.format import JSONWriter, MDSWriter
+
+COLUMNS = {"id": "int", "tokens": "ndarray:uint16:8", "text": "str"}
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "shardflow", *args], capture_output=True, text=True, timeout=120
+    )
+    if check:
+        assert result.returncode == 0, f"{args}: rc {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def run_json(*args: str) -> dict[str, Any]:
+    return json.loads(run(*args, "--json").stdout)
+
+
+def write_mds(folder: Path, compression: str | None, count: int = 400) -> Path:
+    with MDSWriter(
+        out=str(folder), columns=COLUMNS, compression=compression, size_limit=4096, hashes=["sha1", "xxh64"]
+    ) as writer:
+        for i in range(count):
+            writer.write({"id": i, "tokens": np.arange(i, i + 8, dtype=np.uint16), "text": f"sample {i}"})
+    return folder
+
+
+def index_of(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "index.json").read_text())
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mds(tmp_path_factory.mktemp("plain") / "ds", None)
+
+
+@pytest.fixture(scope="module")
+def zstd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mds(tmp_path_factory.mktemp("zstd") / "ds", "zstd")
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["plain", "zstd"])
+def test_inspect_mds_json_matches_the_index(which: str, request: pytest.FixtureRequest) -> None:
+    folder: Path = request.getfixturevalue(which)
+    shards = index_of(folder)["shards"]
+    report = run_json("inspect", str(folder))
+    assert report["streams"] == 1 and report["version"] == 2
+    assert report["shards"] == len(shards) > 1
+    assert report["samples"] == sum(s["samples"] for s in shards) == 400
+    assert report["formats"] == ["mds"]
+    assert report["columns"] == COLUMNS
+    assert report["hashes"] == ["sha1", "xxh64"]
+    assert report["bytes"]["raw"] == sum(s["raw_data"]["bytes"] for s in shards)
+    if which == "zstd":
+        assert report["compression"] == ["zstd"]
+        assert report["bytes"]["compressed"] == sum(s["zip_data"]["bytes"] for s in shards)
+    else:
+        assert report["compression"] == [] and report["bytes"]["compressed"] is None
+    assert [s["basename"] for s in report["shard_list"]] == [s["raw_data"]["basename"] for s in shards]
+    human = run("inspect", str(folder)).stdout
+    assert "samples     400" in human and "tokens" in human and "ndarray:uint16:8" in human
+
+
+def test_inspect_jsonl_and_split_and_file_url(tmp_path: Path) -> None:
+    with JSONWriter(out=str(tmp_path / "ds" / "train"), columns={"id": "int", "text": "str"}) as writer:
+        for i in range(50):
+            writer.write({"id": i, "text": f"line {i}"})
+    shards = index_of(tmp_path / "ds" / "train")["shards"]
+    local = run_json("inspect", str(tmp_path / "ds"), "--split", "train")
+    remote = run_json("inspect", (tmp_path / "ds").as_uri(), "--split", "train")
+    for report in (local, remote):
+        assert report["formats"] == ["json"] and report["samples"] == 50
+        assert report["columns"] == {"id": "int", "text": "str"}
+        assert report["bytes"]["raw"] == sum(s["raw_data"]["bytes"] + s["raw_meta"]["bytes"] for s in shards)
+    assert remote["index"] == (tmp_path / "ds").as_uri() + "/train/index.json"
+    assert {k: v for k, v in local.items() if k not in ("source", "index")} == {
+        k: v for k, v in remote.items() if k not in ("source", "index")
+    }
+
+
+def test_inspect_errors_name_the_path_or_url(tmp_path: Path) -> None:
+    missing = run("inspect", str(tmp_path / "nothing"), check=False)
+    assert missing.returncode == 1 and str(tmp_path / "nothing") in missing.stderr
+    url = (tmp_path / "nothing").as_uri()
+    remote = run("inspect", url, check=False)
+    assert remote.returncode == 1 and f"{url}/index.json does not exist" in remote.stderr
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "index.json").write_text("{not json")
+    bad = run("inspect", str(tmp_path / "bad"), check=False)
+    assert bad.returncode == 1 and str(tmp_path / "bad" / "index.json") in bad.stderr
+    assert run("inspect", check=False).returncode == 2  # usage
+
+
+# -- cache status / clean --------------------------------------------------------------------------
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def cache(tmp_path: Path, zstd: Path) -> Any:
+    """A cache filled by a real StreamingDataset read of split 'train', plus a stale temp file, a held lock
+    (by a live subprocess), a lock left by a dead pid and a foreign file."""
+    from shardflow.dataset import StreamingDataset
+    from shardflow.dataset._locks import LOCK_FOLDER
+
+    remote = tmp_path / "remote"
+    (remote).mkdir()
+    os.symlink(zstd, remote / "train")
+    local = tmp_path / "local"
+    dataset = StreamingDataset(remote=str(remote), local=str(local), split="train", keep_zip=True)
+    for i in (0, 399):  # the first and last shard only
+        assert dataset[i]["id"] == i
+    root = local / "train"
+    assert len(index_of(zstd)["shards"]) >= 4  # the locks below guard shards 1 and 2, not read here
+    locks = root / LOCK_FOLDER
+    assert sorted(p.name for p in locks.iterdir()) == [
+        f"{n}.lock"
+        for n in sorted(
+            s["raw_data"]["basename"] for s in (index_of(zstd)["shards"][0], index_of(zstd)["shards"][-1])
+        )
+    ]
+    stale = root / f".shard.00002.mds.zstd.{dead_pid()}-deadbeef.tmp"
+    stale.write_bytes(b"partial")
+    dead = locks / "shard.00002.mds.lock"
+    dead.write_text(str(dead_pid()))
+    held = locks / "shard.00001.mds.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(held)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        (root / "notes.txt").write_text("mine")
+        yield {"local": local, "root": root, "stale": stale, "dead": dead, "held": held, "holder": holder}
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_lock_folder_agrees_with_the_dataset() -> None:
+    from shardflow import _cli
+    from shardflow.dataset._locks import LOCK_FOLDER, lock_path
+
+    assert _cli.LOCK_FOLDER == LOCK_FOLDER
+    assert lock_path(Path("r"), "sub/shard.mds") == Path("r") / _cli.LOCK_FOLDER / "sub%shard.mds.lock"
+
+
+def test_cache_status_reports_shards_temps_and_locks(cache: dict[str, Any], zstd: Path) -> None:
+    report = run_json("cache", "status", str(cache["local"]))
+    shards = index_of(zstd)["shards"]
+    (index,) = report["indexes"]
+    assert index["folder"] == "train" and index["error"] is None
+    assert index["shards_listed"] == len(shards) and index["shards_present"] == 2
+    assert index["compressed_files_kept"] == 2  # keep_zip=True
+    assert index["bytes_present"] == shards[0]["raw_data"]["bytes"] + shards[-1]["raw_data"]["bytes"]
+    files = [p for p in cache["local"].rglob("*") if p.is_file()]
+    assert report["files"] == len(files) and report["bytes"] == sum(p.stat().st_size for p in files)
+    (temp,) = report["temporary_files"]
+    assert (
+        temp["path"] == os.path.join("train", cache["stale"].name) and temp["stale"] and not temp["pid_alive"]
+    )
+    locks = {Path(lock["path"]).name: lock for lock in report["locks"]}
+    held = locks["shard.00001.mds.lock"]
+    assert held["held"] and held["pid"] == cache["holder"].pid and held["pid_alive"]
+    dead = locks["shard.00002.mds.lock"]
+    assert not dead["held"] and dead["pid"] is not None and not dead["pid_alive"]
+    ours = locks["shard.00000.mds.lock"]  # left by the read above: this process, alive, not holding it
+    assert not ours["held"] and ours["pid"] == os.getpid() and ours["pid_alive"]
+    assert ours["guards"] == "shard.00000.mds"
+    assert report["limit"] is None and "not enforced" in report["limit_note"]
+    human = run("cache", "status", str(cache["local"])).stdout
+    assert "2 of " in human and "1 stale" in human and "1 held" in human
+    assert "limit in force: none (cache_limit is not enforced yet)" in human
+
+
+def test_cache_clean_spares_held_locks_then_all_spares_index_and_foreign(cache: dict[str, Any]) -> None:
+    root: Path = cache["root"]
+    before = sorted(p for p in root.rglob("*") if p.is_file())
+    dry = run_json("cache", "clean", str(cache["local"]), "--dry-run")
+    assert dry["dry_run"] and sorted(p for p in root.rglob("*") if p.is_file()) == before
+
+    report = run_json("cache", "clean", str(cache["local"]))
+    assert {item["path"] for item in report["removed"]} == {item["path"] for item in dry["removed"]}
+    removed = {Path(item["path"]).name: item["kind"] for item in report["removed"]}
+    assert removed[cache["stale"].name] == "temporary" and removed["shard.00002.mds.lock"] == "lock"
+    assert "shard.00001.mds.lock" not in removed
+    assert {
+        "kind": "lock",
+        "path": os.path.join("train", ".shardflow-locks", "shard.00001.mds.lock"),
+        "reason": "held",
+    } in report["kept"]
+    assert not cache["stale"].exists() and not cache["dead"].exists() and cache["held"].exists()
+    assert all(kind != "shard" for kind in removed.values())
+    assert (root / "shard.00000.mds").is_file()
+
+    everything = run_json("cache", "clean", str(cache["local"]), "--all")
+    kinds = [item["kind"] for item in everything["removed"]]
+    assert kinds.count("shard") == 4  # two shards, raw and compressed
+    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert left == [".shardflow-locks/shard.00001.mds.lock", "index.json", "notes.txt"]
+    status = run_json("cache", "status", str(cache["local"]))
+    assert status["indexes"][0]["shards_present"] == 0 and len(status["locks"]) == 1
+
+
+def test_cache_commands_name_a_missing_folder(tmp_path: Path) -> None:
+    for args in (["status"], ["clean"], ["clean", "--all"]):
+        result = run("cache", *args, str(tmp_path / "gone"), check=False)
+        assert result.returncode == 1 and str(tmp_path / "gone") in result.stderr, result.stderr
