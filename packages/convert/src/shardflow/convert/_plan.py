@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from shardflow.convert.errors import InputError
 
 __all__ = ["Unit", "Segment", "split", "fingerprint"]
 
@@ -79,3 +82,38 @@ def fingerprint(units: Sequence[Unit], config: dict[str, Any]) -> str:
     for unit in units:
         digest.update(json.dumps([unit.name, unit.size, unit.splittable, unit.info], default=str).encode())
     return digest.hexdigest()
+
+
+def find_files(
+    inputs: Sequence[str],
+    converter: str,
+    what: str,
+    suffixes: tuple[str, ...],
+    hidden: tuple[str, ...] = (".",),
+) -> list[str]:
+    """The files named by ``inputs``, in order; a folder gives its files (at any depth, sorted) whose names
+    end with one of ``suffixes`` and do not start with ``hidden``.
+
+    Raises:
+        InputError: No input, a folder without such files, or a path that does not exist; the message
+            names the converter and the path.
+    """
+    if not inputs:
+        raise InputError(f"{converter}: no input given: name {what} or folders")
+    files: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(top, name)
+                for top, _, names in os.walk(item)
+                for name in names
+                if name.endswith(suffixes) and not name.startswith(hidden)
+            )
+            if not found:
+                raise InputError(f"{converter}: folder {item} holds no {', '.join(suffixes)} files")
+            files += found
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            raise InputError(f"{converter}: {item} does not exist: give {what} or folders")
+    return files

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from shardflow.convert import _cli
-from shardflow.convert._plan import Segment, Unit
+from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
 
@@ -50,7 +50,7 @@ class JSONLines(Converter):
         self._path = ""
 
     def plan(self) -> Plan:
-        files = _find(self.inputs)
+        files = find_files(self.inputs, "jsonl", "JSON-lines files", SUFFIXES)
         units = [
             Unit(path, os.path.getsize(path), True)
             if path.endswith((".jsonl", ".json"))
@@ -124,29 +124,6 @@ class JSONLines(Converter):
             with open(self._path, "rb") as file:
                 self._first_line = 1 + _count_newlines(file, self._offset)
         return f"{self._path}:{self._first_line + self._line - 1}"
-
-
-def _find(inputs: list[str]) -> list[str]:
-    """The files of ``inputs`` in order; a folder gives its JSON-lines files, sorted."""
-    if not inputs:
-        raise InputError("jsonl: no input given: name JSON-lines files or folders")
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(
-                os.path.join(top, name)
-                for top, _, names in os.walk(item)
-                for name in names
-                if name.endswith(SUFFIXES) and not name.startswith(".")
-            )
-            if not found:
-                raise InputError(f"jsonl: folder {item} holds no {', '.join(SUFFIXES)} files")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            raise InputError(f"jsonl: {item} does not exist: give JSON-lines files or folders")
-    return files
 
 
 def _open(path: str) -> IO[bytes]:

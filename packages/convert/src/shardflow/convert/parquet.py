@@ -21,7 +21,7 @@ import numpy as np
 
 from shardflow.convert import _cli
 from shardflow.convert._deps import require
-from shardflow.convert._plan import Segment, Unit
+from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
 
@@ -72,7 +72,7 @@ class Parquet(Converter):
 
     def plan(self) -> Plan:
         pq = require("pyarrow.parquet", "parquet", "parquet")
-        files = _find(self.inputs)
+        files = find_files(self.inputs, "parquet", "Parquet files", (".parquet",), (".", "_"))
         units, schema = [], None
         for path in files:
             try:
@@ -158,29 +158,6 @@ def _values(column: Any, name: str, encoding: str, path: str, first_row: int) ->
 
 def _fields(schema: Any) -> str:
     return "{" + ", ".join(f"{item.name}: {item.type}" for item in schema) + "}"
-
-
-def _find(inputs: list[str]) -> list[str]:
-    """The files of ``inputs`` in order; a folder gives its ``*.parquet`` files, sorted."""
-    if not inputs:
-        raise InputError("parquet: no input given: name Parquet files or folders")
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(
-                os.path.join(top, name)
-                for top, _, names in os.walk(item)
-                for name in names
-                if name.endswith(".parquet") and not name.startswith((".", "_"))
-            )
-            if not found:
-                raise InputError(f"parquet: folder {item} holds no .parquet files")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            raise InputError(f"parquet: {item} does not exist: give Parquet files or folders")
-    return files
 
 
 def parquet_to_mds(inputs: list[str], options: Options, *, columns: dict[str, str] | None = None) -> Summary:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardflow.convert import _cli
-from shardflow.convert._plan import Segment, Unit
+from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
 
@@ -82,7 +82,7 @@ class WebDataset(Converter):
         self._key = ""
 
     def plan(self) -> Plan:
-        files = _find(self.inputs)
+        files = find_files(self.inputs, "webdataset", ".tar files", SUFFIXES, ())
         bad = {name: encoding for name, encoding in self.columns.items() if encoding not in _DECODERS}
         if bad:
             raise InputError(f"webdataset: --columns {bad}: a member can be stored as {sorted(_DECODERS)}")
@@ -123,29 +123,6 @@ class WebDataset(Converter):
 
     def where(self, segment: Segment, produced: int) -> str:
         return f"{segment.unit.name} (sample {self._key!r})"
-
-
-def _find(inputs: list[str]) -> list[str]:
-    """The tars of ``inputs`` in order; a folder gives its tars, sorted."""
-    if not inputs:
-        raise InputError("webdataset: no input given: name .tar files or folders")
-    files: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            found = sorted(
-                os.path.join(top, name)
-                for top, _, names in os.walk(item)
-                for name in names
-                if name.endswith(SUFFIXES)
-            )
-            if not found:
-                raise InputError(f"webdataset: folder {item} holds no {', '.join(SUFFIXES)} files")
-            files += found
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            raise InputError(f"webdataset: {item} does not exist: give .tar files or folders")
-    return files
 
 
 def webdataset_to_mds(
