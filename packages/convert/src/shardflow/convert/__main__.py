@@ -17,12 +17,10 @@ def main() -> int:
     log = logging.getLogger("shardflow.convert")
     log.info("shardflow.convert: converters into MDS shards (each takes --help):\n")
     for name in CONVERTERS:
-        try:
-            module = importlib.import_module(f"shardflow.convert.{name}")
-        except ImportError:
-            continue  # Not landed in this version.
-        summary = (module.__doc__ or "").strip().splitlines()[0].partition(": ")[2]
+        module = importlib.import_module(f"shardflow.convert.{name}")
+        summary = (module.__doc__ or "").strip().splitlines()[0].partition(": ")[2].replace("``", "")
         log.info("  python -m shardflow.convert.%-12s %s", name, summary)
+    log.info("\nA PySpark DataFrame, from Python: shardflow.convert.spark.dataframe_to_mds(dataframe, out)")
     return 0
 
 
