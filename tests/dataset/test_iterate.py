@@ -201,3 +201,49 @@ def test_loaders_of_one_dataset_do_not_share_the_batch_path(tokens_remote: Path,
     assert len(slow) == 16 and [len(b["id"]) for b in slow] == [64] * 15 + [40]
     assert len(StreamingDataLoader(ds, batch_size=64, drop_last=True)) == 15
     assert [s["id"] for s in ds][:3] == [0, 1, 2], "iterating the dataset itself still yields samples"
+
+
+ARRAY_COLUMNS = {
+    "id": "int",
+    "u8": "uint8",
+    "f16": "float16",
+    "i32": "int32",
+    "vec": "ndarray:float32:3",
+    "img": "ndarray:uint8:2,2,3",
+}
+
+
+class _PerSample(StreamingDataset):
+    """The same dataset read one sample at a time (an override turns whole-column reads off)."""
+
+    def get_item(self, sample_id):  # type: ignore[no-untyped-def]
+        return super().get_item(sample_id)
+
+
+def test_whole_column_reads_equal_per_sample_reads(tmp_path: Path) -> None:
+    from shardflow.format import MDSWriter
+
+    with MDSWriter(out=str(tmp_path / "arrays"), columns=ARRAY_COLUMNS, size_limit=2048) as writer:
+        for i in range(3000):
+            writer.write(
+                {
+                    "id": i - 1500,
+                    "u8": np.uint8(i % 256),
+                    "f16": np.float16(i / 7),
+                    "i32": np.int32(-i),
+                    "vec": np.full(3, i / 3, np.float32),
+                    "img": np.full((2, 2, 3), i % 251, np.uint8),
+                }
+            )
+    kwargs = {"local": str(tmp_path / "arrays"), "shuffle": True, "batch_size": 16}
+    fast, slow = list(StreamingDataset(**kwargs)), list(_PerSample(**kwargs))
+    assert len(fast) == len(slow) == 3000
+    for a, b in zip(fast, slow, strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert type(a[name]) is type(b[name]), name
+            if isinstance(a[name], np.ndarray):
+                assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name])
+            else:
+                assert a[name] == b[name]
+    assert type(fast[0]["id"]) is int and type(fast[0]["u8"]) is np.uint8

@@ -25,6 +25,10 @@ __all__ = ["iter_samples", "iter_batches", "WINDOW"]
 WINDOW = 16_384
 """Sample ids located at a time."""
 
+BULK = 4_096
+"""Samples decoded at once, as whole columns, when every column is a fixed-size number or array. An
+iteration starts with 64 and doubles up to this, so its first sample waits only for its first shards."""
+
 
 class _Window:
     """The located ids of one window, and when each of its shards (and the look-ahead's) is first needed."""
@@ -96,9 +100,45 @@ def _windows(
             dataset._release(k)
 
 
+def _bulk_columns(dataset: StreamingDataset) -> list[tuple[str, bool]] | None:
+    """``(name, decodes to Python ints)`` per column when every shard's columns are all fixed-size numbers or
+    arrays of one layout, so samples can be cut from whole columns; else None."""
+    first = dataset.shards[0]
+    layout = first.array_columns
+    if len(layout) != len(first.columns):
+        return None
+    for shard in dataset.shards:
+        if shard.array_columns != layout or list(shard.columns) != list(first.columns):
+            return None
+    return [(name, encoding == "int") for name, encoding in first.columns.items()]
+
+
+def _iter_bulk(
+    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], columns: list[tuple[str, bool]]
+) -> Iterator[dict[str, Any]]:
+    """The samples, ``BULK`` at a time: each column gathered as one array, then cut into the samples'
+    values (numpy scalars and array rows, or Python ints for ``int`` columns, as the per-sample decode)."""
+    names = [name for name, _ in columns]
+    step = 64
+    for window in _windows(dataset, chunks, WINDOW):
+        begin = 0
+        while begin < window.size:
+            end = min(begin + step, window.size)
+            window.advance(end - 1)
+            batch = read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
+            values = [batch[name].tolist() if python else iter(batch[name]) for name, python in columns]
+            for row in zip(*values, strict=True):
+                yield dict(zip(names, row, strict=True))
+            begin, step = end, min(2 * step, BULK)
+
+
 def iter_samples(dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]]) -> Iterator[Any]:
     """The samples of the ids in order, through the dataset's ``__getitem__`` when a subclass overrides it."""
     own = dataset._uses_own_getitem()
+    bulk = _bulk_columns(dataset) if own else None
+    if bulk is not None:
+        yield from _iter_bulk(dataset, chunks, bulk)
+        return
     getters = dataset._getters
     for window in _windows(dataset, chunks, WINDOW):
         shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
