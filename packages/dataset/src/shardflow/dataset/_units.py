@@ -17,13 +17,20 @@ _BYTES = re.compile(_NUMBER + r"([kmgtpezy]?b?)\s*$", re.IGNORECASE)
 _BYTE_UNITS = {"": 1, "b": 1, **{f"{unit}b": 1024 ** (k + 1) for k, unit in enumerate("kmgtpezy")}}
 
 
-def _whole(name: str, value: object) -> int | None:
-    """``value`` as an int when it is a (numpy) integer, refusing negatives; None for anything else."""
+def _parse(
+    name: str, value: object, pattern: re.Pattern[str], units: dict[str, int], forms: str
+) -> int | None:
+    """``value`` as a whole number: an int as is, or a number with one of ``units``' suffixes."""
+    if value is None:
+        return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         if value < 0:
             raise DatasetConfigError(f"{name}={value} must be 0 or more")
         return int(value)
-    return None
+    match = pattern.match(value) if isinstance(value, str) else None
+    if match is None or match.group(2).lower() not in units:
+        raise DatasetConfigError(f"{name}={value!r} must be {forms}")
+    return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
 def parse_count(name: str, value: int | str | None) -> int | None:
@@ -32,15 +39,7 @@ def parse_count(name: str, value: int | str | None) -> int | None:
     Raises:
         DatasetConfigError: Anything else, or a negative count.
     """
-    if value is None:
-        return None
-    whole = _whole(name, value)
-    if whole is not None:
-        return whole
-    match = _COUNT.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise DatasetConfigError(f"{name}={value!r} must be an int or a string such as '100k', '1.5m', '2b'")
-    return int(float(match.group(1)) * _COUNT_UNITS[match.group(2).lower()])
+    return _parse(name, value, _COUNT, _COUNT_UNITS, "an int or a string such as '100k', '1.5m', '2b'")
 
 
 def parse_bytes(name: str, value: int | str | None) -> int | None:
@@ -49,14 +48,6 @@ def parse_bytes(name: str, value: int | str | None) -> int | None:
     Raises:
         DatasetConfigError: Anything else, or a negative size.
     """
-    if value is None:
-        return None
-    whole = _whole(name, value)
-    if whole is not None:
-        return whole
-    match = _BYTES.match(value) if isinstance(value, str) else None
-    if match is None or match.group(2).lower() not in _BYTE_UNITS:
-        raise DatasetConfigError(
-            f"{name}={value!r} must be a number of bytes or a string such as '512mb', '1.5gb', '2tb'"
-        )
-    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    return _parse(
+        name, value, _BYTES, _BYTE_UNITS, "a number of bytes or a string such as '512mb', '1.5gb', '2tb'"
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -214,7 +215,7 @@ class StreamingDataset(IterableDataset):
                     raise DatasetConfigError(f"streams holds {stream!r}, which is not a Stream")
             resolved = [stream.with_defaults(**defaults) for stream in streams]
             if split is not None:
-                resolved = [s if s.split is not None else _with_split(s, split) for s in resolved]
+                resolved = [s if s.split is not None else replace(s, split=split) for s in resolved]
             return resolved
         if remote is None and local is None:
             raise DatasetConfigError("give remote, local or streams: all are None")
@@ -461,9 +462,3 @@ class StreamingDataset(IterableDataset):
     def __repr__(self) -> str:
         streams = ", ".join(stream.describe() for stream in self.streams)
         return f"{type(self).__name__}({streams}; samples={self.num_samples}, shards={len(self.shards)})"
-
-
-def _with_split(stream: Stream, split: str) -> Stream:
-    values = {name: getattr(stream, name) for name in stream.__dataclass_fields__}
-    values["split"] = split
-    return Stream(**values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +102,7 @@ class Stream:
 
     def with_defaults(self, **defaults: Any) -> Stream:
         """A copy whose unset download options take ``defaults`` (the dataset's)."""
-        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in _INHERITED:
-            if values[name] is None:
-                values[name] = defaults[name]
-        return Stream(**values)
+        return replace(self, **{name: defaults[name] for name in _INHERITED if getattr(self, name) is None})
 
     # -- where things are ---------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 import os
@@ -100,9 +101,11 @@ class ShardInfo:
         """The compressed counterparts of :attr:`raw_files`, in the same order; empty when uncompressed."""
         return tuple(file for file in self.files if file.compressed)
 
-    @property
+    @functools.cached_property
     def array_columns(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """The columns :meth:`ShardReader.get_columns` serves, as name to ``(dtype, shape of one value)``.
+
+        Worked out once per shard (batch reads ask for it per batch); do not modify the dict.
 
         Those of an MDS shard with a fixed-size number or array encoding (``int``, ``int8`` ...
         ``float64``, ``ndarray:<dtype>:<shape>``); none for text shards.
