@@ -53,6 +53,8 @@ class FaultProxy:
 
     Attributes:
         requests: Requests received, per ``(method, path without query)``.
+        sent_bytes: Answer body bytes sent to clients, per ``(method, path without query)`` (forwarded
+            bodies, injected error bodies and the half of a truncated one; HEAD answers send none).
         injected: Failures injected, per kind.
         timeline: ``(method, path, fault, received, answered)`` per request, ``time.monotonic()`` stamps
             (``answered`` is when the last byte of the answer was sent).
@@ -80,6 +82,7 @@ class FaultProxy:
         self.ignore_range = ignore_range
         self.timeline: list[tuple[str, str, str | None, float, float]] = []
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.sent_bytes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.injected: collections.Counter[str] = collections.Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -103,6 +106,15 @@ class FaultProxy:
     def total_requests(self) -> int:
         with self._lock:
             return sum(self.requests.values())
+
+    @property
+    def total_sent_bytes(self) -> int:
+        with self._lock:
+            return sum(self.sent_bytes.values())
+
+    def _sent(self, method: str, path: str, size: int) -> None:
+        with self._lock:
+            self.sent_bytes[(method, path.split("?")[0])] += size
 
     def _draw(self, method: str, path: str) -> str | None:
         with self._lock:
@@ -185,6 +197,7 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(payload)
+                    proxy._sent(self.command, self.path, len(payload))
                 return
             if fault == "stall":
                 proxy._stopping.wait(proxy.stall_seconds)
@@ -209,9 +222,11 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if fault == "truncate":
                 self.wfile.write(data[: len(data) // 2])
                 self.wfile.flush()
+                proxy._sent(self.command, self.path, len(data) // 2)
                 self.close_connection = True
                 return
             self.wfile.write(data)
+            proxy._sent(self.command, self.path, len(data))
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = _handle
 
