@@ -92,7 +92,7 @@ def rank_main(config: dict[str, Any]) -> None:
         shuffle_seed=SEED,
         batch_size=config["batch_size"],
         num_canonical_nodes=1,
-        shuffle_block_size=config["block"],
+        shuffle_block_size=config["block"] or None,
         predownload=config["predownload"],
         cache_limit=config["cache_limit"],
     )
@@ -103,6 +103,8 @@ def rank_main(config: dict[str, Any]) -> None:
     batches = iter(loader)
     flag = torch.zeros(1)
     exhausted = False
+    progress = Path(config["out"]).with_suffix(".progress")
+    report_at = 0.0
     while True:
         batch = None if exhausted else next(batches, None)
         exhausted = batch is None
@@ -117,6 +119,9 @@ def rank_main(config: dict[str, Any]) -> None:
             ids.append(np.asarray(batch["id"]).astype(np.int64))
             if first_batch is None:
                 first_batch = time.perf_counter()
+            if time.perf_counter() > report_at:  # how far a rank got, should it never finish
+                progress.write_text(str(sum(len(i) for i in ids)))
+                report_at = time.perf_counter() + 1.0
     ended = time.perf_counter()
     stamps["ended"] = time.time()
     del batches
@@ -304,7 +309,13 @@ def run_epoch(
     failed = [p.pid for p in processes if p.returncode not in (0, None) and p.pid not in hung]
     if hung or failed:
         logs = [(run_dir / f"rank-{rank}.log").read_text(errors="replace") for rank in range(RANKS)]
-        result["error"] = "timeout" if hung else error_line(logs)
+        read = [run_dir / f"rank-{rank}.progress" for rank in range(RANKS)]
+        done = sum(int(path.read_text() or 0) for path in read if path.exists())
+        result["error"] = (
+            f"no end within {args.timeout:.0f} s ({done:,} samples read by then)"
+            if hung
+            else error_line(logs)
+        )
         for rank, text in enumerate(logs):
             log.warning("%s %s rank %d log (tail):\n%s", impl, name, rank, text[-3000:])
         return result
@@ -445,7 +456,7 @@ def run_all(args: argparse.Namespace) -> None:
         data = write_dataset(workdir / "source", args.samples, args.shards)
         limit = args.cache_limit or data["bytes"] // 4
         args.cache_limit = limit
-        args.block = args.block or 2 * data["samples_per_shard"]
+        args.block = 2 * data["samples_per_shard"] if args.block is None else args.block
         args.predownload = args.predownload if args.predownload is not None else 8 * BATCH
         log.info(
             "%d shards, %.1f MB (largest %.2f MB); cache_limit %d bytes (%.1f MB)",
@@ -475,11 +486,16 @@ def run_all(args: argparse.Namespace) -> None:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     load_after = os.getloadavg()
+    block = (
+        f"{args.block:,} samples (~{args.block / data['samples_per_shard']:.1f} shards)"
+        if args.block
+        else "the library default (4M samples: the whole dataset is one block)"
+    )
     print(
         f"{args.samples:,} token samples in {data['shards']} shards, {data['bytes'] / MB:.1f} MB "
         f"(largest shard {data['max_shard'] / MB:.2f} MB); {RANKS} ranks x {WORKERS} workers, batch {BATCH}, "
-        f"num_canonical_nodes 1, shuffle py1e seed {SEED}, shuffle_block_size {args.block:,} samples "
-        f"(~{args.block / data['samples_per_shard']:.1f} shards), predownload {args.predownload:,}, "
+        f"num_canonical_nodes 1, shuffle py1e seed {SEED}, shuffle_block_size {block}, "
+        f"predownload {args.predownload:,}, "
         f"cache_limit {limit:,} bytes ({limit / data['bytes']:.2f} of the data); ranks "
         f"{'step together (gloo all-reduce per batch)' if not args.no_sync else 'run free'}; 1-minute load "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; {os.cpu_count()} CPUs"
@@ -505,7 +521,11 @@ def main() -> None:
     parser.add_argument("--impl", choices=IMPLS, help="one implementation")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--cache-limit", type=int, help="bytes (default: a quarter of the shards' bytes)")
-    parser.add_argument("--block", type=int, help="shuffle_block_size (default: two shards' samples)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        help="shuffle_block_size (default: two shards' samples; 0: the library's default)",
+    )
     parser.add_argument("--predownload", type=int, help=f"samples (default {8 * BATCH}, 8 batches)")
     parser.add_argument("--no-sync", action="store_true", help="ranks do not all-reduce after each batch")
     parser.add_argument("--timeout", type=float, default=600, help="seconds an epoch may take")
