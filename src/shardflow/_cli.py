@@ -27,10 +27,12 @@ __all__ = ["main", "inspect_dataset", "cache_status", "cache_clean", "CliError"]
 logger = logging.getLogger("shardflow.cli")
 
 INDEX_BASENAME = "index.json"
-# The dataset's lock folder (shardflow.dataset._locks.LOCK_FOLDER): named here so that the cache commands do
-# not import torch; tests/cli/test_cli.py keeps the two equal.
+# The dataset's lock and entry folders (shardflow.dataset._locks.LOCK_FOLDER, ._cache.CACHE_FOLDER) and the
+# file where a dataset states its cache_limit: named here so that the cache commands do not import torch;
+# tests/cli/test_cli.py keeps them equal.
 LOCK_FOLDER = ".shardflow-locks"
-LIMIT_NOTE = "none (cache_limit is not enforced yet)"
+CACHE_FOLDER = ".shardflow-cache"
+LIMIT_FILE = "limit.json"
 # The pid inside a temporary name ".<final>.<pid>-<8 hex>.tmp" (the TEMP_NAME of format and storage).
 _TEMP_PID = re.compile(r"\.(\d+)-[0-9a-f]{8}\.tmp$")
 
@@ -189,13 +191,14 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _lock_held(path: Path) -> bool | None:
-    """Whether someone holds an flock on ``path`` now (a shared one taken and dropped tells); None if gone."""
+    """Whether someone holds an flock on ``path`` now (an exclusive one, tried and dropped, tells); None if
+    gone."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EACCES):
             return True
@@ -232,8 +235,7 @@ class _Cache:
 
 
 def _scan(path: str) -> _Cache:
-    from shardflow.format import FormatError, read_shards
-    from shardflow.format._atomic import TEMP_NAME
+    from shardflow.format import TEMP_NAME, FormatError, read_shards
 
     root = Path(os.path.expanduser(path))
     if not root.exists():
@@ -251,7 +253,7 @@ def _scan(path: str) -> _Cache:
                 cache.temps.append(file)
             elif here.name == LOCK_FOLDER and name.endswith(".lock"):
                 cache.locks.append(file)
-        if INDEX_BASENAME in names and here.name != LOCK_FOLDER:
+        if INDEX_BASENAME in names and here.name not in (LOCK_FOLDER, CACHE_FOLDER):
             index = _Index(here)
             try:
                 index.shards = read_shards(here, allow_unsafe_types=True)
@@ -289,6 +291,30 @@ def _lock_entry(cache: _Cache, path: Path) -> dict[str, Any]:
     }
 
 
+def _limit(folder: Path) -> dict[str, Any] | None:
+    """The cache_limit a dataset last set on ``folder``, with the setter's pid; None if none did."""
+    try:
+        data = json.loads((folder / CACHE_FOLDER / LIMIT_FILE).read_text(encoding="utf-8"))
+        limit, pid = int(data["limit"]), int(data["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return {"bytes": limit, "pid": pid, "pid_alive": _pid_alive(pid)}
+
+
+def _entries(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The cache's entries in ``folder``: the shards shardflow downloaded (and may evict), readable ones."""
+    found = []
+    for path in sorted((folder / CACHE_FOLDER).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            found.append(
+                (path, {"name": str(data["name"]), "files": list(data["files"]), "bytes": int(data["bytes"])})
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
 def cache_status(path: str) -> dict[str, Any]:
     """Describe the cache folder ``path``: the stable dict ``cache status --json`` prints.
 
@@ -318,7 +344,11 @@ def cache_status(path: str) -> dict[str, Any]:
                 if (index.folder / file.basename).is_file():
                     zip_files += 1
                     zip_bytes += (index.folder / file.basename).stat().st_size
+        entries = _entries(index.folder)
         entry.update(
+            limit=_limit(index.folder),
+            shards_downloaded=len(entries),
+            bytes_downloaded=sum(data["bytes"] for _, data in entries),
             shards_listed=len(index.shards),
             shards_present=present,
             shards_partial=partial,
@@ -336,8 +366,7 @@ def cache_status(path: str) -> dict[str, Any]:
         "indexes": indexes,
         "temporary_files": [_temp_entry(cache, file) for file in cache.temps],
         "locks": [_lock_entry(cache, file) for file in cache.locks],
-        "limit": None,
-        "limit_note": LIMIT_NOTE,
+        "limit": min((index["limit"]["bytes"] for index in indexes if index.get("limit")), default=None),
     }
 
 
@@ -353,7 +382,12 @@ def _print_status(report: dict[str, Any]) -> None:
         f"cache       {report['path']}",
         f"size        {_size(report['bytes'])} in {_plural(report['files'], 'file')}, "
         f"{_size(report['disk_bytes'])} on disk",
-        f"limit in force: {report['limit_note']}",
+        "limit in force: "
+        + (
+            _size(report["limit"])
+            if report["limit"] is not None
+            else "none (no dataset set cache_limit here)"
+        ),
     ]
     if not report["indexes"]:
         out.append("indexes     none found")
@@ -371,6 +405,14 @@ def _print_status(report: dict[str, Any]) -> None:
             f"  compressed files kept: {index['compressed_files_kept']}, "
             f"{_size(index['compressed_bytes_kept'])}"
         )
+        out.append(
+            f"  downloaded by shardflow (evictable): {index['shards_downloaded']} shards, "
+            f"{_size(index['bytes_downloaded'])}"
+        )
+        if index["limit"]:
+            limit = index["limit"]
+            state = "alive" if limit["pid_alive"] else "gone"
+            out.append(f"  cache_limit {_size(limit['bytes'])}, set by pid {limit['pid']} ({state})")
     temps = report["temporary_files"]
     stale = [t for t in temps if t["stale"]]
     out.append(f"temporary   {_plural(len(temps), 'file')}, {len(stale)} stale")
@@ -423,7 +465,8 @@ def _unlink(path: Path, dry_run: bool) -> bool:
 
 
 def cache_clean(path: str, remove_shards: bool = False, dry_run: bool = False) -> dict[str, Any]:
-    """Remove stale temporary files and unheld lock files (and, with ``remove_shards``, indexed shards).
+    """Remove stale temporary files, unheld lock files and the cache entries of shards no longer there
+    (and, with ``remove_shards``, indexed shards).
 
     A lock is taken without waiting before its file is unlinked, so a live holder is never disturbed; a
     shard whose lock is held is kept. Never removes ``index.json`` nor files no index names.
@@ -478,6 +521,27 @@ def cache_clean(path: str, remove_shards: bool = False, dry_run: bool = False) -
                     if fd >= 0:
                         os.close(fd)
 
+    gone = {cache.root / item["path"] for item in removed}
+    for index in cache.indexes:  # an entry whose shard has no file left is stale
+        for path, data in _entries(index.folder):
+            if any(
+                (index.folder / name).is_file() and index.folder / name not in gone for name in data["files"]
+            ):
+                continue
+            lock = index.folder / LOCK_FOLDER / (data["name"].replace("/", "%") + ".lock")
+            fd = _try_lock(lock) if lock.is_file() else -1
+            if fd is None:
+                kept.append(
+                    {"path": _rel(cache, path), "kind": "entry", "reason": "its shard is downloading"}
+                )
+                continue
+            try:
+                if _unlink(path, dry_run):
+                    note_removed(path, "entry", 0)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+
     for lock in cache.locks:
         try:
             fd = _try_lock(lock)
@@ -511,12 +575,13 @@ def _print_clean(report: dict[str, Any]) -> None:
     verb = "would remove" if report["dry_run"] else "removed"
     counts = {
         kind: sum(item["kind"] == kind for item in report["removed"])
-        for kind in ("temporary", "lock", "shard")
+        for kind in ("temporary", "lock", "shard", "entry")
     }
     out = [
         f"cache       {report['path']}",
         f"{verb}  {_plural(counts['temporary'], 'temporary file')}, {_plural(counts['lock'], 'lock file')}, "
-        f"{_plural(counts['shard'], 'shard file')}: {_size(report['freed_bytes'])}",
+        f"{_plural(counts['shard'], 'shard file')}, {_plural(counts['entry'], 'cache entry')}: "
+        f"{_size(report['freed_bytes'])}",
     ]
     out += [f"  {item['kind']:<9}  {item['path']}" for item in report["removed"]]
     if report["kept"]:

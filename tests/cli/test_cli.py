@@ -137,18 +137,19 @@ def cache(tmp_path: Path, zstd: Path) -> Any:
     (remote).mkdir()
     os.symlink(zstd, remote / "train")
     local = tmp_path / "local"
-    dataset = StreamingDataset(remote=str(remote), local=str(local), split="train", keep_zip=True)
+    dataset = StreamingDataset(
+        remote=str(remote), local=str(local), split="train", keep_zip=True, cache_limit="1gb"
+    )
     for i in (0, 399):  # the first and last shard only
         assert dataset[i]["id"] == i
     root = local / "train"
     assert len(index_of(zstd)["shards"]) >= 4  # the locks below guard shards 1 and 2, not read here
     locks = root / LOCK_FOLDER
-    assert sorted(p.name for p in locks.iterdir()) == [
-        f"{n}.lock"
-        for n in sorted(
-            s["raw_data"]["basename"] for s in (index_of(zstd)["shards"][0], index_of(zstd)["shards"][-1])
-        )
-    ]
+    read_shards = [index_of(zstd)["shards"][0], index_of(zstd)["shards"][-1]]
+    read = sorted(s["raw_data"]["basename"] for s in read_shards)
+    assert sorted(p.name for p in locks.iterdir()) == sorted(
+        ["cache-budget.lock", *(f"{n}.lock" for n in read), *(f"{n}.use.lock" for n in read)]
+    )
     stale = root / f".shard.00002.mds.zstd.{dead_pid()}-deadbeef.tmp"
     stale.write_bytes(b"partial")
     dead = locks / "shard.00002.mds.lock"
@@ -160,7 +161,15 @@ def cache(tmp_path: Path, zstd: Path) -> Any:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         (root / "notes.txt").write_text("mine")
-        yield {"local": local, "root": root, "stale": stale, "dead": dead, "held": held, "holder": holder}
+        yield {
+            "local": local,
+            "root": root,
+            "stale": stale,
+            "dead": dead,
+            "held": held,
+            "holder": holder,
+            "read": read_shards,
+        }
     finally:
         assert holder.stdin is not None
         holder.stdin.close()
@@ -169,9 +178,10 @@ def cache(tmp_path: Path, zstd: Path) -> Any:
 
 def test_lock_folder_agrees_with_the_dataset() -> None:
     from shardflow import _cli
+    from shardflow.dataset._cache import _LIMIT_FILE, CACHE_FOLDER
     from shardflow.dataset._locks import LOCK_FOLDER, lock_path
 
-    assert _cli.LOCK_FOLDER == LOCK_FOLDER
+    assert (_cli.LOCK_FOLDER, _cli.CACHE_FOLDER, _cli.LIMIT_FILE) == (LOCK_FOLDER, CACHE_FOLDER, _LIMIT_FILE)
     assert lock_path(Path("r"), "sub/shard.mds") == Path("r") / _cli.LOCK_FOLDER / "sub%shard.mds.lock"
 
 
@@ -197,10 +207,16 @@ def test_cache_status_reports_shards_temps_and_locks(cache: dict[str, Any], zstd
     ours = locks["shard.00000.mds.lock"]  # left by the read above: this process, alive, not holding it
     assert not ours["held"] and ours["pid"] == os.getpid() and ours["pid_alive"]
     assert ours["guards"] == "shard.00000.mds"
-    assert report["limit"] is None and "not enforced" in report["limit_note"]
+    assert report["limit"] == 1024**3
+    assert index["limit"] == {"bytes": 1024**3, "pid": os.getpid(), "pid_alive": True}
+    assert index["shards_downloaded"] == 2
+    assert index["bytes_downloaded"] == sum(
+        shard[key]["bytes"] for shard in (shards[0], shards[-1]) for key in ("raw_data", "zip_data")
+    )
     human = run("cache", "status", str(cache["local"])).stdout
-    assert "2 of " in human and "1 stale" in human and "1 held" in human
-    assert "limit in force: none (cache_limit is not enforced yet)" in human
+    assert "2 of " in human and "1 stale" in human
+    assert "3 held" in human  # shard 1's download lock, and the use locks of the two shards open
+    assert "limit in force: 1.0 GiB" in human and "downloaded by shardflow (evictable): 2 shards" in human
 
 
 def test_cache_clean_spares_held_locks_then_all_spares_index_and_foreign(cache: dict[str, Any]) -> None:
@@ -226,10 +242,25 @@ def test_cache_clean_spares_held_locks_then_all_spares_index_and_foreign(cache: 
     everything = run_json("cache", "clean", str(cache["local"]), "--all")
     kinds = [item["kind"] for item in everything["removed"]]
     assert kinds.count("shard") == 4  # two shards, raw and compressed
+    assert kinds.count("entry") == 2  # the cache's record of them
     left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert left == [".shardflow-locks/shard.00001.mds.lock", "index.json", "notes.txt"]
+    held_by_readers = [  # the fixture's dataset still has its two shards open (their use locks)
+        f".shardflow-locks/{s['raw_data']['basename']}.use.lock" for s in cache["read"]
+    ]
+    assert left == sorted(
+        [
+            ".shardflow-cache/limit.json",
+            ".shardflow-locks/shard.00001.mds.lock",
+            *held_by_readers,
+            "index.json",
+            "notes.txt",
+        ]
+    )
     status = run_json("cache", "status", str(cache["local"]))
-    assert status["indexes"][0]["shards_present"] == 0 and len(status["locks"]) == 1
+    assert status["indexes"][0]["shards_present"] == 0
+    assert sorted((Path(lk["path"]).name, lk["held"]) for lk in status["locks"]) == sorted(
+        [("shard.00001.mds.lock", True), *((Path(name).name, True) for name in held_by_readers)]
+    )
 
 
 def test_cache_commands_name_a_missing_folder(tmp_path: Path) -> None:

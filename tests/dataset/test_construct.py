@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shardflow.dataset import DatasetConfigError, Stream, StreamingDataset, World
+from shardflow.dataset._units import parse_bytes
 from shardflow.format import IndexFormatError, ShardMissingError
 from shardflow.shuffle import ShuffleError
 
@@ -121,9 +122,13 @@ def test_world_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("9", 9),
     ],
 )
-def test_cache_limit_parses_as_the_reference(tokens_remote: Path, tmp_path: Path, given, expected) -> None:
-    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=given)
-    assert ds.cache_limit == expected
+def test_cache_limit_parses_as_the_reference(given, expected) -> None:
+    assert parse_bytes("cache_limit", given) == expected
+
+
+def test_cache_limit_is_kept_by_the_dataset(tokens_remote: Path, tmp_path: Path) -> None:
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit="1.5 MB")
+    assert ds.cache_limit == 1536 * 1024
 
 
 @pytest.mark.parametrize("given", ["lots", "10 parsecs", "5k", -1])

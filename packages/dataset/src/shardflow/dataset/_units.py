@@ -8,7 +8,7 @@ import numpy as np
 
 from shardflow.dataset.errors import DatasetConfigError
 
-__all__ = ["parse_count", "parse_bytes"]
+__all__ = ["parse_count", "parse_bytes", "format_bytes"]
 
 _NUMBER = r"^\s*(\d+(?:\.\d+)?)\s*"
 _COUNT = re.compile(_NUMBER + r"([kmbt]?)\s*$", re.IGNORECASE)
@@ -51,3 +51,12 @@ def parse_bytes(name: str, value: int | str | None) -> int | None:
     return _parse(
         name, value, _BYTES, _BYTE_UNITS, "a number of bytes or a string such as '512mb', '1.5gb', '2tb'"
     )
+
+
+def format_bytes(count: int) -> str:
+    """``count`` bytes for a person, in the units :func:`parse_bytes` reads (e.g. ``"1.5mb"``)."""
+    for unit in ("tb", "gb", "mb", "kb"):
+        scale = _BYTE_UNITS[unit]
+        if count >= scale:
+            return f"{count / scale:.4g}{unit}"
+    return f"{count}b"

@@ -12,9 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
+from shardflow.dataset._cache import NodeCache, footprint
 from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
-from shardflow.dataset._units import parse_bytes, parse_count
+from shardflow.dataset._units import format_bytes, parse_bytes, parse_count
 from shardflow.dataset.errors import DatasetConfigError, StateDictError
 from shardflow.dataset.stream import Stream
 from shardflow.dataset.world import World
@@ -58,7 +59,9 @@ class StreamingDataset(IterableDataset):
             streams' weights decide, or every sample once.
         predownload: Samples ahead of the current one whose shards are fetched in the background
             (default ``8 * batch_size``, or 64).
-        cache_limit: Accepted for compatibility; the cache is not limited yet.
+        cache_limit: Bytes (an int or a string like ``"10gb"``) that the cache folders may hold, shared by
+            every process using them: least-recently-used shards downloaded by shardflow are evicted. Too
+            small for the shards in flight is an error that names the smallest workable limit.
         sampling_method: ``balanced`` or ``fixed``.
         sampling_granularity: Samples drawn from one shard at a time for partial repeats.
         partition_algo: ``orig`` or ``relaxed``.
@@ -128,11 +131,6 @@ class StreamingDataset(IterableDataset):
         self.epoch_size_arg = parse_count("epoch_size", epoch_size)
         self.predownload = predownload if predownload is not None else (8 * batch_size if batch_size else 64)
         self.cache_limit = parse_bytes("cache_limit", cache_limit)
-        if self.cache_limit is not None:
-            logger.warning(
-                "cache_limit=%r is accepted but not enforced yet: the cache folder keeps every shard read",
-                cache_limit,
-            )
         self.sampling_method = sampling_method
         self.sampling_granularity = sampling_granularity
         self.partition_algo = partition_algo
@@ -188,6 +186,15 @@ class StreamingDataset(IterableDataset):
         self._readers: list[ShardReader | None] = [None] * len(shards)
         self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
+        self._holds: dict[int, int | None] = {}
+        self._cache = NodeCache(
+            [stream.local_root for stream in self.streams if stream.remote_root is not None],
+            self.cache_limit,
+            max(self._shard_timeout(stream) for stream in self.streams),
+        )
+        if self.cache_limit is not None:
+            self._check_cache_limit(cache_limit)
+            self._cache.announce()
         self._batch_mode: tuple[int, bool] | None = (
             None  # (batch_size, drop_last): set by StreamingDataLoader
         )
@@ -220,6 +227,26 @@ class StreamingDataset(IterableDataset):
         if remote is None and local is None:
             raise DatasetConfigError("give remote, local or streams: all are None")
         return [Stream(remote=remote, local=local, split=split).with_defaults(**defaults)]
+
+    def _check_cache_limit(self, given: int | str | None) -> None:
+        """Refuse a limit below one shard being read plus those fetched ahead, per rank of the node."""
+        assert self.cache_limit is not None
+        remote = [k for k, shard in enumerate(self.shards) if self.streams[self._shard_stream[k]].remote_root]
+        if not remote:
+            return
+        largest = max(footprint(self.shards[k]) for k in remote)
+        fewest = min(self.shards[k].samples for k in remote) or 1
+        ahead = min(_FETCH_THREADS, math.ceil(self.predownload / fewest))
+        ranks = self.world.local_world_size
+        needed = ranks * (1 + ahead) * largest
+        if self.cache_limit < needed:
+            raise DatasetConfigError(
+                f"cache_limit={given!r} ({self.cache_limit:,} bytes) cannot hold what this node has in "
+                f"flight; "
+                f"the smallest workable limit is {needed:,} bytes ({format_bytes(needed)}): {ranks} rank(s) "
+                f"x (1 shard read + {ahead} fetched ahead for predownload={self.predownload}) x the largest "
+                f"shard's {largest:,} bytes on disk while it arrives; raise cache_limit or lower predownload"
+            )
 
     def _make_order(self) -> SampleOrder:
         return SampleOrder(
@@ -274,13 +301,24 @@ class StreamingDataset(IterableDataset):
         return reader
 
     def _prepare(self, shard: int) -> None:
-        """Fetch job: make the shard local and open it (runs in a fetch thread)."""
+        """Fetch job: make the shard local and open it (runs in a fetch thread).
+
+        Under a cache limit the shard's use lock is held from before its fetch until it is released, so that
+        eviction passes it over while other shards are idle.
+        """
         if self._readers[shard] is not None:
             return
         stream = self.streams[self._shard_stream[shard]]
-        stream.fetch(self.shards[shard], self._shard_timeout(stream))
-        reader = ShardReader(stream.local_root, self.shards[shard], stream.validate_hash)
-        self._readers[shard] = reader.open()
+        info = self.shards[shard]
+        hold = self._cache.hold(stream.local_root, info.basename, stream.describe(info.basename))
+        try:
+            reader = stream.open_shard(info, self._shard_timeout(stream), self._cache)
+        except BaseException:
+            self._cache.let_go(hold)
+            raise
+        self._cache.touch(stream.local_root, info.basename)
+        self._holds[shard] = hold
+        self._readers[shard] = reader
 
     @staticmethod
     def _shard_timeout(stream: Stream) -> float:
@@ -427,6 +465,12 @@ class StreamingDataset(IterableDataset):
             return iter_batches(self, chunks, *self._batch_mode)
         return iter_samples(self, chunks)
 
+    def cache_stats(self) -> dict[str, int]:
+        """This process's shard downloads, downloads of shards it had downloaded before (evicted since),
+        and evictions it made to keep within ``cache_limit``."""
+        cache = self._cache
+        return {"downloads": cache.downloads, "redownloads": cache.redownloads, "evictions": cache.evictions}
+
     def open_shards(self) -> list[int]:
         """The shards this process has open (mapped) now."""
         return [k for k, reader in enumerate(self._readers) if reader is not None]
@@ -450,6 +494,9 @@ class StreamingDataset(IterableDataset):
             self._getters[shard] = None
             self._fetcher.forget(shard)
             reader.close()
+            self._cache.let_go(self._holds.pop(shard, None))
+            stream = self.streams[self._shard_stream[shard]]
+            self._cache.touch(stream.local_root, self.shards[shard].basename)
 
     # -- pickling into workers -----------------------------------------------------------------------
 
@@ -457,6 +504,7 @@ class StreamingDataset(IterableDataset):
         state = dict(self.__dict__)
         state["_readers"] = [None] * len(self.shards)
         state["_getters"] = [None] * len(self.shards)
+        state["_holds"] = {}
         return state
 
     def __repr__(self) -> str:

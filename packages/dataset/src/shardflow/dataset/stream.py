@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from shardflow.dataset._cache import NodeCache, footprint, remove_stale_temps
 from shardflow.dataset._locks import file_lock, lock_path
 from shardflow.dataset.errors import DatasetConfigError
 from shardflow.format import ShardInfo, ShardMissingError, ShardReader, read_shards
@@ -195,49 +196,72 @@ class Stream:
                 return False
         return True
 
-    def fetch(self, shard: ShardInfo, lock_timeout: float) -> None:
-        """Make the shard's raw files present locally: download (compressed if it is), decompress, check.
+    def open_shard(self, shard: ShardInfo, lock_timeout: float, cache: NodeCache) -> ShardReader:
+        """The shard opened (mapped), downloaded first when its raw files are not all here.
 
+        A download fetches the compressed files when the shard is compressed, decompresses and checks them.
         Processes of a node that need the same shard take turns through a lock file: the first downloads,
-        the others find the files in place. Every file lands under a temporary name and is renamed.
+        the others find the files in place. Every file lands under a temporary name and is renamed; the
+        temporary files a killed process left for this shard are removed first. ``cache`` records the
+        download and makes room for it under its limit; eviction takes the same lock, so it cannot remove
+        a shard between its download and its opening.
 
         Raises:
             ShardMissingError: A local-only stream lacks the shard's files, or the remote lacks them.
             ShardWaitTimeout: Another process held the shard's lock for ``lock_timeout`` seconds.
             ShardHashError / ShardFormatError: The files do not match the index.
         """
-        if self.is_local(shard):
-            return
         root = self.local_root
+        reader = ShardReader(root, shard, self.validate_hash)
+        if self.is_local(shard):
+            try:
+                return reader.open()
+            except FileNotFoundError:
+                if self.remote_root is None:
+                    raise
+                # evicted by another process since the check: download it again, under its lock
         if self.remote_root is None:
             if any((root / file.basename).is_file() for file in shard.zip_files):
-                ShardReader(root, shard, self.validate_hash).open().close()  # decompress in place
-                return
+                return reader.open()  # decompresses in place
             raise ShardMissingError(
                 f"{root / shard.basename} does not exist and its stream has no remote to download it from"
             )
         with file_lock(lock_path(root, shard.basename), lock_timeout, self.describe(shard.basename)):
             if self.is_local(shard):
-                return
-            store = self._storage()
-            for file in shard.zip_files or shard.raw_files:
-                path = root / file.basename
-                if path.is_file() and path.stat().st_size == file.bytes:
-                    continue
-                try:
-                    store.download(file.basename, path)
-                except ObjectNotFoundError:
-                    raise ShardMissingError(
-                        f"{self.describe(file.basename)} does not exist, though "
-                        f"{self.describe(INDEX_BASENAME)} "
-                        "lists it: the remote dataset is incomplete"
-                    ) from None
-                logger.debug("downloaded %s", self.describe(file.basename))
-            if shard.zip_files:
-                ShardReader(root, shard, self.validate_hash).open().close()  # decompress (and check)
+                return reader.open()
+            files = [file.basename for file in (*shard.raw_files, *shard.zip_files)]
+            remove_stale_temps(root, shard.basename, files)
+            present = [name for name in files if (root / name).exists()]
+            cache.reserve(root, shard.basename, files, footprint(shard))
+            try:
+                self._download(shard)
+                reader.open()  # decompresses (and checks) a compressed shard
+            except BaseException:
+                reader.close()
+                cache.abandon(root, shard.basename, [name for name in files if name not in present])
+                raise
             if shard.zip_files and not self.keep_zip:
                 for file in shard.zip_files:
                     (root / file.basename).unlink(missing_ok=True)
+            kept = (*shard.raw_files, *(shard.zip_files if self.keep_zip else ()))
+            cache.settle(root, shard.basename, files, sum(file.bytes for file in kept))
+            return reader
+
+    def _download(self, shard: ShardInfo) -> None:
+        """Download the shard's files: the compressed ones when it is compressed."""
+        root, store = self.local_root, self._storage()
+        for file in shard.zip_files or shard.raw_files:
+            path = root / file.basename
+            if path.is_file() and path.stat().st_size == file.bytes:
+                continue
+            try:
+                store.download(file.basename, path)
+            except ObjectNotFoundError:
+                raise ShardMissingError(
+                    f"{self.describe(file.basename)} does not exist, though {self.describe(INDEX_BASENAME)} "
+                    "lists it: the remote dataset is incomplete"
+                ) from None
+            logger.debug("downloaded %s", self.describe(file.basename))
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

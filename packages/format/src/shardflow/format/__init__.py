@@ -1,5 +1,6 @@
 """shardflow.format: MDS (byte-compatible with mosaicml-streaming), JSONL, CSV and TSV shards."""
 
+from shardflow.format._atomic import TEMP_NAME
 from shardflow.format._version import __version__
 from shardflow.format.compression import compress, decompress, get_compressions, is_compression
 from shardflow.format.encodings import (
@@ -44,6 +45,7 @@ __all__ = [
     "ShardReader",
     "ShardLocator",
     "read_shards",
+    "TEMP_NAME",
     "get_mds_encodings",
     "is_mds_encoding",
     "get_mds_encoded_size",

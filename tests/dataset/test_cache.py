@@ -1,0 +1,160 @@
+"""cache_limit in one process: the folder stays within it, every sample is right, and nothing that the cache
+did not download is ever deleted. (Several processes and kills: ``test_cache_processes.py``.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shardflow.dataset import DatasetConfigError, StreamingDataset
+from shardflow.dataset._cache import CACHE_FOLDER, read_entries, read_limit
+from shardflow.dataset._locks import LOCK_FOLDER
+from shardflow.format import TEMP_NAME
+
+from .conftest import token_sample
+
+BOOKKEEPING = {LOCK_FOLDER, CACHE_FOLDER}
+
+
+def shard_bytes(root: Path) -> int:
+    """Bytes of every file in a cache folder but the index and the cache's own bookkeeping."""
+    total = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [name for name in dirs if name not in BOOKKEEPING]
+        for name in files:
+            if name != "index.json":
+                try:
+                    total += os.stat(os.path.join(folder, name)).st_size
+                except FileNotFoundError:  # renamed or evicted since it was listed
+                    pass
+    return total
+
+
+def remote_bytes(remote: Path) -> int:
+    return sum(p.stat().st_size for p in remote.glob("shard.*"))
+
+
+def check_sample(sample: dict) -> None:
+    want = token_sample(int(sample["id"]))
+    assert sample["text"] == want["text"]
+    assert np.array_equal(sample["tokens"], want["tokens"])
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file's (inode, modification time) under ``folder``."""
+    return {str(p.relative_to(folder)): (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_an_epoch_within_a_quarter_of_the_dataset(tokens_remote: Path, tmp_path: Path) -> None:
+    limit = remote_bytes(tokens_remote) // 4
+    ds = StreamingDataset(
+        remote=str(tokens_remote),
+        local=str(tmp_path),
+        cache_limit=limit,
+        shuffle=True,
+        shuffle_block_size=100,
+    )
+    seen, worst = [], 0
+    for sample in ds:
+        check_sample(sample)
+        seen.append(int(sample["id"]))
+        worst = max(worst, shard_bytes(tmp_path))
+    assert sorted(seen) == list(range(1000))
+    assert 0 < worst <= limit
+    stats = ds.cache_stats()
+    assert stats["downloads"] >= len(ds.shards) and stats["evictions"] > 0
+    assert sum(entry.bytes for entry in read_entries(tmp_path)) <= limit
+    assert read_limit(tmp_path) == {"limit": limit, "pid": os.getpid()}
+
+
+def test_a_second_epoch_downloads_evicted_shards_again_and_counts_them(
+    tokens_remote: Path, tmp_path: Path
+) -> None:
+    limit = remote_bytes(tokens_remote) // 4
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
+    for _ in range(2):
+        assert sorted(int(s["id"]) for s in ds) == list(range(1000))
+    stats = ds.cache_stats()
+    assert stats["redownloads"] > 0
+    assert stats["downloads"] == len(ds.shards) + stats["redownloads"]
+    assert shard_bytes(tmp_path) <= limit
+
+
+def test_compressed_shards_count_both_files_while_they_arrive(zstd_remote: Path, tmp_path: Path) -> None:
+    ds0 = StreamingDataset(remote=str(zstd_remote), local=str(tmp_path / "probe"))
+    largest = max(sum(f.bytes for f in (*s.raw_files, *s.zip_files)) for s in ds0.shards)
+    limit = 4 * largest
+    for keep_zip in (False, True):
+        local = tmp_path / f"keep-{keep_zip}"
+        ds = StreamingDataset(
+            remote=str(zstd_remote), local=str(local), cache_limit=limit, keep_zip=keep_zip, predownload=8
+        )
+        for sample in ds:
+            check_sample(sample)
+            assert shard_bytes(local) <= limit
+        assert bool(list(local.glob("*.zstd"))) is keep_zip
+
+
+def test_a_limit_too_small_names_the_smallest_workable_one(tokens_remote: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        DatasetConfigError, match=r"cache_limit='1kb'.*smallest workable limit is ([\d,]+) bytes"
+    ) as e:
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit="1kb")
+    smallest = int(str(e.value).split("smallest workable limit is ")[1].split(" bytes")[0].replace(",", ""))
+    with pytest.raises(DatasetConfigError, match="smallest workable"):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=smallest - 1)
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=smallest, shuffle=True)
+    assert sorted(int(s["id"]) for s in ds) == list(range(1000))
+    assert shard_bytes(tmp_path) <= smallest
+
+
+def test_local_only_streams_are_never_evicted(tokens_remote: Path, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    shutil.copytree(tokens_remote, local)
+    before = snapshot(local)
+    ds = StreamingDataset(local=str(local), cache_limit=remote_bytes(tokens_remote) // 4, shuffle=True)
+    assert sorted(int(s["id"]) for s in ds) == list(range(1000))
+    assert {k: v for k, v in snapshot(local).items() if not BOOKKEEPING & set(Path(k).parts)} == before
+    assert ds.cache_stats() == {"downloads": 0, "redownloads": 0, "evictions": 0}
+
+
+def test_files_in_local_before_the_run_are_never_evicted(tokens_remote: Path, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    local.mkdir()
+    mine = sorted(tokens_remote.glob("shard.*"))[::2]
+    for path in mine:
+        shutil.copy2(path, local / path.name)
+    before = snapshot(local)
+    limit = remote_bytes(tokens_remote) // 4
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(local), cache_limit=limit, shuffle=True)
+    assert sorted(int(s["id"]) for s in ds) == list(range(1000))
+    after = snapshot(local)
+    assert {name: after[name] for name in before} == before, "a file that was there before was touched"
+    assert ds.cache_stats()["downloads"] == len(ds.shards) - len(mine)
+    downloaded = shard_bytes(local) - sum(p.stat().st_size for p in mine)
+    assert downloaded <= limit
+
+
+def test_what_a_killed_download_left_is_cleaned_and_recounted(tokens_remote: Path, tmp_path: Path) -> None:
+    """A crash after a reservation leaves an entry without its files and a temporary file: the next run
+    evicts the entry (its bytes were only reserved), removes the temporary file and reads every sample."""
+    ds0 = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path))
+    shard = ds0.shards[3]
+    (tmp_path / f".{shard.basename}.999999-0badf00d.tmp").write_bytes(b"half a shard")
+    entries = tmp_path / CACHE_FOLDER
+    entries.mkdir(exist_ok=True)
+    (entries / f"{shard.basename}.json").write_text(
+        json.dumps({"name": shard.basename, "files": [shard.basename], "bytes": 10**6})
+    )
+    (entries / f".{shard.basename}.json.999999-0badf00d.tmp").write_text("{")
+    limit = remote_bytes(tokens_remote) // 4
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
+    for sample in ds:
+        check_sample(sample)
+    assert not [p for p in tmp_path.rglob("*") if TEMP_NAME.match(p.name)]
+    assert sum(entry.bytes for entry in read_entries(tmp_path)) <= limit
