@@ -5,6 +5,7 @@
     python benchmarks/dataset_bench.py --repeat 1           # one process per case, not the best of 3
     python benchmarks/dataset_bench.py --only shardflow     # one implementation (shardflow|reference|litdata)
     python benchmarks/dataset_bench.py --skip-stream        # without the epoch streamed from moto's S3 server
+    python benchmarks/dataset_bench.py --case images        # one dataset's rows (tokens|images)
 
 Run it with ``python3 -m hatch run python benchmarks/dataset_bench.py`` from the repository root. The
 datasets are written once per run into a temporary folder: MDS by shardflow's ``MDSWriter`` (read by
@@ -415,6 +416,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per case; the best counts")
     parser.add_argument("--only", choices=["shardflow", "reference", "litdata"], help="one implementation")
     parser.add_argument("--skip-stream", action="store_true", help="skip the epoch streamed from moto's S3")
+    parser.add_argument("--case", choices=list(CASES), help="one dataset's rows (the stream row is tokens')")
     parser.add_argument("--impl", help=argparse.SUPPRESS)
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
@@ -449,7 +451,11 @@ def run_all(args: argparse.Namespace) -> None:
     notes: list[str] = []
     try:
         print(f"writing the datasets into {workdir} ...", file=sys.stderr, flush=True)
-        counts = {case: max(2_000, int(full * args.scale)) for case, (_, full) in CASES.items()}
+        counts = {
+            case: max(2_000, int(full * args.scale))
+            for case, (_, full) in CASES.items()
+            if args.case in (None, case)
+        }
         for case, count in counts.items():
             started = time.perf_counter()
             write_mds(case, count, workdir / "mds" / case)
@@ -472,11 +478,13 @@ def run_all(args: argparse.Namespace) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-        link_repeated(workdir / "mds" / "tokens", workdir / "mds" / "tokens_big", BIG_FACTOR)
+        if "tokens" in counts:
+            link_repeated(workdir / "mds" / "tokens", workdir / "mds" / "tokens_big", BIG_FACTOR)
         print(table.header(), flush=True)
         for case, count in counts.items():
             measure_local(args, case, count, impls, pythons, workdir, table, notes)
-        if not args.skip_stream and ("shardflow" in impls or "reference" in impls):
+        stream = not args.skip_stream and args.case in (None, "tokens")
+        if stream and ("shardflow" in impls or "reference" in impls):
             measure_stream(args, impls, pythons, workdir, table)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

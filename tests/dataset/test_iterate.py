@@ -247,3 +247,47 @@ def test_whole_column_reads_equal_per_sample_reads(tmp_path: Path) -> None:
             else:
                 assert a[name] == b[name]
     assert type(fast[0]["id"]) is int and type(fast[0]["u8"]) is np.uint8
+
+
+MIXED_COLUMNS = {"label": "int", "image": "bytes", "caption": "str", "meta": "json", "score": "float32"}
+
+
+def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_path: Path) -> None:
+    from shardflow.format import MDSWriter
+
+    with MDSWriter(out=str(tmp_path / "mixed"), columns=MIXED_COLUMNS, size_limit=4096) as writer:
+        for i in range(1500):
+            writer.write(
+                {
+                    "label": i % 10,
+                    "image": bytes([i % 256]) * (i % 97),
+                    "caption": "é" * (i % 5) + str(i),
+                    "meta": {"i": i, "odd": bool(i % 2)},
+                    "score": np.float32(i / 3),
+                }
+            )
+    kwargs = {"local": str(tmp_path / "mixed"), "shuffle": True, "batch_size": 16}
+    fast, slow = list(StreamingDataset(**kwargs)), list(_PerSample(**kwargs))
+    assert len(fast) == len(slow) == 1500
+    for a, b in zip(fast, slow, strict=True):
+        assert list(a) == list(b) == sorted(MIXED_COLUMNS)  # MDS stores columns by name
+        assert all(type(a[name]) is type(b[name]) for name in a)
+        assert a == b
+    assert type(fast[0]["label"]) is int and type(fast[0]["image"]) is bytes
+
+    def batches(batch_reads: bool, workers: int) -> list[dict]:
+        ds = StreamingDataset(**kwargs)
+        return list(StreamingDataLoader(ds, batch_size=16, num_workers=workers, batch_reads=batch_reads))
+
+    expected = batches(False, 0)
+    for workers in (0, 2):
+        got = batches(True, workers)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected, strict=True):
+            assert list(a) == list(b)
+            for name in ("label", "score"):
+                assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name])
+            assert a["image"] == b["image"] and a["caption"] == b["caption"]
+            assert a["meta"].keys() == b["meta"].keys()  # default_collate: a dict of tensors
+            assert all(torch.equal(a["meta"][key], b["meta"][key]) for key in a["meta"])
+            assert type(a["image"]) is list and type(a["image"][0]) is bytes

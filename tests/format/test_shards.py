@@ -395,3 +395,55 @@ def test_a_reader_pickles_and_is_shared_by_threads(copy_fixture: CopyFixture, va
     with copy:
         assert copy.is_open
     assert not copy.is_open
+
+
+def assert_values_match(reader: ShardReader, ids: list[int]) -> None:
+    """get_values gives, column by column, what get_batch decodes, of the same types."""
+    names = list(reader.shard.columns)
+    columns = reader.get_values(ids, names)
+    samples = reader.get_batch(ids)
+    assert list(columns) == names
+    for name in names:
+        assert len(columns[name]) == len(ids), name
+        for got, sample in zip(columns[name], samples, strict=True):
+            assert type(got) is type(sample[name]), name
+            assert same_sample({name: got}, {name: sample[name]}), name
+
+
+@pytest.mark.parametrize("name", ["mds/all_encodings", *sorted(FORMATS)])
+def test_get_values_equals_the_samples_columns(copy_fixture: CopyFixture, name: str) -> None:
+    folder = copy_fixture(name)
+    for shard in read_shards(folder)[:3]:
+        reader = ShardReader(folder, shard)
+        assert_values_match(reader, [shard.samples - 1, 0, 0, *range(shard.samples)])
+        assert_values_match(reader, [])
+        reader.close()
+
+
+def test_get_values_of_some_columns_and_its_errors(fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "mds" / "all_encodings"
+    reader = ShardReader(folder, read_shards(folder)[0])
+    got = reader.get_values(np.array([2, 0], np.int64), ["str", "int"])
+    assert list(got) == ["str", "int"]
+    assert got == {name: [reader.get(2)[name], reader.get(0)[name]] for name in ("str", "int")}
+    assert reader.get_values([1], "bytes") == {"bytes": [reader.get(1)["bytes"]]}
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        reader.get_values([0], ["nope"])
+    with pytest.raises(IndexError, match=f"sample {reader.samples} is out of range"):
+        reader.get_values([0, reader.samples], ["str"])
+    with pytest.raises(TypeError):
+        reader.get_values([[0, 1]], ["str"])
+
+
+def test_get_values_names_the_sample_that_fails_to_decode(tmp_path: Path) -> None:
+    with MDSWriter(out=str(tmp_path), columns={"n": "int", "s": "str"}) as writer:
+        for i in range(10):
+            writer.write({"n": i, "s": f"value-{i}"})
+    shard = read_shards(tmp_path)[0]
+    path = tmp_path / shard.basename
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"value-7", b"value-\xff"))  # not UTF-8
+    reader = ShardReader(tmp_path, shard)
+    assert reader.get_values([9, 1], ["s"]) == {"s": ["value-9", "value-1"]}
+    with pytest.raises(ShardFormatError, match="column 's' of sample 7"):
+        reader.get_values([1, 7, 3], ["s"])

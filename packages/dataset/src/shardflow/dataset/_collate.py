@@ -1,4 +1,4 @@
-"""The batch fast path: a batch's fixed-size columns read as whole arrays, with no step per sample."""
+"""The batch fast path: a batch's columns read whole, fixed-size ones as arrays with no step per sample."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch.utils.data import default_collate
 if TYPE_CHECKING:
     from shardflow.dataset.dataset import StreamingDataset
 
-__all__ = ["read_batch", "to_tensors", "keep_as_is"]
+__all__ = ["gather_batch", "read_batch", "to_tensors", "keep_as_is"]
 
 
 def _array_columns(
@@ -26,26 +26,26 @@ def _array_columns(
     return common or {}
 
 
-def read_batch(dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64]) -> Any:
-    """Samples ``(shard_ids[i], local_ids[i])`` collated as torch's ``default_collate`` would, but numpy.
+def gather_batch(
+    dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64]
+) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[Any]]]:
+    """The columns of samples ``(shard_ids[i], local_ids[i])``, each in one piece, in the order given.
 
-    Fixed-size numeric columns are gathered per shard into one numpy array each (fancy indexing on the
-    shard's map); :func:`to_tensors` turns them into tensors without a copy in the process that trains,
-    so that a DataLoader worker sends plain arrays (one pickle through its pipe) rather than tensors in
-    shared-memory segments, which cost far more per batch. Other columns are read per sample and
-    collated with ``default_collate``.
+    Returns the column names (those of the first sample's shard), then the fixed-size numeric columns
+    that every shard of the batch serves as arrays, gathered per shard into one numpy array each (fancy
+    indexing on the shard's map), then every other column as the list of its decoded values (located
+    per shard all at once, see ``ShardReader.get_values``).
     """
     count = len(shard_ids)
     order = np.argsort(shard_ids, kind="stable")
-    sorted_shards = shard_ids[order]
-    shards, starts = np.unique(sorted_shards, return_index=True)
+    shards, starts = np.unique(shard_ids[order], return_index=True)
     bounds = [*starts.tolist(), count]
     shard_list = shards.tolist()
     arrays = _array_columns(dataset, shard_list)
     names = list(dataset.shards[shard_list[0]].columns)
     others = [name for name in names if name not in arrays]
     out = {name: np.empty((count, *shape), dtype) for name, (dtype, shape) in arrays.items()}
-    rest: list[dict[str, Any]] = [{}] * count
+    lists: dict[str, list[Any]] = {name: [] for name in others}
     for g, k in enumerate(shard_list):
         positions = order[bounds[g] : bounds[g + 1]]
         reader = dataset._readers[k] or dataset._reader(k)
@@ -54,15 +54,28 @@ def read_batch(dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_id
             for name, values in reader.get_columns(wanted, list(arrays)).items():
                 out[name][positions] = values
         if others:
-            for position, sample in zip(positions.tolist(), reader.get_batch(wanted), strict=True):
-                rest[position] = sample
-    batch: dict[str, Any] = {}
-    for name in names:
-        if name in out:
-            batch[name] = out[name]
-        else:
-            batch[name] = default_collate([sample[name] for sample in rest])
-    return batch
+            for name, found in reader.get_values(wanted, others).items():
+                lists[name] += found
+    if len(shard_list) > 1 and others:
+        # The lists follow the samples sorted by shard: sample j sits at the place of j in that order.
+        place = np.empty(count, np.int64)
+        place[order] = np.arange(count)
+        where = place.tolist()
+        lists = {name: [found[p] for p in where] for name, found in lists.items()}
+    return names, out, lists
+
+
+def read_batch(dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64]) -> Any:
+    """Samples ``(shard_ids[i], local_ids[i])`` collated as torch's ``default_collate`` would, but numpy.
+
+    Fixed-size numeric columns are gathered per shard into one numpy array each (see
+    :func:`gather_batch`); :func:`to_tensors` turns them into tensors without a copy in the process that
+    trains, so that a DataLoader worker sends plain arrays (one pickle through its pipe) rather than tensors
+    in shared-memory segments, which cost far more per batch. Other columns are read a column at a time
+    and collated with ``default_collate`` (which keeps a list of ``bytes`` or ``str`` as it is).
+    """
+    names, arrays, lists = gather_batch(dataset, shard_ids, local_ids)
+    return {name: arrays[name] if name in arrays else default_collate(lists[name]) for name in names}
 
 
 def to_tensors(batch: dict[str, Any], pin: bool = False) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
-from shardflow.dataset._collate import read_batch
+from shardflow.dataset._collate import gather_batch, read_batch
 
 if TYPE_CHECKING:
     from shardflow.dataset.dataset import StreamingDataset
@@ -26,7 +26,7 @@ WINDOW = 16_384
 """Sample ids located at a time."""
 
 BULK = 4_096
-"""Samples decoded at once, as whole columns, when every column is a fixed-size number or array. An
+"""Samples decoded at once, as whole columns, when every shard is an MDS shard of the same columns. An
 iteration starts with 64 and doubles up to this, so its first sample waits only for its first shards."""
 
 
@@ -101,23 +101,22 @@ def _windows(
 
 
 def _bulk_columns(dataset: StreamingDataset) -> list[tuple[str, bool]] | None:
-    """``(name, decodes to Python ints)`` per column when every shard's columns are all fixed-size numbers or
-    arrays of one layout, so samples can be cut from whole columns; else None."""
+    """``(name, decodes to Python ints)`` per column when every shard is an MDS shard with the same columns
+    and encodings, so samples can be cut from whole columns; else None."""
     first = dataset.shards[0]
-    layout = first.array_columns
-    if len(layout) != len(first.columns):
-        return None
+    columns = list(first.columns.items())
     for shard in dataset.shards:
-        if shard.array_columns != layout or list(shard.columns) != list(first.columns):
+        if shard.format != "mds" or list(shard.columns.items()) != columns:
             return None
-    return [(name, encoding == "int") for name, encoding in first.columns.items()]
+    return [(name, encoding == "int") for name, encoding in columns]
 
 
 def _iter_bulk(
     dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], columns: list[tuple[str, bool]]
 ) -> Iterator[dict[str, Any]]:
-    """The samples, ``BULK`` at a time: each column gathered as one array, then cut into the samples'
-    values (numpy scalars and array rows, or Python ints for ``int`` columns, as the per-sample decode)."""
+    """The samples, ``BULK`` at a time: each column gathered whole (see ``gather_batch``), then cut into
+    the samples' values (numpy scalars and array rows, or Python ints for ``int`` columns, as the
+    per-sample decode; other columns come decoded already)."""
     names = [name for name, _ in columns]
     step = 64
     for window in _windows(dataset, chunks, WINDOW):
@@ -125,8 +124,11 @@ def _iter_bulk(
         while begin < window.size:
             end = min(begin + step, window.size)
             window.advance(end - 1)
-            batch = read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
-            values = [batch[name].tolist() if python else iter(batch[name]) for name, python in columns]
+            _, arrays, lists = gather_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
+            values = [
+                lists[name] if name not in arrays else arrays[name].tolist() if python else iter(arrays[name])
+                for name, python in columns
+            ]
             for row in zip(*values, strict=True):
                 yield dict(zip(names, row, strict=True))
             begin, step = end, min(2 * step, BULK)

@@ -36,7 +36,7 @@ class MDSPlan:
         self.unsafe_columns = [name for name, codec in zip(names, codecs, strict=True) if codec.unsafe]
         steps: list[_Step] = []
         num_var = fixed_before = 0
-        # Columns get_columns serves: name -> (dtype, shape), and where each starts in a sample:
+        # Columns get_columns serves: name -> (dtype, shape), and where each column starts in a sample:
         # name -> (bytes of fixed-size columns before it, number of variable-size columns before it).
         self.arrays: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         self.places: dict[str, tuple[int, int]] = {}
@@ -45,12 +45,13 @@ class MDSPlan:
             layout = codec.array_layout()
             if layout is not None:
                 self.arrays[name] = layout
-                self.places[name] = (fixed_before, num_var)
+            self.places[name] = (fixed_before, num_var)
             num_var += size is None
             fixed_before += size or 0
         self.columns: dict[str, str] = dict(zip(names, encodings, strict=True))
         self.header = {"column_names": names, "column_encodings": encodings, "column_sizes": sizes}
         self.steps: tuple[_Step, ...] = tuple(steps)
+        self.by_name: dict[str, _Step] = {step[0]: step for step in steps}
         self.num_var = num_var
         self.fixed_total = sum(size for size in sizes if size is not None)
         self.prefix = struct.Struct(f"<{num_var}I")
@@ -180,13 +181,70 @@ class MDSShard:
 
         Every value is gathered from the map with numpy fancy indexing: no Python step per sample.
         """
+        plan, data = self._plan, self._bytes
+        head, before = self._locate(ids)
+        assert data is not None  # _locate checked that the shard is open
+        columns = {}
+        for name in names:
+            dtype, shape = plan.arrays[name]
+            fixed_before, var_before = plan.places[name]
+            starts = head + fixed_before
+            if var_before:
+                assert before is not None
+                starts += before[:, var_before]
+            width = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+            columns[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
+        return columns
+
+    def get_values(self, ids: np.ndarray, names: Sequence[str]) -> dict[str, list[Any]]:
+        """Columns ``names`` of samples ``ids`` (int64, in range), one list of decoded values each.
+
+        Where each value lies is worked out for all samples at once from the offsets and size prefixes;
+        only the decode runs per value (the same decode as :meth:`get`).
+        """
+        plan, view = self._plan, self._view
+        head, before = self._locate(ids)
+        columns = {}
+        for name in names:
+            _, decode, size, var = plan.by_name[name]
+            fixed_before, var_before = plan.places[name]
+            starts = head + fixed_before
+            if var_before:
+                assert before is not None
+                starts += before[:, var_before]
+            if var < 0:
+                ends = starts + size
+            else:
+                assert before is not None
+                ends = starts + (before[:, var + 1] - before[:, var])
+            try:
+                spans = zip(starts.tolist(), ends.tolist(), strict=True)
+                columns[name] = [decode(view[a:b]) for a, b in spans]
+            except (MissingDependencyError, MemoryError):
+                raise
+            except Exception as exc:
+                raise self._first_decode_error(ids, exc) from exc
+        return columns
+
+    def _first_decode_error(self, ids: np.ndarray, exc: Exception) -> ShardFormatError:
+        """The error of the first of ``ids`` whose sample fails to decode (slow path, errors only)."""
+        for i in ids.tolist():
+            try:
+                self.get(i)
+            except ShardFormatError as error:
+                return error
+        return ShardFormatError(f"{self.path}: a value cannot be decoded ({exc}): the file is corrupt")
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Where samples ``ids`` start past their size prefix, and the running sums of their
+        variable-size columns' sizes (``(len(ids), num_var + 1)``, None without such columns); checks
+        that each sample's sizes add up to its span."""
         plan = self._plan
         table, data = self._table, self._bytes
         if table is None or data is None:
             raise ShardFormatError(f"{self.path} was closed while being read")
         begin = table[ids].astype(np.int64)
         spans = table[ids + 1].astype(np.int64) - begin
-        head = begin + plan.prefix.size
         before: np.ndarray | None = None
         if plan.num_var:
             short = spans < plan.prefix.size
@@ -200,17 +258,7 @@ class MDSShard:
             bad = spans != plan.fixed_total
         if bad.any():
             self._bad_size(int(ids[np.argmax(bad)]))
-        columns = {}
-        for name in names:
-            dtype, shape = plan.arrays[name]
-            fixed_before, var_before = plan.places[name]
-            starts = head + fixed_before
-            if var_before:
-                assert before is not None
-                starts += before[:, var_before]
-            width = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-            columns[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
-        return columns
+        return begin + plan.prefix.size, before
 
     def close(self) -> None:
         """Unmap the file; decoded samples that still view it keep the map alive until they go."""
