@@ -6,16 +6,19 @@ Run as ``python _dataset_rank.py CONFIG_JSON``; the test modules start one per r
 - ``remote``, ``local``, ``batch_size``, ``workers``: the dataset and loader (``shuffle=True``,
   ``num_canonical_nodes=2``, ``shuffle_seed`` given or 17);
 - ``mode``: how the rank learns its world: ``"gloo"`` (``init_process_group`` over TCP on 127.0.0.1 with
-  ``rank``/``world_size``/``port``; the parent sets only ``LOCAL_WORLD_SIZE``), ``"env"`` (the parent set
-  ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``) or ``"world"`` (``World(...)`` passed to
-  the dataset, no variables);
+  ``rank``/``world_size``/``port``; the parent sets only ``LOCAL_WORLD_SIZE``), ``"torchrun"``
+  (``init_process_group("gloo")`` from the variables torchrun sets), ``"env"`` (the parent set
+  ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``, or nothing: one process) or ``"world"``
+  (``World(...)`` passed to the dataset, no variables);
+- ``cache_limit``, ``predownload``, ``shuffle_block_size``: passed to the dataset when given;
 - ``stop_after``: stop after this many batches and save ``loader.state_dict()`` into the report;
 - ``state_in``: a JSON file of a state dict to resume from before iterating;
 - ``wait_for``: a file to wait for (created by the test) before iterating;
 - ``check_values``: compare every sample's columns with how the test wrote them;
 - ``try_worlds``: instead of iterating, construct a dataset with each ``[rank, world_size, local_rank,
   local_world_size]`` override and report which constructions raised what;
-- ``out``: where the JSON report goes: ``batches`` (each batch's ids), ``world``, ``state``, ``bad``.
+- ``out``: where the JSON report goes (``{rank}`` is replaced by ``RANK``): ``batches`` (each batch's ids),
+  ``world``, ``state``, ``bad``, ``cache`` (the rank process's ``cache_stats()``).
 """
 
 from __future__ import annotations
@@ -140,6 +143,10 @@ def main() -> int:
             rank=config["rank"],
             world_size=config["world_size"],
         )
+    elif mode == "torchrun":
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
     report: dict = {"pid": os.getpid()}
 
     def make(world: World | None) -> StreamingDataset:
@@ -151,6 +158,7 @@ def main() -> int:
             batch_size=config["batch_size"],
             num_canonical_nodes=2,
             world=world,
+            **{k: config[k] for k in ("cache_limit", "predownload", "shuffle_block_size") if k in config},
         )
 
     if config.get("try_worlds"):
@@ -199,8 +207,9 @@ def main() -> int:
                 break
         report["batches"] = batches
         report["bad"] = bad
-    Path(config["out"]).write_text(json.dumps(report))
-    if mode == "gloo":
+        report["cache"] = dataset.cache_stats()
+    Path(config["out"].replace("{rank}", os.environ.get("RANK", "0"))).write_text(json.dumps(report))
+    if mode in ("gloo", "torchrun"):
         import torch.distributed as dist
 
         dist.destroy_process_group()

@@ -47,6 +47,9 @@ class FaultProxy:
 
     With ``only``, failures are injected only into requests whose path contains that text.
 
+    With ``trickle_seconds``, every answer body (of an unfailed request) is sent in two halves that far
+    apart, so that a download stays in flight for a while (for tests that kill a process mid-download).
+
     With ``ignore_range``, every request is forwarded without its ``Range`` (and Azure's ``x-ms-range``)
     header, so the server answers ranged reads with 200 and the whole object, as an endpoint or cache
     that ignores ``Range`` does.
@@ -70,6 +73,7 @@ class FaultProxy:
         seed: int = 0,
         only: str | None = None,
         ignore_range: bool = False,
+        trickle_seconds: float = 0.0,
     ) -> None:
         unknown = {f for f in faults if f not in FAULTS and not (f.isdigit() and len(f) == 3)}
         if unknown:
@@ -80,6 +84,7 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.only = only
         self.ignore_range = ignore_range
+        self.trickle_seconds = trickle_seconds
         self.timeline: list[tuple[str, str, str | None, float, float]] = []
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.sent_bytes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -225,6 +230,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 proxy._sent(self.command, self.path, len(data) // 2)
                 self.close_connection = True
                 return
+            if proxy.trickle_seconds and len(data) > 1:
+                half = len(data) // 2
+                self.wfile.write(data[:half])
+                self.wfile.flush()
+                proxy._sent(self.command, self.path, half)
+                proxy._stopping.wait(proxy.trickle_seconds)
+                data = data[half:]
             self.wfile.write(data)
             proxy._sent(self.command, self.path, len(data))
 

@@ -5,7 +5,8 @@ Everything lives in files, so nothing survives a process but files that the next
 - ``<root>/.shardflow-cache/<shard>.json``: an entry per shard that a shardflow process downloaded, naming
   its files and bytes (the bytes it may take while downloading, then what it keeps). Only shards with an
   entry are ever evicted: files that were in the folder already, and local-only streams, have none. The
-  entry's modification time is the shard's last use, for least-recently-used eviction.
+  entry's modification time is the shard's last use, for least-recently-used eviction. An evicted
+  shard leaves ``<shard>.evicted`` behind, so that whoever downloads it again counts a re-download.
 - ``<root>/.shardflow-locks/<shard>.lock``: held exclusively while the shard is downloaded or evicted.
 - ``<root>/.shardflow-locks/<shard>.use.lock``: held shared by each process that has the shard open (with a
   limit only), so eviction prefers shards nobody reads.
@@ -140,7 +141,6 @@ class NodeCache:
         self.downloads = 0
         self.redownloads = 0
         self.evictions = 0
-        self._seen: set[tuple[Path, str]] = set()
 
     def announce(self) -> None:
         """Write the limit into every folder, for ``shardflow cache status``."""
@@ -162,10 +162,11 @@ class NodeCache:
         """
         key = (root, name)
         self.downloads += 1
-        if key in self._seen:
+        tombstone = _entry_path(root, name).with_suffix(".evicted")
+        if tombstone.exists():
+            tombstone.unlink(missing_ok=True)
             self.redownloads += 1
             logger.info("downloading %s again: it was evicted to keep within cache_limit", root / name)
-        self._seen.add(key)
         with self._budget():
             _write_json(_entry_path(root, name), {"name": name, "files": list(files), "bytes": nbytes})
             if self.limit is not None:
@@ -242,7 +243,9 @@ class NodeCache:
             try:
                 for file in entry.files:
                     (entry.root / file).unlink(missing_ok=True)
-                _entry_path(entry.root, entry.name).unlink(missing_ok=True)
+                path = _entry_path(entry.root, entry.name)
+                path.with_suffix(".evicted").touch()  # so that a later download counts as a re-download
+                path.unlink(missing_ok=True)
             finally:
                 if use is not None:
                     release(use)

@@ -466,8 +466,9 @@ class StreamingDataset(IterableDataset):
         return iter_samples(self, chunks)
 
     def cache_stats(self) -> dict[str, int]:
-        """This process's shard downloads, downloads of shards it had downloaded before (evicted since),
-        and evictions it made to keep within ``cache_limit``."""
+        """This process's shard downloads, those of shards evicted from the folder before (re-downloads),
+        and the evictions it made to keep within ``cache_limit``; summed over a node's processes, the
+        node's."""
         cache = self._cache
         return {"downloads": cache.downloads, "redownloads": cache.redownloads, "evictions": cache.evictions}
 
