@@ -105,6 +105,7 @@ def rank_main(config: dict[str, Any]) -> None:
     exhausted = False
     progress = Path(config["out"]).with_suffix(".progress")
     report_at = 0.0
+    max_gap = gap_at = last_batch = 0.0
     while True:
         batch = None if exhausted else next(batches, None)
         exhausted = batch is None
@@ -117,8 +118,12 @@ def rank_main(config: dict[str, Any]) -> None:
             break
         if batch is not None:
             ids.append(np.asarray(batch["id"]).astype(np.int64))
+            now = time.perf_counter()
             if first_batch is None:
-                first_batch = time.perf_counter()
+                first_batch = now
+            elif now - last_batch > max_gap:  # the longest wait for a batch: a stall shows here
+                max_gap, gap_at = now - last_batch, now - started
+            last_batch = now
             if time.perf_counter() > report_at:  # how far a rank got, should it never finish
                 progress.write_text(str(sum(len(i) for i in ids)))
                 report_at = time.perf_counter() + 1.0
@@ -133,6 +138,8 @@ def rank_main(config: dict[str, Any]) -> None:
         "construct_s": built - started,
         "first_batch_s": None if first_batch is None else first_batch - started,
         "batches": len(ids),
+        "max_gap_s": max_gap,
+        "gap_at_s": gap_at,
         "stamps": stamps,
     }
     if config["sync"]:
@@ -324,6 +331,7 @@ def run_epoch(
     counts = np.bincount(ids, minlength=args.samples)
     result["epoch_s"] = max(report["epoch_s"] for report in reports)
     result["stamps"] = [report["stamps"] for report in reports]
+    result["reports"] = reports
     result["ended"] = result["spawned"] + wall
     result["read"] = int(ids.size)
     result["missing"] = int((counts == 0).sum())
@@ -354,7 +362,12 @@ def phases(result: dict[str, Any]) -> str:
             marks = {**stamps, "spawned": result["spawned"], "exited": result["ended"]}
             spans.append(marks[end] - marks[begin])
         parts.append(f"{label} {max(spans):.1f}")
-    return ", ".join(parts)
+    gaps = ", ".join(
+        f"{report['first_batch_s']:.1f} s to the first batch, longest wait {report['max_gap_s']:.2f} s "
+        f"at {report['gap_at_s']:.1f} s"
+        for report in result["reports"]
+    )
+    return ", ".join(parts) + f" (ranks: {gaps})"
 
 
 def quiet_error(request: Any, client_address: Any) -> None:
