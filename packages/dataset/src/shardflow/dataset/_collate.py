@@ -12,7 +12,7 @@ from torch.utils.data import default_collate
 if TYPE_CHECKING:
     from shardflow.dataset.dataset import StreamingDataset
 
-__all__ = ["gather_batch", "read_batch", "to_tensors", "keep_as_is"]
+__all__ = ["gather_batch", "read_batch", "to_tensors"]
 
 
 def _array_columns(
@@ -88,8 +88,3 @@ def to_tensors(batch: dict[str, Any], pin: bool = False) -> dict[str, Any]:
             value = value.pin_memory()
         out[name] = value
     return out
-
-
-def keep_as_is(batch: Any) -> Any:
-    """The DataLoader ``collate_fn`` of the batch path: batches arrive collated; workers send numpy."""
-    return batch

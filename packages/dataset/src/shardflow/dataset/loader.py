@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from shardflow.dataset._collate import keep_as_is, to_tensors
+from shardflow.dataset._collate import to_tensors
+from shardflow.dataset._slots import BatchSlots, SlotSender
 from shardflow.dataset.dataset import StreamingDataset
 
 __all__ = ["StreamingDataLoader"]
@@ -39,8 +40,9 @@ class StreamingDataLoader(DataLoader):
       that hold an older state;
     - reads whole batches at once (``batch_reads``, default on when the dataset's ``get_item`` and
       ``__getitem__`` are not overridden and no ``collate_fn`` is given): fixed-size numeric columns are
-      gathered per shard as arrays and become tensors without a Python step per sample. Batches equal
-      what the per-sample path with ``default_collate`` yields.
+      gathered per shard as arrays and become tensors without a Python step per sample; forked workers
+      hand their arrays and lists of ``bytes`` over through shared memory rather than the pipe. Batches
+      equal what the per-sample path with ``default_collate`` yields.
 
     Args:
         dataset: The dataset.
@@ -51,6 +53,7 @@ class StreamingDataLoader(DataLoader):
 
     def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
         self._batch_reads: tuple[int, bool] | None = None
+        self._sender = SlotSender()
         if isinstance(dataset, StreamingDataset) and not args:
             batch_size = kwargs.get("batch_size", 1)
             eligible = (
@@ -71,7 +74,7 @@ class StreamingDataLoader(DataLoader):
                 self._batch_reads = (batch_size, bool(kwargs.get("drop_last", False)))
                 kwargs["batch_size"] = None
                 kwargs["drop_last"] = False
-                kwargs["collate_fn"] = keep_as_is
+                kwargs["collate_fn"] = self._sender
         super().__init__(dataset, *args, **kwargs)
         self.num_samples_yielded = 0
 
@@ -90,6 +93,9 @@ class StreamingDataLoader(DataLoader):
             # The iterator (and each worker, started now) takes the batch mode from the dataset; other
             # loaders of the same dataset must not see it.
             dataset._batch_mode = self._batch_reads  # type: ignore[attr-defined]
+        if self._starts_workers():
+            self._sender.slots = self._new_slots()
+        slots = self._sender.slots
         try:
             iterator = super().__iter__()
         finally:
@@ -101,9 +107,20 @@ class StreamingDataLoader(DataLoader):
         pin = convert and self.pin_memory and torch.cuda.is_available()
         for batch in iterator:
             if convert:
-                batch = to_tensors(batch, pin)
+                batch = to_tensors(batch if slots is None else slots.take(batch), pin)
             self.num_samples_yielded += batch_length(batch)
             yield batch
+
+    def _starts_workers(self) -> bool:
+        """Whether the next ``super().__iter__()`` starts worker processes."""
+        return self.num_workers > 0 and not (self.persistent_workers and self._iterator is not None)
+
+    def _new_slots(self) -> BatchSlots | None:
+        """Shared-memory slots for the batch path's workers when they fork, else None (the pipe)."""
+        context = self.multiprocessing_context or torch.multiprocessing
+        if self._batch_reads is None or context.get_start_method() != "fork":
+            return None
+        return BatchSlots(self.num_workers, (self.prefetch_factor or 2) + 2, context)
 
     def state_dict(self) -> dict[str, Any] | None:
         """The dataset's resumption state after the batches this rank has yielded, or None for other datasets.

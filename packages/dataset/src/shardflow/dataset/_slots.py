@@ -1,0 +1,144 @@
+"""Batches from forked DataLoader workers to the trainer through shared memory rather than the pipe.
+
+A worker's batch reaches the trainer pickled through one pipe, which on Linux moves 64 KiB per wake-up:
+a 768 KB batch of images costs more to send than to read. :class:`BatchSlots` is made by the trainer
+before its workers fork: an anonymous shared mapping of ``slots`` slots per worker and, per worker, a
+semaphore counting its free slots. A worker writes a batch's numpy arrays and lists of ``bytes`` into its
+next slot and sends only where they lie (:class:`InSlot`); the trainer copies them out and frees the
+slot. A worker that finds no free slot, or a batch that does not fit one, sends the batch as it is.
+
+Slots are taken and freed in the same order (a worker's batches reach the trainer in the order it sent
+them), so the count alone says which slot is next. A batch the trainer drops unread (an abandoned
+iteration) keeps its slot taken: that worker then has fewer slots, never a slot still being read.
+"""
+
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from itertools import accumulate, pairwise
+from typing import Any
+
+import numpy as np
+from torch.utils.data import get_worker_info
+
+__all__ = ["BatchSlots", "InSlot", "SlotSender"]
+
+SLOT_BYTES = 16 << 20
+"""The room of one slot; it costs memory only once written (bigger batches go through the pipe)."""
+
+_ALIGN = 64
+
+
+@dataclass(frozen=True)
+class InSlot:
+    """One column of a batch, written into slot ``slot`` of worker ``worker`` at ``offset``.
+
+    ``lengths`` is None for an array of ``dtype`` and ``shape``; else the column is a list of ``bytes`` of
+    these lengths, end to end.
+    """
+
+    worker: int
+    slot: int
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+    lengths: tuple[int, ...] | None = None
+
+
+class BatchSlots:
+    """Shared-memory slots for the batches of ``workers`` forked workers, ``slots`` each.
+
+    Args:
+        workers: The DataLoader's ``num_workers``.
+        slots: Slots per worker: room for the batches it has sent and the trainer has not yet taken.
+        context: The multiprocessing context the workers start from (its semaphores are shared).
+    """
+
+    def __init__(self, workers: int, slots: int, context: Any) -> None:
+        self.slots = slots
+        self._memory = mmap.mmap(-1, workers * slots * SLOT_BYTES)  # MAP_SHARED: seen by forked workers
+        self._free = [context.Semaphore(slots) for _ in range(workers)]
+        self._next = 0  # a worker's next slot (each forked worker counts its own)
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("BatchSlots serve forked workers only: they cannot be pickled")
+
+    def put(self, batch: Any) -> Any:
+        """In a worker: ``batch`` with its numpy arrays and lists of ``bytes`` moved into a free slot of this
+        worker, as :class:`InSlot` values; ``batch`` itself outside a worker, when it is not a dict, when
+        nothing would move, when it does not fit or when no slot is free."""
+        info = get_worker_info()
+        if info is None or not isinstance(batch, dict):
+            return batch
+        moved = {name: value for name, value in batch.items() if _movable(value)}
+        sizes = [_size(value) for value in moved.values()]
+        if not moved or sum(-(-size // _ALIGN) * _ALIGN for size in sizes) > SLOT_BYTES:
+            return batch
+        if not self._free[info.id].acquire(block=False):
+            return batch
+        slot, self._next = self._next, (self._next + 1) % self.slots
+        offset = (info.id * self.slots + slot) * SLOT_BYTES
+        out = dict(batch)
+        for (name, value), size in zip(moved.items(), sizes, strict=True):
+            out[name] = self._write(value, info.id, slot, offset)
+            offset += -(-size // _ALIGN) * _ALIGN
+        return out
+
+    def _write(self, value: np.ndarray | list[bytes], worker: int, slot: int, offset: int) -> InSlot:
+        memory = self._memory
+        if isinstance(value, np.ndarray):
+            np.ndarray(value.shape, value.dtype, buffer=memory, offset=offset)[...] = value
+            return InSlot(worker, slot, offset, value.dtype.str, value.shape)
+        position = offset
+        for item in value:
+            end = position + len(item)
+            memory[position:end] = item
+            position = end
+        return InSlot(worker, slot, offset, "", (len(value),), tuple(map(len, value)))
+
+    def take(self, batch: Any) -> Any:
+        """In the trainer: ``batch`` with its :class:`InSlot` values copied out, and their slot freed."""
+        if not isinstance(batch, dict):
+            return batch
+        out, taken = {}, set()
+        memory = self._memory
+        for name, value in batch.items():
+            if isinstance(value, InSlot):
+                taken.add((value.worker, value.slot))
+                if value.lengths is None:
+                    dtype = np.dtype(value.dtype)
+                    count = int(np.prod(value.shape, dtype=np.int64))
+                    value = np.frombuffer(memory, dtype, count, value.offset).reshape(value.shape).copy()
+                else:
+                    bounds = list(accumulate(value.lengths, initial=value.offset))
+                    value = [memory[a:b] for a, b in pairwise(bounds)]
+            out[name] = value
+        for worker, _ in taken:
+            self._free[worker].release()
+        return out
+
+
+class SlotSender:
+    """The batch path's ``collate_fn``: batches arrive collated; in a forked worker they move into
+    :attr:`slots` when set (the loader sets them before its workers start)."""
+
+    def __init__(self) -> None:
+        self.slots: BatchSlots | None = None
+
+    def __call__(self, batch: Any) -> Any:
+        return batch if self.slots is None else self.slots.put(batch)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"slots": None}  # a copy in another process (spawn) sends through the pipe
+
+
+def _movable(value: Any) -> bool:
+    """Whether ``value`` goes into a slot: a numpy array, or a non-empty list of ``bytes``."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biufc"
+    return type(value) is list and bool(value) and all(type(item) is bytes for item in value)
+
+
+def _size(value: np.ndarray | list[bytes]) -> int:
+    return value.nbytes if isinstance(value, np.ndarray) else sum(map(len, value))
