@@ -447,3 +447,20 @@ def test_get_values_names_the_sample_that_fails_to_decode(tmp_path: Path) -> Non
     assert reader.get_values([9, 1], ["s"]) == {"s": ["value-9", "value-1"]}
     with pytest.raises(ShardFormatError, match="column 's' of sample 7"):
         reader.get_values([1, 7, 3], ["s"])
+
+
+def test_read_columns_is_get_columns_and_get_values_at_once(fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "mds" / "all_encodings"
+    reader = ShardReader(folder, read_shards(folder)[0])
+    ids = [3, 0, 3, 1]
+    arrays, values = reader.read_columns(ids, ["int", "nd_static"], ["bytes", "int"])
+    expected = reader.get_columns(ids, ["int", "nd_static"])
+    assert list(arrays) == ["int", "nd_static"]
+    for name in arrays:
+        np.testing.assert_array_equal(arrays[name], expected[name])
+    assert values == reader.get_values(ids, ["bytes", "int"])
+    with pytest.raises(UnsupportedColumnError, match="column 'bytes'"):
+        reader.read_columns(ids, ["bytes"], [])
+    text = fixtures_dir / "csv" / "plain"
+    lines = ShardReader(text, read_shards(text)[0])
+    assert lines.read_columns([1, 0], [], ["number"]) == ({}, lines.get_values([1, 0], ["number"]))

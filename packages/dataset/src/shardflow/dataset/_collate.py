@@ -34,7 +34,7 @@ def gather_batch(
     Returns the column names (those of the first sample's shard), then the fixed-size numeric columns
     that every shard of the batch serves as arrays, gathered per shard into one numpy array each (fancy
     indexing on the shard's map), then every other column as the list of its decoded values (located
-    per shard all at once, see ``ShardReader.get_values``).
+    per shard all at once, see ``ShardReader.read_columns``).
     """
     count = len(shard_ids)
     order = np.argsort(shard_ids, kind="stable")
@@ -50,12 +50,11 @@ def gather_batch(
         positions = order[bounds[g] : bounds[g + 1]]
         reader = dataset._readers[k] or dataset._reader(k)
         wanted = local_ids[positions]
-        if arrays:
-            for name, values in reader.get_columns(wanted, list(arrays)).items():
-                out[name][positions] = values
-        if others:
-            for name, found in reader.get_values(wanted, others).items():
-                lists[name] += found
+        gathered, decoded = reader.read_columns(wanted, list(arrays), others)
+        for name, values in gathered.items():
+            out[name][positions] = values
+        for name, found in decoded.items():
+            lists[name] += found
     if len(shard_list) > 1 and others:
         # The lists follow the samples sorted by shard: sample j sits at the place of j in that order.
         place = np.empty(count, np.int64)

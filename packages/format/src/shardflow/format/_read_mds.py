@@ -176,42 +176,26 @@ class MDSShard:
             "copy it again"
         )
 
-    def get_columns(self, ids: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Columns ``names`` (all in ``plan.arrays``) of samples ``ids`` (int64, in range), one array each.
-
-        Every value is gathered from the map with numpy fancy indexing: no Python step per sample.
-        """
-        plan, data = self._plan, self._bytes
+    def read(
+        self, ids: np.ndarray, arrays: Sequence[str], values: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+        """Columns of samples ``ids`` (int64, in range), the samples located once for both kinds:
+        ``arrays`` (all in ``plan.arrays``) as one array each, gathered from the map with numpy fancy
+        indexing, and ``values`` as one list of decoded values each (only the decode runs per value, the
+        same decode as :meth:`get`)."""
+        plan, data, view = self._plan, self._bytes, self._view
         head, before = self._locate(ids)
         assert data is not None  # _locate checked that the shard is open
-        columns = {}
-        for name in names:
+        gathered = {}
+        for name in arrays:
             dtype, shape = plan.arrays[name]
-            fixed_before, var_before = plan.places[name]
-            starts = head + fixed_before
-            if var_before:
-                assert before is not None
-                starts += before[:, var_before]
+            starts = self._starts(name, head, before)
             width = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-            columns[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
-        return columns
-
-    def get_values(self, ids: np.ndarray, names: Sequence[str]) -> dict[str, list[Any]]:
-        """Columns ``names`` of samples ``ids`` (int64, in range), one list of decoded values each.
-
-        Where each value lies is worked out for all samples at once from the offsets and size prefixes;
-        only the decode runs per value (the same decode as :meth:`get`).
-        """
-        plan, view = self._plan, self._view
-        head, before = self._locate(ids)
-        columns = {}
-        for name in names:
+            gathered[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
+        decoded = {}
+        for name in values:
             _, decode, size, var = plan.by_name[name]
-            fixed_before, var_before = plan.places[name]
-            starts = head + fixed_before
-            if var_before:
-                assert before is not None
-                starts += before[:, var_before]
+            starts = self._starts(name, head, before)
             if var < 0:
                 ends = starts + size
             else:
@@ -219,12 +203,21 @@ class MDSShard:
                 ends = starts + (before[:, var + 1] - before[:, var])
             try:
                 spans = zip(starts.tolist(), ends.tolist(), strict=True)
-                columns[name] = [decode(view[a:b]) for a, b in spans]
+                decoded[name] = [decode(view[a:b]) for a, b in spans]
             except (MissingDependencyError, MemoryError):
                 raise
             except Exception as exc:
                 raise self._first_decode_error(ids, exc) from exc
-        return columns
+        return gathered, decoded
+
+    def _starts(self, name: str, head: np.ndarray, before: np.ndarray | None) -> np.ndarray:
+        """Where column ``name`` of each sample starts, from :meth:`_locate`'s answer."""
+        fixed_before, var_before = self._plan.places[name]
+        starts = head + fixed_before
+        if var_before:
+            assert before is not None
+            starts += before[:, var_before]
+        return starts
 
     def _first_decode_error(self, ids: np.ndarray, exc: Exception) -> ShardFormatError:
         """The error of the first of ``ids`` whose sample fails to decode (slow path, errors only)."""

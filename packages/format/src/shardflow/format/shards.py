@@ -312,11 +312,7 @@ class ShardReader:
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
         """
-        names = self._array_names(columns)
-        ids = self._checked_ids(local_ids)
-        opened = self._opened()
-        assert isinstance(opened, MDSShard)  # _array_names refuses text shards
-        return opened.get_columns(ids, names)
+        return self.read_columns(local_ids, self._array_names(columns), ())[0]
 
     def get_values(
         self, local_ids: Sequence[int] | np.ndarray, columns: Sequence[str] | None = None
@@ -339,13 +335,28 @@ class ShardReader:
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
         """
-        names = self._column_names(columns)
+        return self.read_columns(local_ids, (), self._column_names(columns))[1]
+
+    def read_columns(
+        self, local_ids: Sequence[int] | np.ndarray, arrays: Sequence[str], values: Sequence[str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
+        """:meth:`get_columns` of ``arrays`` and :meth:`get_values` of ``values`` in one read: an MDS
+        shard's samples are located once for both.
+
+        Raises:
+            UnsupportedColumnError: A column of ``arrays`` is not a fixed-size number or array.
+            KeyError: The shard has no such column.
+            IndexError: An id is out of range.
+            TypeError: ``local_ids`` is not a flat sequence of integers.
+        """
+        arrays, values = self._array_names(arrays), self._column_names(values)
         ids = self._checked_ids(local_ids)
         opened = self._opened()
         if isinstance(opened, MDSShard):
-            return opened.get_values(ids, names)
+            return opened.read(ids, arrays, values)
+        assert not arrays  # _array_names refuses text shards
         samples = [opened.get(i) for i in ids.tolist()]
-        return {name: [sample[name] for sample in samples] for name in names}
+        return {}, {name: [sample[name] for sample in samples] for name in values}
 
     def _column_names(self, columns: Sequence[str] | None) -> list[str]:
         shard = self.shard
