@@ -148,7 +148,12 @@ def cache(tmp_path: Path, zstd: Path) -> Any:
     read_shards = [index_of(zstd)["shards"][0], index_of(zstd)["shards"][-1]]
     read = sorted(s["raw_data"]["basename"] for s in read_shards)
     assert sorted(p.name for p in locks.iterdir()) == sorted(
-        ["cache-budget.lock", *(f"{n}.lock" for n in read), *(f"{n}.use.lock" for n in read)]
+        [
+            "cache-budget.lock",
+            "index.json.lock",
+            *(f"{n}.lock" for n in read),
+            *(f"{n}.use.lock" for n in read),
+        ]
     )
     stale = root / f".shard.00002.mds.zstd.{dead_pid()}-deadbeef.tmp"
     stale.write_bytes(b"partial")

@@ -190,7 +190,7 @@ class StreamingDataset(IterableDataset):
         self._cache = NodeCache(
             [stream.local_root for stream in self.streams if stream.remote_root is not None],
             self.cache_limit,
-            max(self._shard_timeout(stream) for stream in self.streams),
+            max(stream.wait_timeout for stream in self.streams),
         )
         if self.cache_limit is not None:
             self._check_cache_limit(cache_limit)
@@ -293,7 +293,7 @@ class StreamingDataset(IterableDataset):
             self._fetcher.wait(
                 shard,
                 lambda: self._prepare(shard),
-                self._shard_timeout(stream),
+                stream.wait_timeout,
                 stream.describe(info.basename),
             )
             reader = self._readers[shard]
@@ -312,19 +312,13 @@ class StreamingDataset(IterableDataset):
         info = self.shards[shard]
         hold = self._cache.hold(stream.local_root, info.basename, stream.describe(info.basename))
         try:
-            reader = stream.open_shard(info, self._shard_timeout(stream), self._cache)
+            reader = stream.open_shard(info, self._cache)
         except BaseException:
             self._cache.let_go(hold)
             raise
         self._cache.touch(stream.local_root, info.basename)
         self._holds[shard] = hold
         self._readers[shard] = reader
-
-    @staticmethod
-    def _shard_timeout(stream: Stream) -> float:
-        """How long a shard may take to arrive: every download attempt of its files, plus slack."""
-        attempts = (stream.download_retry or 0) + 1
-        return attempts * float(stream.download_timeout or 60) * 2 + 30
 
     def get_item(self, sample_id: int) -> Any:
         """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed."""

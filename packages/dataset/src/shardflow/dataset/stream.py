@@ -133,6 +133,12 @@ class Stream:
             base = default_cache_folder(os.fspath(self.remote))
         return base / self.split if self.split else base
 
+    @property
+    def wait_timeout(self) -> float:
+        """Seconds a shard may take to arrive: every download attempt of its files, plus slack."""
+        attempts = (self.download_retry or 0) + 1
+        return attempts * float(self.download_timeout or 60) * 2 + 30
+
     def describe(self, name: str = "") -> str:
         """``remote/name`` (or the local path) for messages."""
         root = self.remote_root or str(self.local_root)
@@ -158,13 +164,15 @@ class Stream:
         """
         root = self.local_root
         if self.remote_root is not None:
-            try:
-                self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
-            except ObjectNotFoundError as exc:
-                raise DatasetConfigError(
-                    f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
-                    f"split={self.split!r} (the store said: {exc})"
-                ) from None
+            with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
+                remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
+                try:
+                    self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
+                except ObjectNotFoundError as exc:
+                    raise DatasetConfigError(
+                        f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
+                        f"split={self.split!r} (the store said: {exc})"
+                    ) from None
         elif not (root / INDEX_BASENAME).is_file():
             raise DatasetConfigError(
                 f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
@@ -196,7 +204,7 @@ class Stream:
                 return False
         return True
 
-    def open_shard(self, shard: ShardInfo, lock_timeout: float, cache: NodeCache) -> ShardReader:
+    def open_shard(self, shard: ShardInfo, cache: NodeCache) -> ShardReader:
         """The shard opened (mapped), downloaded first when its raw files are not all here.
 
         A download fetches the compressed files when the shard is compressed, decompresses and checks them.
@@ -208,7 +216,7 @@ class Stream:
 
         Raises:
             ShardMissingError: A local-only stream lacks the shard's files, or the remote lacks them.
-            ShardWaitTimeout: Another process held the shard's lock for ``lock_timeout`` seconds.
+            ShardWaitTimeout: Another process held the shard's lock for :attr:`wait_timeout` seconds.
             ShardHashError / ShardFormatError: The files do not match the index.
         """
         root = self.local_root
@@ -226,7 +234,7 @@ class Stream:
             raise ShardMissingError(
                 f"{root / shard.basename} does not exist and its stream has no remote to download it from"
             )
-        with file_lock(lock_path(root, shard.basename), lock_timeout, self.describe(shard.basename)):
+        with file_lock(lock_path(root, shard.basename), self.wait_timeout, self.describe(shard.basename)):
             if self.is_local(shard):
                 return reader.open()
             files = [file.basename for file in (*shard.raw_files, *shard.zip_files)]
