@@ -1,6 +1,8 @@
 """One shuffled epoch from moto's S3, cache_limit a quarter of the dataset, 2 ranks x 2 workers; a table.
 
-    python benchmarks/cache_bench.py                       # issue 10's run: both implementations, best of 2
+    python benchmarks/cache_bench.py --repeat 3            # issue 10's run: both implementations, 3 runs each
+    python benchmarks/cache_bench.py --block 0             # the libraries' default shuffle_block_size (4M)
+    python benchmarks/cache_bench.py --no-sync             # ranks do not step together
     python benchmarks/cache_bench.py --samples 40000       # a smaller dataset (still ~40 shards), for a look
     python benchmarks/cache_bench.py --impl reference      # one implementation (shardflow|reference)
     python benchmarks/cache_bench.py --keep                # keep the work folder (dataset, caches, rank logs)
@@ -31,7 +33,9 @@ sends. Measured per run:
   slowest rank's time from before its dataset's constructor to after its last batch.
 - shard GETs and MB downloaded: GET requests of shard objects and the body bytes the proxy sent for them;
   the share of the dataset's bytes ("x data") shows re-downloads of evicted shards.
-- peak cache: the cache folder's bytes (every file, temporaries included), sampled every 50 ms.
+- peak cache: the cache folder's bytes (every file, temporaries included), sampled every 50 ms; then the
+  same plus the files of the folder that were unlinked (evicted) but that a rank or one of its workers
+  still maps or holds open, whose blocks stay taken until the last reader lets go.
 - ids: each sample id read over the 4 workers; "once" when every id came exactly once, otherwise the
   missing ids and the repeated reads (the reference pads the epoch so that every device gets equal batches).
 """
