@@ -4,16 +4,21 @@ did not download is ever deleted. (Several processes and kills: ``test_cache_pro
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from shardflow.dataset import DatasetConfigError, StreamingDataset
+from shardflow.dataset import DatasetConfigError, ShardWaitTimeout, StreamingDataset
 from shardflow.dataset._cache import CACHE_FOLDER, read_entries, read_limit
-from shardflow.dataset._locks import LOCK_FOLDER
+from shardflow.dataset._locks import LOCK_FOLDER, acquire, lock_path, try_lock
 from shardflow.format import TEMP_NAME
 
 from .conftest import token_sample
@@ -158,3 +163,99 @@ def test_what_a_killed_download_left_is_cleaned_and_recounted(tokens_remote: Pat
         check_sample(sample)
     assert not [p for p in tmp_path.rglob("*") if TEMP_NAME.match(p.name)]
     assert sum(entry.bytes for entry in read_entries(tmp_path)) <= limit
+
+
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def held_lock(tmp_path: Path) -> Iterator[Callable[[Path], int]]:
+    """Hold a lock file exclusively from another process (until the test ends); returns its pid."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)
+
+
+def test_a_lock_wait_times_out_naming_the_lock_what_it_guards_and_its_holder(
+    tmp_path: Path, held_lock: Callable[[Path], int]
+) -> None:
+    path = lock_path(tmp_path, "shard.00007.mds")
+    pid = held_lock(path)
+    started = time.monotonic()
+    with pytest.raises(ShardWaitTimeout) as caught:
+        acquire(path, 0.3, "s3://bucket/ds/shard.00007.mds")
+    assert 0.3 <= time.monotonic() - started < 5
+    message = str(caught.value)
+    assert str(path) in message and "s3://bucket/ds/shard.00007.mds" in message and f"pid {pid}" in message
+    shared = try_lock(path, shared=True)
+    assert shared is None, "a shared lock is refused while another process holds it exclusively"
+
+
+@pytest.mark.slow
+def test_a_shard_another_process_keeps_downloading_times_out_naming_it(
+    tokens_remote: Path, tmp_path: Path, held_lock: Callable[[Path], int]
+) -> None:
+    ds = StreamingDataset(
+        remote=str(tokens_remote),
+        local=str(tmp_path),
+        download_timeout=0.25,
+        download_retry=0,
+        cache_limit="1mb",
+    )
+    pid = held_lock(lock_path(tmp_path, ds.shards[2].basename))
+    started = time.monotonic()
+    with pytest.raises(ShardWaitTimeout, match=f"held by pid {pid}") as caught:
+        ds[ds._starts[2]]
+    assert ds.streams[0].wait_timeout <= time.monotonic() - started < 2 * ds.streams[0].wait_timeout
+    assert str(tokens_remote / ds.shards[2].basename) in str(caught.value)
+    assert ds[ds._starts[3]]["id"] == ds._starts[3], "other shards are not held up"
+
+
+def test_a_shard_evicted_while_open_is_unmapped_once_its_stretch_of_samples_is_read(
+    tokens_remote: Path, tmp_path: Path
+) -> None:
+    """The disk holds the folder plus the evicted shards a reader still maps: those are released as soon
+    as the rest of the reader's window has no sample of theirs, not at the window's end."""
+    total = remote_bytes(tokens_remote)
+    ds = StreamingDataset(
+        remote=str(tokens_remote),
+        local=str(tmp_path),
+        cache_limit=total // 4,
+        shuffle=True,
+        shuffle_block_size=200,
+        predownload=8,
+    )
+    # py1e spreads a shard's samples over about a block, so about a block's worth of shards are in use at once
+    per_block = math.ceil(200 / min(s.samples for s in ds.shards)) + 2
+    largest = max(s.raw_files[0].bytes for s in ds.shards)
+    worst_mapped, seen = 0, 0
+    for sample in ds:
+        check_sample(sample)
+        seen += 1
+        gone = [k for k in ds.open_shards() if not (tmp_path / ds.shards[k].basename).exists()]
+        worst_mapped = max(worst_mapped, len(gone))
+        assert shard_bytes(tmp_path) + len(gone) * largest <= total // 4 + per_block * largest
+    assert seen == 1000 and 0 < worst_mapped <= per_block

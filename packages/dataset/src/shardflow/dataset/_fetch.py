@@ -62,6 +62,8 @@ class ShardFetcher:
         except CancelledError:
             self.wait(key, job, timeout, what)
         except FutureTimeout:
+            if future.done():  # the job's own timeout (a TimeoutError too): it names what it waited for
+                raise
             raise ShardWaitTimeout(
                 f"waited {timeout:g} s for {what}: its download has not finished; check the connection to "
                 "the store, or raise download_timeout"

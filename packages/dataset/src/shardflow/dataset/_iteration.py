@@ -4,7 +4,8 @@ The worker's ids arrive in chunks from shardflow.shuffle and are located (shard,
 at a time, so a worker's memory stays O(window) whatever the dataset's size. Within a window, each shard
 is requested from the fetch threads ``predownload`` samples before its first use; at each window's start,
 shards used neither in the previous window nor in this one are released (unmapped): they reopen, without
-a download, if needed again.
+a download, if needed again. Under a cache limit a shard is also released as soon as the rest of its
+window (and look-ahead) no longer uses it, so that one evicted while open frees its blocks soon.
 """
 
 from __future__ import annotations
@@ -46,6 +47,22 @@ class _Window:
         self.ahead = dataset.predownload
         self.size = size
         self._requested = 0
+        self._last_use: list[tuple[int, int]] = []  # (last position, shard), by position: with a limit
+        if dataset.cache_limit is not None:
+            backwards, first_from_end = np.unique(shard_ids[::-1], return_index=True)
+            last = len(shard_ids) - 1 - first_from_end
+            order = np.argsort(last, kind="stable")
+            self._last_use = list(zip(last[order].tolist(), backwards[order].tolist(), strict=True))
+        self._released = 0
+
+    def release_done(self, position: int) -> None:
+        """Under a cache limit, release the shards not used from ``position`` on in this window and its
+        look-ahead, so that a shard evicted while open frees its disk blocks soon; they reopen if needed."""
+        done, k = self._last_use, self._released
+        while k < len(done) and done[k][0] < position:
+            self.dataset._release(done[k][1])
+            k += 1
+        self._released = k
 
     def advance(self, position: int) -> int:
         """Request the shards first needed up to ``position + predownload`` (at least the next one); return
@@ -123,6 +140,7 @@ def _iter_bulk(
         begin = 0
         while begin < window.size:
             end = min(begin + step, window.size)
+            window.release_done(begin)
             window.advance(end - 1)
             _, arrays, lists = gather_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
             values = [
@@ -146,6 +164,7 @@ def iter_samples(dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]])
         shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
         position = 0
         while position < window.size:
+            window.release_done(position)
             stop = min(window.advance(position), window.size)
             if own:
                 for k, j in zip(shard_list[position:stop], local_list[position:stop], strict=True):
@@ -168,5 +187,6 @@ def iter_batches(
             end = min(begin + batch_size, window.size)
             if end - begin < batch_size and drop_last:
                 return
+            window.release_done(begin)
             window.advance(end - 1)
             yield read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])

@@ -293,7 +293,7 @@ class StreamingDataset(IterableDataset):
             self._fetcher.wait(
                 shard,
                 lambda: self._prepare(shard),
-                stream.wait_timeout,
+                2 * stream.wait_timeout,  # a wait for another's download, then one's own
                 stream.describe(info.basename),
             )
             reader = self._readers[shard]

@@ -135,9 +135,10 @@ class Stream:
 
     @property
     def wait_timeout(self) -> float:
-        """Seconds a shard may take to arrive: every download attempt of its files, plus slack."""
+        """Seconds to wait for another process's download of a shard (its lock): every attempt of its
+        files, plus slack for decompressing and checking it."""
         attempts = (self.download_retry or 0) + 1
-        return attempts * float(self.download_timeout or 60) * 2 + 30
+        return attempts * float(self.download_timeout or 60) * 2 + 10
 
     def describe(self, name: str = "") -> str:
         """``remote/name`` (or the local path) for messages."""
