@@ -259,3 +259,26 @@ def test_a_shard_evicted_while_open_is_unmapped_once_its_stretch_of_samples_is_r
         worst_mapped = max(worst_mapped, len(gone))
         assert shard_bytes(tmp_path) + len(gone) * largest <= total // 4 + per_block * largest
     assert seen == 1000 and 0 < worst_mapped <= per_block
+
+
+def test_a_shuffle_that_reads_more_shards_at_once_than_the_limit_holds_is_warned_of(
+    tokens_remote: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = remote_bytes(tokens_remote) // 4
+    with caplog.at_level("WARNING", logger="shardflow.dataset.dataset"):
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
+    (warning,) = [r.getMessage() for r in caplog.records if "reads at once" in r.getMessage()]
+    assert (
+        "shuffle_block_size=4000000" in warning and "lower shuffle_block_size or raise cache_limit" in warning
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="shardflow.dataset.dataset"):
+        StreamingDataset(
+            remote=str(tokens_remote),
+            local=str(tmp_path),
+            cache_limit=2 * limit,  # 5.5 shards; a block of 100 samples spans 3
+            shuffle=True,
+            shuffle_block_size=100,
+        )
+        StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit)  # in order: 2
+    assert not [r for r in caplog.records if "reads at once" in r.getMessage()]

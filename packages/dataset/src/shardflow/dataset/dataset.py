@@ -247,6 +247,30 @@ class StreamingDataset(IterableDataset):
                 f"x (1 shard read + {ahead} fetched ahead for predownload={self.predownload}) x the largest "
                 f"shard's {largest:,} bytes on disk while it arrives; raise cache_limit or lower predownload"
             )
+        spread = self._shards_in_use_per_node(remote)
+        working = spread * sum(footprint(self.shards[k]) for k in remote) // len(remote)
+        if working > self.cache_limit:
+            logger.warning(
+                "cache_limit=%r (%s bytes) is below what this node reads at once: about %d shards (%s "
+                "bytes) with shuffle_algo=%r, shuffle_block_size=%d and %d canonical node(s) per node; "
+                "expect shards downloaded again and evicted shards held on disk by their readers: lower "
+                "shuffle_block_size or raise cache_limit",
+                given, f"{self.cache_limit:,}", spread, f"{working:,}", self.shuffle_algo,
+                self._order.block_size, math.ceil(self.num_canonical_nodes / self.world.num_nodes),
+            )  # fmt: skip
+
+    def _shards_in_use_per_node(self, shards: list[int]) -> int:
+        """About how many shards this node reads from at any moment, given the shuffle."""
+        per_shard = max(1.0, float(np.mean(self.samples_per_shard[shards])))
+        if not self.shuffle:
+            spread = 2
+        elif self.shuffle_algo == "naive":
+            return len(shards)
+        elif self.shuffle_algo in ("py1s", "py2s"):
+            spread = 2
+        else:  # py1b, py1br, py1e: a block's samples come from about a block's worth of shards
+            spread = math.ceil(self._order.block_size / per_shard) + 1
+        return min(len(shards), spread * math.ceil(self.num_canonical_nodes / self.world.num_nodes))
 
     def _make_order(self) -> SampleOrder:
         return SampleOrder(
