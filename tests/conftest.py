@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,38 @@ def reference_python(shared_dir: Path) -> Path:
     if result.returncode != 0:
         pytest.fail(f"{setup} failed ({result.returncode}):\n{result.stderr[-4000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
+
+
+_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def held_lock() -> Iterator[Callable[[Path], int]]:
+    """``hold(path)``: another process takes an exclusive ``flock`` on ``path`` (writing its pid into it, as
+    shardflow's lock holders do) and keeps it until the test ends; returns that process's pid."""
+    holders: list[subprocess.Popen[str]] = []
+
+    def hold(path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        holders.append(holder)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        return holder.pid
+
+    yield hold
+    for holder in holders:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(30)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,18 +117,9 @@ def test_inspect_errors_name_the_path_or_url(tmp_path: Path) -> None:
 
 # -- cache status / clean --------------------------------------------------------------------------
 
-HOLDER = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
 
 @pytest.fixture
-def cache(tmp_path: Path, zstd: Path) -> Any:
+def cache(tmp_path: Path, zstd: Path, held_lock: Callable[[Path], int]) -> Any:
     """A cache filled by a real StreamingDataset read of split 'train', plus a stale temp file, a held lock
     (by a live subprocess), a lock left by a dead pid and a foreign file."""
     from shardflow.dataset import StreamingDataset
@@ -160,25 +152,17 @@ def cache(tmp_path: Path, zstd: Path) -> Any:
     dead = locks / "shard.00002.mds.lock"
     dead.write_text(str(dead_pid()))
     held = locks / "shard.00001.mds.lock"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(held)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        (root / "notes.txt").write_text("mine")
-        yield {
-            "local": local,
-            "root": root,
-            "stale": stale,
-            "dead": dead,
-            "held": held,
-            "holder": holder,
-            "read": read_shards,
-        }
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(timeout=30)
+    holder = held_lock(held)
+    (root / "notes.txt").write_text("mine")
+    return {
+        "local": local,
+        "root": root,
+        "stale": stale,
+        "dead": dead,
+        "held": held,
+        "holder": holder,
+        "read": read_shards,
+    }
 
 
 def test_lock_folder_agrees_with_the_dataset() -> None:
@@ -206,7 +190,7 @@ def test_cache_status_reports_shards_temps_and_locks(cache: dict[str, Any], zstd
     )
     locks = {Path(lock["path"]).name: lock for lock in report["locks"]}
     held = locks["shard.00001.mds.lock"]
-    assert held["held"] and held["pid"] == cache["holder"].pid and held["pid_alive"]
+    assert held["held"] and held["pid"] == cache["holder"] and held["pid_alive"]
     dead = locks["shard.00002.mds.lock"]
     assert not dead["held"] and dead["pid"] is not None and not dead["pid_alive"]
     ours = locks["shard.00000.mds.lock"]  # left by the read above: this process, alive, not holding it

@@ -95,19 +95,20 @@ def dump_and_kill(processes: list[subprocess.Popen[bytes]]) -> None:
             family += [process.pid, *(c.pid for c in psutil.Process(process.pid).children(recursive=True))]
         except psutil.NoSuchProcess:
             pass
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGUSR1)
-        except ProcessLookupError:
-            pass
+    signal_all(family, signal.SIGUSR1)
     time.sleep(1)
-    for pid in family:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    signal_all(family, signal.SIGKILL)
     for process in running:
         process.wait(10)
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids`` that still runs."""
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 def run_ranks(

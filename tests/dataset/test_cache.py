@@ -7,10 +7,8 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -163,40 +161,6 @@ def test_what_a_killed_download_left_is_cleaned_and_recounted(tokens_remote: Pat
         check_sample(sample)
     assert not [p for p in tmp_path.rglob("*") if TEMP_NAME.match(p.name)]
     assert sum(entry.bytes for entry in read_entries(tmp_path)) <= limit
-
-
-HOLDER = """
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
-fcntl.flock(fd, fcntl.LOCK_EX)
-os.ftruncate(fd, 0); os.pwrite(fd, str(os.getpid()).encode(), 0)
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
-
-@pytest.fixture
-def held_lock(tmp_path: Path) -> Iterator[Callable[[Path], int]]:
-    """Hold a lock file exclusively from another process (until the test ends); returns its pid."""
-    holders: list[subprocess.Popen[str]] = []
-
-    def hold(path: Path) -> int:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        holders.append(holder)
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        return holder.pid
-
-    yield hold
-    for holder in holders:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(30)
 
 
 def test_a_lock_wait_times_out_naming_the_lock_what_it_guards_and_its_holder(

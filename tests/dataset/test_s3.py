@@ -9,7 +9,6 @@ processes (``_dataset_rank.py``) reading ``s3://`` through shardflow.storage, wi
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -24,7 +23,7 @@ import pytest
 from shardflow.dataset import DatasetConfigError, StreamingDataset
 from shardflow.format import TEMP_NAME, ShardMissingError
 
-from ._dataset_rank import clean_env, dump_and_kill, free_port, run_ranks, start_rank
+from ._dataset_rank import clean_env, dump_and_kill, free_port, run_ranks, signal_all, start_rank
 from .conftest import token_sample, write_tokens
 from .test_cache import shard_bytes
 from .test_cache_processes import FolderSampler
@@ -85,30 +84,8 @@ def test_two_ranks_two_workers_share_one_cache_and_download_each_shard_once(
     moto: ServerProcess, tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache"
-    remote = f"s3://{BUCKET}/ds"
     with FaultProxy(moto.port) as proxy:  # rate 0: forwards everything, counts every request
-        configs, envs = [], []
-        for rank in range(2):
-            configs.append(
-                {
-                    "remote": remote,
-                    "local": str(cache),
-                    "batch_size": 8,
-                    "workers": 2,
-                    "mode": "env",
-                    "check_values": True,
-                }
-            )
-            envs.append(
-                clean_env(
-                    RANK=rank,
-                    WORLD_SIZE=2,
-                    LOCAL_RANK=rank,
-                    LOCAL_WORLD_SIZE=2,
-                    S3_ENDPOINT_URL=proxy.endpoint,
-                    **CREDENTIALS,
-                )
-            )
+        configs, envs = two_ranks(proxy.endpoint, "ds", cache)
         reports = run_ranks(configs, envs, tmp_path, TIMEOUT)
         requests = dict(proxy.requests)
     ids = [i for report in reports for batch in report["batches"] for i in batch]
@@ -170,23 +147,19 @@ def big_bytes(moto: ServerProcess) -> int:
 BOTO_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
-def cache_limit_ranks(
-    endpoint: str, cache: Path, limit: int, seed: int = 17
-) -> tuple[list[dict], list[dict]]:
-    """Configs and environments of 2 ranks x 2 workers reading ``big/`` shuffled into ``cache``."""
+def two_ranks(endpoint: str, prefix: str, cache: Path, **extra: object) -> tuple[list[dict], list[dict]]:
+    """Configs and environments of 2 ranks x 2 workers reading ``prefix`` shuffled into ``cache``."""
     configs, envs = [], []
     for rank in range(2):
         configs.append(
             {
-                "remote": f"s3://{BUCKET}/big",
+                "remote": f"s3://{BUCKET}/{prefix}",
                 "local": str(cache),
                 "batch_size": 8,
                 "workers": 2,
                 "mode": "env",
                 "check_values": True,
-                "cache_limit": limit,
-                "predownload": 2,
-                "shuffle_seed": seed,
+                **extra,
             }
         )
         envs.append(
@@ -200,6 +173,13 @@ def cache_limit_ranks(
             )
         )
     return configs, envs
+
+
+def cache_limit_ranks(
+    endpoint: str, cache: Path, limit: int, seed: int = 17
+) -> tuple[list[dict], list[dict]]:
+    """:func:`two_ranks` over ``big/`` with ``cache_limit``."""
+    return two_ranks(endpoint, "big", cache, cache_limit=limit, predownload=2, shuffle_seed=seed)
 
 
 def check_epoch(reports: list[dict], samples: int) -> None:
@@ -285,16 +265,9 @@ def test_kill_minus_9_at_ten_random_moments_then_a_new_run_completes(
                 if kind == "downloader":
                     victim = _downloader(cache, time.monotonic() + 5) or victim
             family = [pid for process in processes for pid in (process.pid, *_family(process))]
-            try:
-                os.kill(victim, signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # it had finished: the moment fell after its end
+            signal_all([victim], signal.SIGKILL)  # (if the moment fell after its end, it is gone already)
             time.sleep(0.5)
-            for pid in family:  # the others too, a moment later, rather than wait for them to finish
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            signal_all(family, signal.SIGKILL)  # the others too, rather than wait for them to finish
             for process in processes:
                 process.wait(30)
             started = time.monotonic()
