@@ -291,3 +291,20 @@ def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_
             assert a["meta"].keys() == b["meta"].keys()  # default_collate: a dict of tensors
             assert all(torch.equal(a["meta"][key], b["meta"][key]) for key in a["meta"])
             assert type(a["image"]) is list and type(a["image"][0]) is bytes
+
+
+def test_column_names_of_any_text_make_the_same_samples(tmp_path: Path) -> None:
+    """The whole-column path builds sample dicts from the column names: quotes, braces, backslashes and
+    non-ASCII names come out as written, keyed and ordered as the per-sample path keys them."""
+    from shardflow.format import MDSWriter
+
+    columns = {"it's": "int", 'say "hi"': "str", "a}{b\\n": "bytes", "ü x": "float32"}
+    with MDSWriter(out=str(tmp_path / "names"), columns=columns, size_limit=2048) as writer:
+        for i in range(300):
+            writer.write(
+                {"it's": i, 'say "hi"': f"s{i}", "a}{b\\n": bytes([i % 256]) * 3, "ü x": np.float32(i)}
+            )
+    fast = list(StreamingDataset(local=str(tmp_path / "names"), shuffle=True))
+    slow = list(_PerSample(local=str(tmp_path / "names"), shuffle=True))
+    assert fast == slow and len(fast) == 300
+    assert [list(a) for a in fast] == [list(b) for b in slow] and set(fast[0]) == set(columns)

@@ -10,7 +10,8 @@ window (and look-ahead) no longer uses it, so that one evicted while open frees 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -128,13 +129,21 @@ def _bulk_columns(dataset: StreamingDataset) -> list[tuple[str, bool]] | None:
     return [(name, encoding == "int") for name, encoding in columns]
 
 
-def _iter_bulk(
+def _sample_maker(names: list[str]) -> Callable[..., dict[str, Any]]:
+    """A function of one value per column that returns the sample's dict, built by a dict display (the
+    fastest way Python makes a dict of known keys). The names enter its source only as ``repr`` literals."""
+    params = ", ".join(f"v{k}" for k in range(len(names)))
+    items = ", ".join(f"{name!r}: v{k}" for k, name in enumerate(names))
+    return eval(f"lambda {params}: {{{items}}}")  # type: ignore[no-any-return]  # noqa: S307
+
+
+def _bulk_batches(
     dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], columns: list[tuple[str, bool]]
-) -> Iterator[dict[str, Any]]:
-    """The samples, ``BULK`` at a time: each column gathered whole (see ``gather_batch``), then cut into
-    the samples' values (numpy scalars and array rows, or Python ints for ``int`` columns, as the
+) -> Iterator[list[dict[str, Any]]]:
+    """The samples in lists of up to ``BULK``: each column gathered whole (see ``gather_batch``), then cut
+    into the samples' values (numpy scalars and array rows, or Python ints for ``int`` columns, as the
     per-sample decode; other columns come decoded already)."""
-    names = [name for name, _ in columns]
+    make = _sample_maker([name for name, _ in columns])
     step = 64
     for window in _windows(dataset, chunks, WINDOW):
         begin = 0
@@ -147,18 +156,26 @@ def _iter_bulk(
                 lists[name] if name not in arrays else arrays[name].tolist() if python else iter(arrays[name])
                 for name, python in columns
             ]
-            for row in zip(*values, strict=True):
-                yield dict(zip(names, row, strict=True))
+            yield list(map(make, *values))
             begin, step = end, min(2 * step, BULK)
 
 
 def iter_samples(dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]]) -> Iterator[Any]:
-    """The samples of the ids in order, through the dataset's ``__getitem__`` when a subclass overrides it."""
+    """The samples of the ids in order, through the dataset's ``__getitem__`` when a subclass overrides it.
+
+    Without an override, on MDS shards of one set of columns, samples are made a list at a time and handed
+    out by ``itertools.chain`` (no Python frame runs per sample)."""
     own = dataset._uses_own_getitem()
     bulk = _bulk_columns(dataset) if own else None
     if bulk is not None:
-        yield from _iter_bulk(dataset, chunks, bulk)
-        return
+        return chain.from_iterable(_bulk_batches(dataset, chunks, bulk))
+    return _iter_one_by_one(dataset, chunks, own)
+
+
+def _iter_one_by_one(
+    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], own: bool
+) -> Iterator[Any]:
+    """The samples of the ids, one ``get`` (or ``dataset[i]`` with ``own`` false) at a time."""
     getters = dataset._getters
     for window in _windows(dataset, chunks, WINDOW):
         shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
