@@ -246,3 +246,17 @@ def test_a_shuffle_that_reads_more_shards_at_once_than_the_limit_holds_is_warned
         )
         StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit)  # in order: 2
     assert not [r for r in caplog.records if "reads at once" in r.getMessage()]
+
+
+def test_random_access_under_a_limit_keeps_only_what_the_limit_holds_open(
+    tokens_remote: Path, tmp_path: Path
+) -> None:
+    total = remote_bytes(tokens_remote)
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=total // 4)
+    largest = max(s.raw_files[0].bytes for s in ds.shards)
+    holds = total // 4 // largest
+    for i in np.random.default_rng(3).permutation(1000).tolist():
+        check_sample(ds[i])
+        assert len(ds.open_shards()) <= holds
+        assert shard_bytes(tmp_path) <= total // 4
+    assert ds.cache_stats()["redownloads"] > 0, "random reads of 4x the limit download shards again"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
@@ -187,6 +188,8 @@ class StreamingDataset(IterableDataset):
         self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
         self._holds: dict[int, int | None] = {}
+        self._recent: OrderedDict[int, None] = OrderedDict()  # shards ds[i] opened, oldest first
+        self._random_cap: int | None = None  # how many of them stay open under a limit
         self._cache = NodeCache(
             [stream.local_root for stream in self.streams if stream.remote_root is not None],
             self.cache_limit,
@@ -235,6 +238,7 @@ class StreamingDataset(IterableDataset):
         if not remote:
             return
         largest = max(footprint(self.shards[k]) for k in remote)
+        self._random_cap = max(1, self.cache_limit // largest // self.world.local_world_size)
         fewest = min(self.shards[k].samples for k in remote) or 1
         ahead = min(_FETCH_THREADS, math.ceil(self.predownload / fewest))
         ranks = self.world.local_world_size
@@ -345,9 +349,20 @@ class StreamingDataset(IterableDataset):
         self._readers[shard] = reader
 
     def get_item(self, sample_id: int) -> Any:
-        """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed."""
+        """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed.
+
+        Under a cache limit, the shards it opens stay open only while they are among the last ones it
+        used that this rank's share of the limit holds: then an evicted one frees its disk blocks.
+        """
         k, j = self._locator.locate_one(sample_id)
-        return self._reader(k).get(j)
+        sample = self._reader(k).get(j)
+        if self._random_cap is not None:
+            recent = self._recent
+            recent[k] = None
+            recent.move_to_end(k)
+            while len(recent) > self._random_cap:
+                self._release(recent.popitem(last=False)[0])
+        return sample
 
     def __getitem__(self, at: Any) -> Any:
         """A sample by id (negative counts from the end), or a list of samples for a slice, list or array."""
@@ -524,6 +539,7 @@ class StreamingDataset(IterableDataset):
         state["_readers"] = [None] * len(self.shards)
         state["_getters"] = [None] * len(self.shards)
         state["_holds"] = {}
+        state["_recent"] = OrderedDict()
         return state
 
     def __repr__(self) -> str:
