@@ -17,7 +17,8 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,19 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+@contextmanager
+def _shard_lock(folder: Path, shard: str) -> Iterator[bool]:
+    """Hold shard ``shard``'s download lock, when its lock file exists, for the ``with`` block: yields
+    False (holding nothing) when another process holds it."""
+    lock = folder / LOCK_FOLDER / (shard.replace("/", "%") + ".lock")
+    fd = _try_lock(lock) if lock.is_file() else -1
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None and fd >= 0:
+            os.close(fd)
+
+
 def _same_file(fd: int, path: Path) -> bool:
     try:
         stat = path.stat()
@@ -505,21 +519,17 @@ def cache_clean(path: str, remove_shards: bool = False, dry_run: bool = False) -
                 seen.update(files)
                 if not files:
                     continue
-                lock = index.folder / LOCK_FOLDER / (shard.basename.replace("/", "%") + ".lock")
-                fd = _try_lock(lock) if lock.is_file() else -1
-                if fd is None:
-                    kept += [
-                        {"path": _rel(cache, f), "kind": "shard", "reason": "its lock is held"} for f in files
-                    ]
-                    continue
-                try:
+                with _shard_lock(index.folder, shard.basename) as free:
+                    if not free:
+                        kept += [
+                            {"path": _rel(cache, f), "kind": "shard", "reason": "its lock is held"}
+                            for f in files
+                        ]
+                        continue
                     for file in files:
                         size = file.stat().st_size
                         if file.name != INDEX_BASENAME and _unlink(file, dry_run):
                             note_removed(file, "shard", size)
-                finally:
-                    if fd >= 0:
-                        os.close(fd)
 
     gone = {cache.root / item["path"] for item in removed}
     for index in cache.indexes:  # an entry whose shard has no file left is stale
@@ -528,19 +538,13 @@ def cache_clean(path: str, remove_shards: bool = False, dry_run: bool = False) -
                 (index.folder / name).is_file() and index.folder / name not in gone for name in data["files"]
             ):
                 continue
-            lock = index.folder / LOCK_FOLDER / (data["name"].replace("/", "%") + ".lock")
-            fd = _try_lock(lock) if lock.is_file() else -1
-            if fd is None:
-                kept.append(
-                    {"path": _rel(cache, path), "kind": "entry", "reason": "its shard is downloading"}
-                )
-                continue
-            try:
-                if _unlink(path, dry_run):
+            with _shard_lock(index.folder, data["name"]) as free:
+                if not free:
+                    kept.append(
+                        {"path": _rel(cache, path), "kind": "entry", "reason": "its shard is downloading"}
+                    )
+                elif _unlink(path, dry_run):
                     note_removed(path, "entry", 0)
-            finally:
-                if fd >= 0:
-                    os.close(fd)
 
     for lock in cache.locks:
         try:

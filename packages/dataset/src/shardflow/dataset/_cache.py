@@ -27,14 +27,13 @@ import glob
 import json
 import logging
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from shardflow.dataset._locks import acquire, lock_path, release, try_lock
-from shardflow.format import TEMP_NAME, ShardInfo
+from shardflow.format import TEMP_NAME, ShardInfo, write_atomic
 
 __all__ = [
     "CACHE_FOLDER",
@@ -42,7 +41,6 @@ __all__ = [
     "NodeCache",
     "footprint",
     "read_entries",
-    "read_limit",
     "remove_stale_temps",
 ]
 
@@ -76,14 +74,9 @@ def _entry_path(root: Path, name: str) -> Path:
 
 
 def _write_json(path: Path, data: object) -> None:
-    """Write ``data`` to ``path`` through a temporary name and a rename."""
+    """Write ``data`` to ``path`` as JSON, atomically (format's temporary name and rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-    try:
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, json.dumps(data).encode("utf-8"))
 
 
 def remove_stale_temps(root: Path, name: str, files: Sequence[str]) -> None:
@@ -114,15 +107,6 @@ def read_entries(root: Path) -> Iterator[Entry]:
             continue
 
 
-def read_limit(root: Path) -> dict[str, int] | None:
-    """The last limit set on a cache folder: ``{"limit": bytes, "pid": setter}``, or None."""
-    try:
-        data = json.loads((root / CACHE_FOLDER / _LIMIT_FILE).read_text(encoding="utf-8"))
-        return {"limit": int(data["limit"]), "pid": int(data["pid"])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 class NodeCache:
     """The cache folders of one dataset's streams, under one byte budget shared with every other user.
 
@@ -148,10 +132,6 @@ class NodeCache:
             for root in self.roots:
                 _write_json(root / CACHE_FOLDER / _LIMIT_FILE, {"limit": self.limit, "pid": os.getpid()})
 
-    def usage(self) -> int:
-        """Bytes of every entry of the folders now (downloads in flight count what they may take)."""
-        return sum(entry.bytes for root in self.roots for entry in read_entries(root))
-
     # -- downloads -----------------------------------------------------------------------------------
 
     def reserve(self, root: Path, name: str, files: Sequence[str], nbytes: int) -> None:
@@ -168,12 +148,13 @@ class NodeCache:
             self.redownloads += 1
             logger.info("downloading %s again: it was evicted to keep within cache_limit", root / name)
         with self._budget():
-            _write_json(_entry_path(root, name), {"name": name, "files": list(files), "bytes": nbytes})
+            self.record(root, name, files, nbytes)
             if self.limit is not None:
                 self._make_room(exclude=key)
 
-    def settle(self, root: Path, name: str, files: Sequence[str], nbytes: int) -> None:
-        """Record what a finished download keeps."""
+    @staticmethod
+    def record(root: Path, name: str, files: Sequence[str], nbytes: int) -> None:
+        """Write a shard's entry: the bytes its download may take (:meth:`reserve`), then what it keeps."""
         _write_json(_entry_path(root, name), {"name": name, "files": list(files), "bytes": nbytes})
 
     def abandon(self, root: Path, name: str, files: Sequence[str]) -> None:
@@ -222,12 +203,13 @@ class NodeCache:
         usage = sum(entry.bytes for entry in entries)
         candidates = [entry for entry in entries if (entry.root, entry.name) != exclude]
         for readers_too in (False, True):
+            kept = []
             for entry in candidates:
-                if usage <= self.limit:
-                    return
-                if self._evict(entry, readers_too):
+                if usage > self.limit and self._evict(entry, readers_too):
                     usage -= entry.bytes
-            candidates = [entry for entry in candidates if _entry_path(entry.root, entry.name).exists()]
+                else:
+                    kept.append(entry)
+            candidates = kept
         if usage > self.limit:
             logger.debug("cache over its limit by %d bytes of downloads in flight", usage - self.limit)
 

@@ -196,7 +196,7 @@ class StreamingDataset(IterableDataset):
             max(stream.wait_timeout for stream in self.streams),
         )
         if self.cache_limit is not None:
-            self._check_cache_limit(cache_limit)
+            self._random_cap = self._check_cache_limit(cache_limit)
             self._cache.announce()
         self._batch_mode: tuple[int, bool] | None = (
             None  # (batch_size, drop_last): set by StreamingDataLoader
@@ -231,17 +231,20 @@ class StreamingDataset(IterableDataset):
             raise DatasetConfigError("give remote, local or streams: all are None")
         return [Stream(remote=remote, local=local, split=split).with_defaults(**defaults)]
 
-    def _check_cache_limit(self, given: int | str | None) -> None:
-        """Refuse a limit below one shard being read plus those fetched ahead, per rank of the node."""
+    def _check_cache_limit(self, given: int | str | None) -> int | None:
+        """Refuse a limit below one shard being read plus those fetched ahead, per rank of the node; warn of
+        one below what the shuffle reads at once. Returns how many of the largest shards a rank's share of
+        the limit holds (None when no stream downloads)."""
         assert self.cache_limit is not None
         remote = [k for k, shard in enumerate(self.shards) if self.streams[self._shard_stream[k]].remote_root]
         if not remote:
-            return
-        largest = max(footprint(self.shards[k]) for k in remote)
-        self._random_cap = max(1, self.cache_limit // largest // self.world.local_world_size)
+            return None
+        sizes = [footprint(self.shards[k]) for k in remote]
+        largest = max(sizes)
         fewest = min(self.shards[k].samples for k in remote) or 1
         ahead = min(_FETCH_THREADS, math.ceil(self.predownload / fewest))
-        ranks = self.world.local_world_size
+        world = self.world
+        ranks = world.local_world_size
         needed = ranks * (1 + ahead) * largest
         if self.cache_limit < needed:
             raise DatasetConfigError(
@@ -251,8 +254,8 @@ class StreamingDataset(IterableDataset):
                 f"x (1 shard read + {ahead} fetched ahead for predownload={self.predownload}) x the largest "
                 f"shard's {largest:,} bytes on disk while it arrives; raise cache_limit or lower predownload"
             )
-        spread = self._shards_in_use_per_node(remote)
-        working = spread * sum(footprint(self.shards[k]) for k in remote) // len(remote)
+        spread = self._shards_in_use_per_node(remote, world.num_nodes)
+        working = spread * sum(sizes) // len(sizes)
         if working > self.cache_limit:
             logger.warning(
                 "cache_limit=%r (%s bytes) is below what this node reads at once: about %d shards (%s "
@@ -260,21 +263,20 @@ class StreamingDataset(IterableDataset):
                 "expect shards downloaded again and evicted shards held on disk by their readers: lower "
                 "shuffle_block_size or raise cache_limit",
                 given, f"{self.cache_limit:,}", spread, f"{working:,}", self.shuffle_algo,
-                self._order.block_size, math.ceil(self.num_canonical_nodes / self.world.num_nodes),
+                self._order.block_size, math.ceil(self.num_canonical_nodes / world.num_nodes),
             )  # fmt: skip
+        return max(1, self.cache_limit // largest // ranks)
 
-    def _shards_in_use_per_node(self, shards: list[int]) -> int:
-        """About how many shards this node reads from at any moment, given the shuffle."""
-        per_shard = max(1.0, float(np.mean(self.samples_per_shard[shards])))
-        if not self.shuffle:
-            spread = 2
-        elif self.shuffle_algo == "naive":
+    def _shards_in_use_per_node(self, shards: list[int], num_nodes: int) -> int:
+        """About how many shards one of ``num_nodes`` nodes reads from at any moment, given the shuffle."""
+        if self.shuffle and self.shuffle_algo == "naive":
             return len(shards)
-        elif self.shuffle_algo in ("py1s", "py2s"):
+        if not self.shuffle or self.shuffle_algo in ("py1s", "py2s"):
             spread = 2
         else:  # py1b, py1br, py1e: a block's samples come from about a block's worth of shards
+            per_shard = max(1.0, float(np.mean(self.samples_per_shard[shards])))
             spread = math.ceil(self._order.block_size / per_shard) + 1
-        return min(len(shards), spread * math.ceil(self.num_canonical_nodes / self.world.num_nodes))
+        return min(len(shards), spread * math.ceil(self.num_canonical_nodes / num_nodes))
 
     def _make_order(self) -> SampleOrder:
         return SampleOrder(

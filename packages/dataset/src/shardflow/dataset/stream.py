@@ -253,7 +253,7 @@ class Stream:
                 for file in shard.zip_files:
                     (root / file.basename).unlink(missing_ok=True)
             kept = (*shard.raw_files, *(shard.zip_files if self.keep_zip else ()))
-            cache.settle(root, shard.basename, files, sum(file.bytes for file in kept))
+            cache.record(root, shard.basename, files, sum(file.bytes for file in kept))
             return reader
 
     def _download(self, shard: ShardInfo) -> None:

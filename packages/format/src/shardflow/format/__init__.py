@@ -1,6 +1,6 @@
 """shardflow.format: MDS (byte-compatible with mosaicml-streaming), JSONL, CSV and TSV shards."""
 
-from shardflow.format._atomic import TEMP_NAME
+from shardflow.format._atomic import TEMP_NAME, write_atomic
 from shardflow.format._version import __version__
 from shardflow.format.compression import compress, decompress, get_compressions, is_compression
 from shardflow.format.encodings import (
@@ -46,6 +46,7 @@ __all__ = [
     "ShardLocator",
     "read_shards",
     "TEMP_NAME",
+    "write_atomic",
     "get_mds_encodings",
     "is_mds_encoding",
     "get_mds_encoded_size",
