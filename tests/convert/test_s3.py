@@ -19,7 +19,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
-from _storage_servers import BUCKET, ServerProcess, start_moto  # noqa: E402
+from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "test",
@@ -33,7 +33,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     pytest.importorskip("boto3")
     server = start_moto(tmp_path_factory.mktemp("moto"))
     try:
-        _client(server.endpoint).create_bucket(Bucket=BUCKET)
+        moto_client(server.endpoint).create_bucket(Bucket=BUCKET)
         yield server
     finally:
         server.stop()
@@ -45,19 +45,9 @@ def s3(moto: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("S3_ENDPOINT_URL", moto.endpoint)
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
-    return _client(moto.endpoint)
+    return moto_client(moto.endpoint)
 
 
-def _client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
 
 
 def _keys(client: Any, prefix: str) -> list[str]:

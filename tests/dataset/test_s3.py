@@ -31,7 +31,7 @@ from .test_cache_processes import FolderSampler
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
 from _storage_faults import FaultProxy  # noqa: E402
-from _storage_servers import BUCKET, ServerProcess, start_moto  # noqa: E402
+from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
 
 NUM_SAMPLES = 1000
 BIG_SAMPLES = 4000  # the ``big/`` dataset: about 90 shards of 2 KiB, for the cache_limit runs
@@ -46,17 +46,9 @@ TIMEOUT = 240  # seconds for both ranks; only a hang gets near it
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """moto's S3 server, bucket ``shardflow-test``: ``ds/`` holds the dataset, ``broken/`` lacks a shard."""
-    import boto3
-
     server = start_moto(tmp_path_factory.mktemp("moto"))
     try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        )
+        client = moto_client(server.endpoint)
         client.create_bucket(Bucket=BUCKET)
         folder = write_tokens(tmp_path_factory.mktemp("s3-dataset") / "ds", NUM_SAMPLES)
         for path in sorted(folder.iterdir()):
@@ -137,14 +129,8 @@ def test_a_wrong_bucket_fails_clearly_at_construction(s3_env: str, tmp_path: Pat
 
 def big_bytes(moto: ServerProcess) -> int:
     """Bytes of the shards of ``big/`` on the server."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1", **BOTO_CREDENTIALS)
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix="big/shard.")["Contents"]
+    listed = moto_client(moto.endpoint).list_objects_v2(Bucket=BUCKET, Prefix="big/shard.")["Contents"]
     return sum(item["Size"] for item in listed)
-
-
-BOTO_CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
 
 
 def two_ranks(endpoint: str, prefix: str, cache: Path, **extra: object) -> tuple[list[dict], list[dict]]:

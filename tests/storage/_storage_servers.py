@@ -21,6 +21,7 @@ __all__ = [
     "free_port",
     "ServerProcess",
     "start_moto",
+    "moto_client",
     "start_gcs_emulator",
     "start_azurite",
     "azurite_bin",
@@ -105,6 +106,19 @@ def _script(name: str) -> str:
 def start_moto(workdir: Path) -> ServerProcess:
     port = free_port()
     return _spawn("moto", [_script("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, workdir)
+
+
+def moto_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the moto server at ``endpoint`` (its test credentials and region)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
 
 
 def start_gcs_emulator(workdir: Path) -> ServerProcess:

@@ -14,6 +14,7 @@ from _storage_oci_server import FakeObjectStorage  # noqa: E402
 from _storage_servers import (  # noqa: E402
     BUCKET,
     ServerProcess,
+    moto_client,
     oci_test_config,
     start_azurite,
     start_gcs_emulator,
@@ -31,17 +32,9 @@ def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def moto_server(servers_dir: Path) -> Iterator[ServerProcess]:
     """moto's S3 server, with the bucket ``shardflow-test``."""
-    import boto3
-
     server = start_moto(servers_dir)
     try:
-        boto3.client(
-            "s3",
-            endpoint_url=server.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-        ).create_bucket(Bucket=BUCKET)
+        moto_client(server.endpoint).create_bucket(Bucket=BUCKET)
         yield server
     finally:
         server.stop()
