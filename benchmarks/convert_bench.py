@@ -124,26 +124,18 @@ def run_impl(impl: str, case: str, source: Path, out: Path) -> dict:
     from litdata import optimize
 
     started = time.perf_counter()
+    items = _image_items(source) if case == "images" else files
+    optimize(
+        fn=_read_image if case == "images" else _read_lines,
+        inputs=items,
+        output_dir=str(out),
+        num_workers=2,
+        chunk_bytes=SIZE_LIMIT,
+        verbose=False,
+    )
     if case == "images":
-        items = _image_items(source)
-        optimize(
-            fn=_read_image,
-            inputs=items,
-            output_dir=str(out),
-            num_workers=2,
-            chunk_bytes=SIZE_LIMIT,
-            verbose=False,
-        )
         count = len(items)
     else:
-        optimize(
-            fn=_read_lines,
-            inputs=files,
-            output_dir=str(out),
-            num_workers=2,
-            chunk_bytes=SIZE_LIMIT,
-            verbose=False,
-        )
         count = sum(chunk["chunk_size"] for chunk in json.loads((out / "index.json").read_text())["chunks"])
     return {"seconds": time.perf_counter() - started, "samples": count}
 
