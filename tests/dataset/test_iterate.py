@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset
+from shardflow.dataset._collate import ByteSpans, read_batch, read_spans
+from shardflow.format import ShardReader
 
 from .conftest import token_sample
 
@@ -252,10 +254,11 @@ def test_whole_column_reads_equal_per_sample_reads(tmp_path: Path) -> None:
 MIXED_COLUMNS = {"label": "int", "image": "bytes", "caption": "str", "meta": "json", "score": "float32"}
 
 
-def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_path: Path) -> None:
+def _write_mixed(folder: Path, hashes: list[str] | None = None) -> Path:
+    """1,500 samples of MIXED_COLUMNS in shards of about 4 KB."""
     from shardflow.format import MDSWriter
 
-    with MDSWriter(out=str(tmp_path / "mixed"), columns=MIXED_COLUMNS, size_limit=4096) as writer:
+    with MDSWriter(out=str(folder), columns=MIXED_COLUMNS, size_limit=4096, hashes=hashes) as writer:
         for i in range(1500):
             writer.write(
                 {
@@ -266,7 +269,11 @@ def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_
                     "score": np.float32(i / 3),
                 }
             )
-    kwargs = {"local": str(tmp_path / "mixed"), "shuffle": True, "batch_size": 16}
+    return folder
+
+
+def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_path: Path) -> None:
+    kwargs = {"local": str(_write_mixed(tmp_path / "mixed")), "shuffle": True, "batch_size": 16}
     fast, slow = list(StreamingDataset(**kwargs)), list(_PerSample(**kwargs))
     assert len(fast) == len(slow) == 1500
     for a, b in zip(fast, slow, strict=True):
@@ -291,6 +298,50 @@ def test_whole_column_reads_of_variable_size_columns_equal_per_sample_reads(tmp_
             assert a["meta"].keys() == b["meta"].keys()  # default_collate: a dict of tensors
             assert all(torch.equal(a["meta"][key], b["meta"][key]) for key in a["meta"])
             assert type(a["image"]) is list and type(a["image"][0]) is bytes
+
+
+def test_workers_hand_bytes_columns_to_the_trainer_as_spans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without validate_hash or cache_limit, workers send where a batch's bytes values lie and the trainer
+    copies them out of its own map; with either, the workers send the values; the batches are the same."""
+    remote = _write_mixed(tmp_path / "mixed", hashes=["xxh64"])
+    copied: list[int] = []
+    read_spans = ShardReader.read_spans
+
+    def counting(self: ShardReader, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        copied.append(len(starts))
+        return read_spans(self, starts, ends)
+
+    monkeypatch.setattr(ShardReader, "read_spans", counting)
+    plain = StreamingDataset(local=str(remote), shuffle=True, batch_size=16)
+    expected = [batch["image"] for batch in StreamingDataLoader(plain, batch_size=16, batch_reads=False)]
+
+    def images(cache: str, **kwargs: object) -> list[list[bytes]]:
+        ds = _dataset(remote, tmp_path / cache, shuffle=True, batch_size=16, **kwargs)
+        return [batch["image"] for batch in StreamingDataLoader(ds, batch_size=16, num_workers=2)]
+
+    assert images("spans") == expected and sum(copied) == 1500
+    copied.clear()
+    assert images("hashed", validate_hash="xxh64") == expected and not copied
+    assert images("limited", cache_limit="1mb") == expected and not copied
+
+
+def test_the_trainer_downloads_again_a_shard_gone_since_a_worker_located_its_values(tmp_path: Path) -> None:
+    remote = _write_mixed(tmp_path / "mixed")
+    local = tmp_path / "cache"
+    worker = _dataset(remote, local, batch_size=16)
+    shard_ids, local_ids = np.array([2, 0, 1, 0]), np.array([3, 0, 1, 2])
+    batch = read_batch(worker, shard_ids, local_ids, spans=True)
+    assert isinstance(batch["image"], ByteSpans) and type(batch["caption"]) is list
+    plain = StreamingDataset(local=str(remote))
+    starts = np.cumsum([0, *plain.samples_per_shard])
+    expected = [plain[int(starts[k] + j)]["image"] for k, j in zip(shard_ids, local_ids, strict=True)]
+    for shard in worker.shards[:3]:
+        (local / shard.basename).unlink()  # evicted by another job: the worker's maps stay valid
+    trainer = _dataset(remote, local, batch_size=16)
+    assert read_spans(batch, trainer)["image"] == expected
+    assert trainer.cache_stats()["downloads"] == 3
 
 
 def test_column_names_of_any_text_make_the_same_samples(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Batches through shared-memory slots: what moves, what stays, and a slot is reused only once taken."""
+"""Bundles of batches through shared-memory slots: what moves, what stays, a slot reused only once taken."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from shardflow.dataset import StreamingDataLoader, StreamingDataset, _slots
+from shardflow.dataset._bundles import Bundle
 from shardflow.dataset._slots import SLOT_BYTES, BatchSlots, InSlot, SlotSender
 
 
@@ -40,41 +41,55 @@ def _same(a: dict, b: dict) -> bool:
     )
 
 
+def _bundle(*seeds: int) -> Bundle:
+    return Bundle(1, [_batch(seed) for seed in seeds])
+
+
+def _same_bundle(a: Bundle, b: Bundle) -> bool:
+    return a.worker == b.worker and len(a.batches) == len(b.batches) and all(map(_same, a.batches, b.batches))
+
+
 def test_arrays_and_bytes_move_and_come_back_equal(in_worker: None) -> None:
     slots = BatchSlots(2, 2, multiprocessing.get_context("fork"))
-    batch = _batch(0)
-    sent = slots.put(batch)
-    assert all(isinstance(sent[name], InSlot) for name in ("label", "pixels", "image"))
-    assert sent["caption"] is batch["caption"], "lists of str go through the pipe"
-    assert len(pickle.dumps(sent)) < 1000
+    bundle = _bundle(0, 1)
+    sent = slots.put(bundle)
+    for batch, original in zip(sent.batches, bundle.batches, strict=True):
+        assert all(isinstance(batch[name], InSlot) for name in ("label", "pixels", "image"))
+        assert batch["caption"] is original["caption"], "lists of str go through the pipe"
+    assert len({(v.worker, v.slot) for b in sent.batches for v in b.values() if isinstance(v, InSlot)}) == 1
+    assert len(pickle.dumps(sent)) < 2000
     got = slots.take(pickle.loads(pickle.dumps(sent)))
-    assert _same(got, batch)
-    assert got["pixels"].flags.owndata and got["pixels"].flags.writeable
+    assert _same_bundle(got, bundle)
+    assert got.batches[0]["pixels"].flags.owndata and got.batches[0]["pixels"].flags.writeable
 
 
-def test_a_worker_without_a_free_slot_sends_the_batch_itself(in_worker: None) -> None:
+def test_a_worker_without_a_free_slot_sends_the_bundle_itself(in_worker: None) -> None:
     slots = BatchSlots(2, 2, multiprocessing.get_context("fork"))
-    first, second = slots.put(_batch(1)), slots.put(_batch(2))
-    third = _batch(3)
+    first, second = slots.put(_bundle(1)), slots.put(_bundle(2, 3))
+    third = _bundle(4)
     assert slots.put(third) is third
-    assert _same(slots.take(first), _batch(1))
-    fourth = slots.put(_batch(4))  # reuses the first slot, freed by take
-    assert isinstance(fourth["label"], InSlot) and fourth["label"].slot == first["label"].slot
-    assert _same(slots.take(second), _batch(2)) and _same(slots.take(fourth), _batch(4))
+    assert _same_bundle(slots.take(first), _bundle(1))
+    fourth = slots.put(_bundle(5))  # reuses the first slot, freed by take
+    assert isinstance(fourth.batches[0]["label"], InSlot)
+    assert fourth.batches[0]["label"].slot == first.batches[0]["label"].slot
+    assert _same_bundle(slots.take(second), _bundle(2, 3)) and _same_bundle(slots.take(fourth), _bundle(5))
 
 
 def test_what_does_not_move(in_worker: None) -> None:
     slots = BatchSlots(2, 1, multiprocessing.get_context("fork"))
-    big = {"x": np.zeros(SLOT_BYTES + 1, np.uint8)}
-    assert slots.put(big) is big
+    big = Bundle(
+        1, [{"x": np.zeros(SLOT_BYTES // 2 + 1, np.uint8)}, {"x": np.zeros(SLOT_BYTES // 2, np.uint8)}]
+    )
+    assert slots.put(big) is big, "a bundle moves whole or not at all"
     for batch in ({"caption": ["a"]}, {"image": []}, {"t": torch.zeros(3)}, [np.zeros(3)]):
-        assert slots.put(batch) is batch
+        bundle = Bundle(1, [batch])
+        assert slots.put(bundle) is bundle
 
 
 def test_outside_a_worker_and_across_pickling_nothing_moves() -> None:
     slots = BatchSlots(1, 1, multiprocessing.get_context("fork"))
-    batch = _batch(5)
-    assert slots.put(batch) is batch
+    bundle = _bundle(5)
+    assert slots.put(bundle) is bundle
     sender = SlotSender()
     sender.slots = slots
     assert pickle.loads(pickle.dumps(sender)).slots is None
@@ -87,9 +102,10 @@ def test_loader_batches_cross_in_slots_and_equal_the_pipe(
     counts = {"slots": 0, "pipe": 0}
     take = BatchSlots.take
 
-    def counting_take(self: BatchSlots, batch: dict) -> dict:
-        counts["slots" if any(isinstance(v, InSlot) for v in batch.values()) else "pipe"] += 1
-        return take(self, batch)
+    def counting_take(self: BatchSlots, bundle: Bundle) -> Bundle:
+        moved = any(isinstance(v, InSlot) for batch in bundle.batches for v in batch.values())
+        counts["slots" if moved else "pipe"] += 1
+        return take(self, bundle)
 
     monkeypatch.setattr(BatchSlots, "take", counting_take)
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), shuffle=True, batch_size=32)

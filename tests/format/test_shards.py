@@ -26,6 +26,7 @@ from shardflow.format import (
     ShardReader,
     UnsafeEncodingError,
     UnsupportedColumnError,
+    mds_decode,
     read_shards,
 )
 from shardflow.format.hashing import hash_file
@@ -343,7 +344,12 @@ def test_shard_info_stays_compatible(fixtures_dir: Path) -> None:
     old_style = ShardInfo(0, "shard.00000.mds", "mds", 2, 0, None, {"number": "int", "words": "str"})
     assert old_style.files == () and old_style.entry == {}
     assert (shard.index, shard.basename, shard.format, shard.samples, shard.start, shard.compression) == (
-        0, "shard.00000.mds", "mds", 2, 0, None
+        0,
+        "shard.00000.mds",
+        "mds",
+        2,
+        0,
+        None,
     )
     assert shard.files[0].bytes == 232 and shard.files[0].basename == "shard.00000.mds"
     assert "entry" not in repr(shard) and shard.entry["samples"] == 2
@@ -453,7 +459,8 @@ def test_read_columns_is_get_columns_and_get_values_at_once(fixtures_dir: Path) 
     folder = fixtures_dir / "mds" / "all_encodings"
     reader = ShardReader(folder, read_shards(folder)[0])
     ids = [3, 0, 3, 1]
-    arrays, values = reader.read_columns(ids, ["int", "nd_static"], ["bytes", "int"])
+    arrays, values, spans = reader.read_columns(ids, ["int", "nd_static"], ["bytes", "int"])
+    assert spans == {}
     expected = reader.get_columns(ids, ["int", "nd_static"])
     assert list(arrays) == ["int", "nd_static"]
     for name in arrays:
@@ -463,4 +470,37 @@ def test_read_columns_is_get_columns_and_get_values_at_once(fixtures_dir: Path) 
         reader.read_columns(ids, ["bytes"], [])
     text = fixtures_dir / "csv" / "plain"
     lines = ShardReader(text, read_shards(text)[0])
-    assert lines.read_columns([1, 0], [], ["number"]) == ({}, lines.get_values([1, 0], ["number"]))
+    assert lines.read_columns([1, 0], [], ["number"]) == ({}, lines.get_values([1, 0], ["number"]), {})
+
+
+def test_value_spans_hold_each_stored_value(fixtures_dir: Path) -> None:
+    folder = fixtures_dir / "mds" / "all_encodings"
+    shard = read_shards(folder)[0]
+    reader = ShardReader(folder, shard)
+    ids = [3, 0, 3, 1]
+    names = list(shard.columns)
+    spans = reader.read_columns(ids, [], [], names).spans
+    expected = reader.get_values(ids, names)
+    assert list(spans) == names
+    for name, (starts, ends) in spans.items():
+        assert starts.dtype == ends.dtype == np.int64 and len(starts) == len(ids)
+        stored = reader.read_spans(starts, ends)
+        assert all(type(raw) is bytes for raw in stored)
+        for raw, value in zip(stored, expected[name], strict=True):
+            decoded = mds_decode(shard.columns[name], raw)
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(decoded, value)
+            else:
+                assert decoded == value, name
+    assert reader.read_spans(*spans["bytes"]) == expected["bytes"]
+    starts, ends = spans["bytes"]
+    with pytest.raises(ValueError, match="is not within"):
+        reader.read_spans(starts, ends + (1 << 40))
+    with pytest.raises(ValueError, match="3 span starts but 4 ends"):
+        reader.read_spans(starts[:3], ends)
+    text = fixtures_dir / "csv" / "plain"
+    lines = ShardReader(text, read_shards(text)[0])
+    with pytest.raises(UnsupportedColumnError, match="no value spans"):
+        lines.read_columns([0], [], [], ["number"])
+    with pytest.raises(UnsupportedColumnError, match="text shard"):
+        lines.read_spans(np.zeros(1, np.int64), np.ones(1, np.int64))

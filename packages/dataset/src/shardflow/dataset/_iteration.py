@@ -151,7 +151,9 @@ def _bulk_batches(
             end = min(begin + step, window.size)
             window.release_done(begin)
             window.advance(end - 1)
-            _, arrays, lists = gather_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
+            _, arrays, lists, _ = gather_batch(
+                dataset, window.shard_ids[begin:end], window.local_ids[begin:end]
+            )
             values = [
                 lists[name] if name not in arrays else arrays[name].tolist() if python else iter(arrays[name])
                 for name, python in columns
@@ -196,9 +198,14 @@ def _iter_one_by_one(
 
 
 def iter_batches(
-    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], batch_size: int, drop_last: bool
+    dataset: StreamingDataset,
+    chunks: Iterator[NDArray[np.int64]],
+    batch_size: int,
+    drop_last: bool,
+    spans: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The samples of the ids as batches of ``batch_size`` (the last one partial unless ``drop_last``)."""
+    """The samples of the ids as batches of ``batch_size`` (the last one partial unless ``drop_last``);
+    with ``spans``, ``bytes`` columns come as where their values lie (see ``read_batch``)."""
     for window in _windows(dataset, chunks, batch_size * max(1, WINDOW // batch_size)):
         for begin in range(0, window.size, batch_size):
             end = min(begin + batch_size, window.size)
@@ -206,4 +213,4 @@ def iter_batches(
                 return
             window.release_done(begin)
             window.advance(end - 1)
-            yield read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end])
+            yield read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end], spans)

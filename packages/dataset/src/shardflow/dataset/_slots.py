@@ -1,14 +1,14 @@
 """Batches from forked DataLoader workers to the trainer through shared memory rather than the pipe.
 
-A worker's batch reaches the trainer pickled through one pipe, which on Linux moves 64 KiB per wake-up:
-a 768 KB batch of images costs more to send than to read. :class:`BatchSlots` is made by the trainer
-before its workers fork: an anonymous shared mapping of ``slots`` slots per worker and, per worker, a
-semaphore counting its free slots. A worker writes a batch's numpy arrays and lists of ``bytes`` into its
-next slot and sends only where they lie (:class:`InSlot`); the trainer copies them out and frees the
-slot. A worker that finds no free slot, or a batch that does not fit one, sends the batch as it is.
+A worker's bundle of batches (see ``_bundles``) reaches the trainer pickled through one pipe, which on
+Linux moves 64 KiB per wake-up: a 768 KB batch of images costs more to send than to read. :class:`BatchSlots`
+is made by the trainer before its workers fork: an anonymous shared mapping of ``slots`` slots per worker
+and, per worker, a semaphore counting its free slots. A worker writes a bundle's numpy arrays and lists of
+``bytes`` into its next slot and sends only where they lie (:class:`InSlot`); the trainer copies them out
+and frees the slot. A worker that finds no free slot, or a bundle that does not fit one, sends it as it is.
 
-Slots are taken and freed in the same order (a worker's batches reach the trainer in the order it sent
-them), so the count alone says which slot is next. A batch the trainer drops unread (an abandoned
+Slots are taken and freed in the same order (a worker's bundles reach the trainer in the order it sent
+them), so the count alone says which slot is next. A bundle the trainer drops unread (an abandoned
 iteration) keeps its slot taken: that worker then has fewer slots, never a slot still being read.
 """
 
@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 from torch.utils.data import get_worker_info
+
+from shardflow.dataset._bundles import Bundle
 
 __all__ = ["BatchSlots", "InSlot", "SlotSender"]
 
@@ -64,26 +66,32 @@ class BatchSlots:
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("BatchSlots serve forked workers only: they cannot be pickled")
 
-    def put(self, batch: Any) -> Any:
-        """In a worker: ``batch`` with its numpy arrays and lists of ``bytes`` moved into a free slot of this
-        worker, as :class:`InSlot` values; ``batch`` itself outside a worker, when it is not a dict, when
-        nothing would move, when it does not fit or when no slot is free."""
+    def put(self, bundle: Bundle) -> Bundle:
+        """In a worker: ``bundle`` with its batches' numpy arrays and lists of ``bytes`` moved into a free
+        slot of this worker, as :class:`InSlot` values; ``bundle`` itself outside a worker, when nothing
+        would move, when it does not fit or when no slot is free."""
         info = get_worker_info()
-        if info is None or not isinstance(batch, dict):
-            return batch
-        moved = {name: value for name, value in batch.items() if _movable(value)}
-        sizes = [_size(value) for value in moved.values()]
-        if not moved or sum(-(-size // _ALIGN) * _ALIGN for size in sizes) > SLOT_BYTES:
-            return batch
+        if info is None:
+            return bundle
+        moved = [
+            (j, name, value)
+            for j, batch in enumerate(bundle.batches)
+            if isinstance(batch, dict)
+            for name, value in batch.items()
+            if _movable(value)
+        ]
+        sizes = [-(-_size(value) // _ALIGN) * _ALIGN for _, _, value in moved]
+        if not moved or sum(sizes) > SLOT_BYTES:
+            return bundle
         if not self._free[info.id].acquire(block=False):
-            return batch
+            return bundle
         slot, self._next = self._next, (self._next + 1) % self.slots
         offset = (info.id * self.slots + slot) * SLOT_BYTES
-        out = dict(batch)
-        for (name, value), size in zip(moved.items(), sizes, strict=True):
-            out[name] = self._write(value, info.id, slot, offset)
-            offset += -(-size // _ALIGN) * _ALIGN
-        return out
+        batches = [dict(batch) if isinstance(batch, dict) else batch for batch in bundle.batches]
+        for (j, name, value), size in zip(moved, sizes, strict=True):
+            batches[j][name] = self._write(value, info.id, slot, offset)
+            offset += size
+        return Bundle(bundle.worker, batches)
 
     def _write(self, value: np.ndarray | list[bytes], worker: int, slot: int, offset: int) -> InSlot:
         memory = self._memory
@@ -97,37 +105,41 @@ class BatchSlots:
             position = end
         return InSlot(worker, slot, offset, "", (len(value),), tuple(map(len, value)))
 
-    def take(self, batch: Any) -> Any:
-        """In the trainer: ``batch`` with its :class:`InSlot` values copied out, and their slot freed."""
-        if not isinstance(batch, dict):
-            return batch
-        out, taken = {}, set()
-        memory = self._memory
-        for name, value in batch.items():
-            if isinstance(value, InSlot):
-                taken.add((value.worker, value.slot))
-                if value.lengths is None:
-                    dtype = np.dtype(value.dtype)
-                    count = int(np.prod(value.shape, dtype=np.int64))
-                    value = np.frombuffer(memory, dtype, count, value.offset).reshape(value.shape).copy()
-                else:
-                    bounds = list(accumulate(value.lengths, initial=value.offset))
-                    value = [memory[a:b] for a, b in pairwise(bounds)]
-            out[name] = value
+    def take(self, bundle: Bundle) -> Bundle:
+        """In the trainer: ``bundle`` with its :class:`InSlot` values copied out, and their slot freed."""
+        taken: set[tuple[int, int]] = set()
+        batches = []
+        for batch in bundle.batches:
+            if isinstance(batch, dict):
+                batch = {name: self._read(value, taken) for name, value in batch.items()}
+            batches.append(batch)
         for worker, _ in taken:
             self._free[worker].release()
-        return out
+        return Bundle(bundle.worker, batches)
+
+    def _read(self, value: Any, taken: set[tuple[int, int]]) -> Any:
+        """``value`` copied out of its slot (noted in ``taken``) when it is an :class:`InSlot`."""
+        if not isinstance(value, InSlot):
+            return value
+        taken.add((value.worker, value.slot))
+        memory = self._memory
+        if value.lengths is None:
+            dtype = np.dtype(value.dtype)
+            count = int(np.prod(value.shape, dtype=np.int64))
+            return np.frombuffer(memory, dtype, count, value.offset).reshape(value.shape).copy()
+        bounds = list(accumulate(value.lengths, initial=value.offset))
+        return [memory[a:b] for a, b in pairwise(bounds)]
 
 
 class SlotSender:
-    """The batch path's ``collate_fn``: batches arrive collated; in a forked worker they move into
-    :attr:`slots` when set (the loader sets them before its workers start)."""
+    """The batch path's ``collate_fn``: bundles of batches arrive collated; in a forked worker they move
+    into :attr:`slots` when set (the loader sets them before its workers start)."""
 
     def __init__(self) -> None:
         self.slots: BatchSlots | None = None
 
-    def __call__(self, batch: Any) -> Any:
-        return batch if self.slots is None else self.slots.put(batch)
+    def __call__(self, bundle: Any) -> Any:
+        return bundle if self.slots is None else self.slots.put(bundle)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"slots": None}  # a copy in another process (spawn) sends through the pipe

@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
+from shardflow.dataset._bundles import batches_per_bundle, bundle
 from shardflow.dataset._cache import NodeCache, footprint
 from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
@@ -188,7 +189,7 @@ class StreamingDataset(IterableDataset):
         self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
         self._holds: dict[int, int | None] = {}
-        self._recent: OrderedDict[int, None] = OrderedDict()  # shards ds[i] opened, oldest first
+        self._recent: OrderedDict[int, None] = OrderedDict()  # shards random reads opened, oldest first
         self._random_cap: int | None = None  # how many of them stay open under a limit
         self._cache = NodeCache(
             [stream.local_root for stream in self.streams if stream.remote_root is not None],
@@ -198,9 +199,7 @@ class StreamingDataset(IterableDataset):
         if self.cache_limit is not None:
             self._random_cap = self._check_cache_limit(cache_limit)
             self._cache.announce()
-        self._batch_mode: tuple[int, bool] | None = (
-            None  # (batch_size, drop_last): set by StreamingDataLoader
-        )
+        self._batch_mode: tuple[int, bool] | None = None  # (batch_size, drop_last): StreamingDataLoader's
 
     # -- construction helpers ------------------------------------------------------------------------
 
@@ -357,14 +356,20 @@ class StreamingDataset(IterableDataset):
         used that this rank's share of the limit holds: then an evicted one frees its disk blocks.
         """
         k, j = self._locator.locate_one(sample_id)
-        sample = self._reader(k).get(j)
+        return self._recent_reader(k).get(j)
+
+    def _recent_reader(self, shard: int) -> ShardReader:
+        """The open reader of a shard for random reads (``dataset[i]``, and the trainer's side of batches
+        whose ``bytes`` columns its workers handed over as spans); under a cache limit, the shards opened
+        this way stay open only while among the last that the rank's share of the limit holds."""
+        reader = self._readers[shard] or self._reader(shard)
         if self._random_cap is not None:
             recent = self._recent
-            recent[k] = None
-            recent.move_to_end(k)
+            recent[shard] = None
+            recent.move_to_end(shard)
             while len(recent) > self._random_cap:
                 self._release(recent.popitem(last=False)[0])
-        return sample
+        return reader
 
     def __getitem__(self, at: Any) -> Any:
         """A sample by id (negative counts from the end), or a list of samples for a slice, list or array."""
@@ -496,9 +501,22 @@ class StreamingDataset(IterableDataset):
         """
         epoch, offset = self._begin_epoch()
         chunks = self.worker_sample_id_chunks(epoch, offset)
-        if self._batch_mode is not None:
+        if self._batch_mode is None:
+            return iter_samples(self, chunks)
+        worker = get_worker_info()
+        if worker is None:
             return iter_batches(self, chunks, *self._batch_mode)
-        return iter_samples(self, chunks)
+        batch_size = self._batch_mode[0]
+        batches = iter_batches(self, chunks, *self._batch_mode, self._spans_readable_by_trainer())
+        stored = sum(file.bytes for shard in self.shards for file in shard.raw_files)
+        return bundle(batches, worker.id, batches_per_bundle(stored / max(1, self.num_samples) * batch_size))
+
+    def _spans_readable_by_trainer(self) -> bool:
+        """Whether a DataLoader worker may send a batch's ``bytes`` columns as where they lie in the shard
+        files, for the process that trains to copy them out of its own map (each byte copied once, and never
+        by a worker): when opening a shard there costs no hash check (no ``validate_hash``) and the shards
+        stay put (no ``cache_limit`` to evict one between the worker's read and the trainer's)."""
+        return self.cache_limit is None and all(stream.validate_hash is None for stream in self.streams)
 
     def cache_stats(self) -> dict[str, int]:
         """This process's shard downloads, those of shards evicted from the folder before (re-downloads),

@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from shardflow.dataset._collate import to_tensors
+from shardflow.dataset._bundles import unbundle
+from shardflow.dataset._collate import read_spans, to_tensors
 from shardflow.dataset._slots import BatchSlots, SlotSender
 from shardflow.dataset.dataset import StreamingDataset
 
@@ -40,9 +41,11 @@ class StreamingDataLoader(DataLoader):
       that hold an older state;
     - reads whole batches at once (``batch_reads``, default on when the dataset's ``get_item`` and
       ``__getitem__`` are not overridden and no ``collate_fn`` is given): fixed-size numeric columns are
-      gathered per shard as arrays and become tensors without a Python step per sample; forked workers
-      hand their arrays and lists of ``bytes`` over through shared memory rather than the pipe. Batches
-      equal what the per-sample path with ``default_collate`` yields.
+      gathered per shard as arrays and become tensors without a Python step per sample; workers send
+      batches a few at a time (``prefetch_factor`` counts these bundles), yielded in the one-by-one
+      order; forked workers hand their arrays over through shared memory rather than the pipe, and
+      ``bytes`` columns as where they lie in the shard files, copied out here (see the package README
+      for when). Batches equal what the per-sample path with ``default_collate`` yields.
 
     Args:
         dataset: The dataset.
@@ -103,11 +106,14 @@ class StreamingDataLoader(DataLoader):
                 dataset._batch_mode = None  # type: ignore[attr-defined]
         if self.num_workers > 0 and isinstance(dataset, StreamingDataset):
             dataset._begin_epoch()  # the workers run this epoch; keep this copy's count in step with theirs
-        convert = self._batch_reads is not None
-        pin = convert and self.pin_memory and torch.cuda.is_available()
-        for batch in iterator:
-            if convert:
-                batch = to_tensors(batch if slots is None else slots.take(batch), pin)
+        batches: Iterator[Any] = iterator
+        if self._batch_reads is not None:
+            assert isinstance(dataset, StreamingDataset)
+            if self.num_workers > 0:
+                batches = unbundle(iterator if slots is None else map(slots.take, iterator), self.num_workers)
+            pin = self.pin_memory and torch.cuda.is_available()
+            batches = (to_tensors(read_spans(batch, dataset), pin) for batch in batches)
+        for batch in batches:
             self.num_samples_yielded += batch_length(batch)
             yield batch
 

@@ -27,7 +27,7 @@ from shardflow.format.hashing import get_hash, get_hashes, is_hash
 from shardflow.format.index import read_index
 from shardflow.format.merge import merge_index
 from shardflow.format.reader import LocalDataset
-from shardflow.format.shards import ShardFile, ShardInfo, ShardLocator, ShardReader, read_shards
+from shardflow.format.shards import Columns, ShardFile, ShardInfo, ShardLocator, ShardReader, read_shards
 from shardflow.format.writers import CSVWriter, JSONWriter, MDSWriter, TSVWriter, XSVWriter
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "ShardInfo",
     "ShardFile",
     "ShardReader",
+    "Columns",
     "ShardLocator",
     "read_shards",
     "TEMP_NAME",

@@ -90,6 +90,7 @@ class MDSShard:
         check_header(path, bytes(buf[table_end : self._offsets[0]]), plan.header)
         self._view = memoryview(buf)
         self._bytes: np.ndarray | None = np.frombuffer(buf, np.uint8)
+        self._items: dict[int, np.ndarray] = {}  # the file as items of each width _gather used
         self._plan = plan
         self._fixed = self._fixed_steps(plan)
         # The variable-size path's constants, bound once: it reads them for every sample.
@@ -177,38 +178,52 @@ class MDSShard:
         )
 
     def read(
-        self, ids: np.ndarray, arrays: Sequence[str], values: Sequence[str]
-    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
-        """Columns of samples ``ids`` (int64, in range), the samples located once for both kinds:
+        self, ids: np.ndarray, arrays: Sequence[str], values: Sequence[str], spans: Sequence[str] = ()
+    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
+        """Columns of samples ``ids`` (int64, in range), the samples located once for all three kinds:
         ``arrays`` (all in ``plan.arrays``) as one array each, gathered from the map with numpy fancy
-        indexing, and ``values`` as one list of decoded values each (only the decode runs per value, the
-        same decode as :meth:`get`)."""
-        plan, data, view = self._plan, self._bytes, self._view
+        indexing; ``values`` as one list of decoded values each (only the decode runs per value, the
+        same decode as :meth:`get`); ``spans`` as where each value's stored bytes start and end in the
+        file (two int64 arrays each, see :meth:`read_spans`)."""
+        plan, view, buf = self._plan, self._view, self._buf
         head, before = self._locate(ids)
-        assert data is not None  # _locate checked that the shard is open
         gathered = {}
         for name in arrays:
             dtype, shape = plan.arrays[name]
             starts = self._starts(name, head, before)
             width = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-            gathered[name] = _gather(data, starts, width).view(dtype).reshape(len(ids), *shape)
+            gathered[name] = self._gather(starts, width).view(dtype).reshape(len(ids), *shape)
         decoded = {}
         for name in values:
-            _, decode, size, var = plan.by_name[name]
-            starts = self._starts(name, head, before)
-            if var < 0:
-                ends = starts + size
-            else:
-                assert before is not None
-                ends = starts + (before[:, var + 1] - before[:, var])
+            decode = plan.by_name[name][1]
+            starts, ends = self._span(name, head, before)
+            bounds = zip(starts.tolist(), ends.tolist(), strict=True)
             try:
-                spans = zip(starts.tolist(), ends.tolist(), strict=True)
-                decoded[name] = [decode(view[a:b]) for a, b in spans]
+                # A slice of the map is already the bytes a ``bytes`` column decodes to.
+                decoded[name] = (
+                    [buf[a:b] for a, b in bounds]
+                    if decode is bytes
+                    else [decode(view[a:b]) for a, b in bounds]
+                )
             except (MissingDependencyError, MemoryError):
                 raise
             except Exception as exc:
                 raise self._first_decode_error(ids, exc) from exc
-        return gathered, decoded
+        return gathered, decoded, {name: self._span(name, head, before) for name in spans}
+
+    def read_spans(self, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        """Copies of the file's bytes from each of ``starts`` to the matching ``ends`` (int64 arrays, as
+        :meth:`read` locates them)."""
+        buf = self._buf
+        if self._bytes is None:
+            raise ShardFormatError(f"{self.path} was closed while being read")
+        if len(starts) != len(ends):
+            raise ValueError(f"{len(starts)} span starts but {len(ends)} ends")
+        bad = (starts < 0) | (ends < starts) | (ends > len(buf))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise ValueError(f"span {starts[k]}:{ends[k]} is not within {self.path} ({len(buf)} bytes)")
+        return [buf[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
     def _starts(self, name: str, head: np.ndarray, before: np.ndarray | None) -> np.ndarray:
         """Where column ``name`` of each sample starts, from :meth:`_locate`'s answer."""
@@ -218,6 +233,15 @@ class MDSShard:
             assert before is not None
             starts += before[:, var_before]
         return starts
+
+    def _span(self, name: str, head: np.ndarray, before: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Where column ``name``'s value of each sample starts and ends, from :meth:`_locate`'s answer."""
+        size, var = self._plan.by_name[name][2:]
+        starts = self._starts(name, head, before)
+        if var < 0:
+            return starts, starts + size
+        assert before is not None
+        return starts, starts + (before[:, var + 1] - before[:, var])
 
     def _first_decode_error(self, ids: np.ndarray, exc: Exception) -> ShardFormatError:
         """The error of the first of ``ids`` whose sample fails to decode (slow path, errors only)."""
@@ -233,8 +257,8 @@ class MDSShard:
         variable-size columns' sizes (``(len(ids), num_var + 1)``, None without such columns); checks
         that each sample's sizes add up to its span."""
         plan = self._plan
-        table, data = self._table, self._bytes
-        if table is None or data is None:
+        table = self._table
+        if table is None or self._bytes is None:
             raise ShardFormatError(f"{self.path} was closed while being read")
         begin = table[ids].astype(np.int64)
         spans = table[ids + 1].astype(np.int64) - begin
@@ -243,7 +267,7 @@ class MDSShard:
             short = spans < plan.prefix.size
             if short.any():
                 self._bad_size(int(ids[np.argmax(short)]))
-            sizes = _gather(data, begin, plan.prefix.size).view("<u4").astype(np.int64)
+            sizes = self._gather(begin, plan.prefix.size).view("<u4").astype(np.int64)
             before = np.zeros((len(ids), plan.num_var + 1), np.int64)
             np.cumsum(sizes, axis=1, out=before[:, 1:])
             bad = spans != plan.prefix.size + plan.fixed_total + before[:, -1]
@@ -253,21 +277,27 @@ class MDSShard:
             self._bad_size(int(ids[np.argmax(bad)]))
         return begin + plan.prefix.size, before
 
+    def _gather(self, starts: np.ndarray, width: int) -> np.ndarray:
+        """The ``width`` bytes at each of ``starts``: a new ``(len(starts), width)`` uint8 array.
+
+        The file is viewed as overlapping ``width``-byte items, one starting at every byte (made once per
+        width), so that fancy indexing copies each item in one piece.
+        """
+        items = self._items.get(width)
+        if items is None:
+            data = self._bytes
+            assert data is not None  # _locate checked that the shard is open
+            dtype = np.dtype((np.void, width))
+            items = np.ndarray((len(data) - width + 1,), dtype, buffer=data, strides=(1,))
+            self._items[width] = items
+        return items[starts].view(np.uint8).reshape(len(starts), width)
+
     def close(self) -> None:
         """Unmap the file; decoded samples that still view it keep the map alive until they go."""
         self._view = self._offsets = memoryview(b"")
         self._table = self._bytes = None
+        self._items.clear()
         try:
             self._buf.close()
         except BufferError:
             pass  # decoded arrays still view the map: it is unmapped when the last of them goes
-
-
-def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
-    """The ``width`` bytes at each of ``starts`` in ``data``: a new ``(len(starts), width)`` uint8 array.
-
-    ``data`` is viewed as overlapping ``width``-byte items, one starting at every byte, so that fancy
-    indexing copies each item in one piece.
-    """
-    items = np.ndarray((len(data) - width + 1,), np.dtype((np.void, width)), buffer=data, strides=(1,))
-    return items[starts].view(np.uint8).reshape(len(starts), width)

@@ -25,7 +25,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 import numpy as np
 
@@ -36,7 +36,7 @@ from shardflow.format.errors import UnknownNameError, UnsafeEncodingError, Unsup
 from shardflow.format.hashing import get_hashes, is_hash
 from shardflow.format.index import FILE_KEYS, INDEX_BASENAME, read_index
 
-__all__ = ["ShardFile", "ShardInfo", "ShardReader", "ShardLocator", "read_shards"]
+__all__ = ["Columns", "ShardFile", "ShardInfo", "ShardReader", "ShardLocator", "read_shards"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,15 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # The encodings get_columns serves, for error messages.
 _ARRAY_ENCODINGS = "int, int8..int64, uint8..uint64, float16/32/64 and ndarray:<dtype>:<shape>"
+
+
+class Columns(NamedTuple):
+    """What :meth:`ShardReader.read_columns` read: arrays, decoded values, and spans (start and end
+    offsets in the shard's file, two int64 arrays per column)."""
+
+    arrays: dict[str, np.ndarray]
+    values: dict[str, list[Any]]
+    spans: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -312,7 +321,7 @@ class ShardReader:
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
         """
-        return self.read_columns(local_ids, self._array_names(columns), ())[0]
+        return self.read_columns(local_ids, self._array_names(columns), ()).arrays
 
     def get_values(
         self, local_ids: Sequence[int] | np.ndarray, columns: Sequence[str] | None = None
@@ -335,28 +344,50 @@ class ShardReader:
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
         """
-        return self.read_columns(local_ids, (), self._column_names(columns))[1]
+        return self.read_columns(local_ids, (), self._column_names(columns)).values
 
     def read_columns(
-        self, local_ids: Sequence[int] | np.ndarray, arrays: Sequence[str], values: Sequence[str]
-    ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]]]:
-        """:meth:`get_columns` of ``arrays`` and :meth:`get_values` of ``values`` in one read: an MDS
-        shard's samples are located once for both.
+        self,
+        local_ids: Sequence[int] | np.ndarray,
+        arrays: Sequence[str],
+        values: Sequence[str],
+        spans: Sequence[str] = (),
+    ) -> Columns:
+        """:meth:`get_columns` of ``arrays`` and :meth:`get_values` of ``values`` in one read, and where
+        the stored values of ``spans`` lie in the shard's file (for :meth:`read_spans`, maybe in another
+        process): an MDS shard's samples are located once for all three.
 
         Raises:
-            UnsupportedColumnError: A column of ``arrays`` is not a fixed-size number or array.
+            UnsupportedColumnError: A column of ``arrays`` is not a fixed-size number or array, or
+                ``spans`` is not empty for a text shard.
             KeyError: The shard has no such column.
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
         """
         arrays, values = self._array_names(arrays), self._column_names(values)
+        spans = self._span_names(spans)
         ids = self._checked_ids(local_ids)
         opened = self._opened()
         if isinstance(opened, MDSShard):
-            return opened.read(ids, arrays, values)
-        assert not arrays  # _array_names refuses text shards
+            return Columns(*opened.read(ids, arrays, values, spans))
+        assert not arrays and not spans  # _array_names and _span_names refuse text shards
         samples = [opened.get(i) for i in ids.tolist()]
-        return {}, {name: [sample[name] for sample in samples] for name in values}
+        return Columns({}, {name: [sample[name] for sample in samples] for name in values}, {})
+
+    def read_spans(self, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+        """The bytes of the shard's (raw) file between each of ``starts`` and the matching ``ends``, as
+        :meth:`read_columns` located them: for a ``bytes`` column, its values.
+
+        Raises:
+            UnsupportedColumnError: The shard is a text shard.
+            ValueError: A span is not within the file, or the arrays differ in length.
+        """
+        opened = self._opened()
+        if not isinstance(opened, MDSShard):
+            raise UnsupportedColumnError(
+                f"shard {self.shard.basename} is a text shard: it has no value spans"
+            )
+        return opened.read_spans(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
 
     def _column_names(self, columns: Sequence[str] | None) -> list[str]:
         shard = self.shard
@@ -368,6 +399,15 @@ class ShardReader:
                 raise KeyError(
                     f"shard {shard.basename} has no column {name!r}; its columns: {list(shard.columns)}"
                 )
+        return names
+
+    def _span_names(self, columns: Sequence[str]) -> list[str]:
+        names = self._column_names(columns)
+        if names and self.shard.format != "mds":
+            raise UnsupportedColumnError(
+                f"shard {self.shard.basename} is a {self.shard.format} shard (text lines): columns "
+                f"{names} have no value spans; only MDS shards store each value as its own bytes"
+            )
         return names
 
     def _array_names(self, columns: Sequence[str] | None) -> list[str]:
