@@ -403,6 +403,18 @@ def test_a_reader_pickles_and_is_shared_by_threads(copy_fixture: CopyFixture, va
     assert not copy.is_open
 
 
+@pytest.mark.parametrize("fixture", ["mds/compressed/zstd", "csv/plain"])
+def test_a_populated_reader_reads_the_same(copy_fixture: CopyFixture, fixture: str) -> None:
+    """populate maps every page at open (MAP_POPULATE); what the reader reads is unchanged."""
+    folder = copy_fixture(fixture)  # a copy: opening decompresses next to the compressed file
+    shard = read_shards(folder)[0]
+    plain, populated = ShardReader(folder, shard), ShardReader(folder, shard, populate=True)
+    ids = list(range(shard.samples))
+    pairs = zip(populated.get_batch(ids), plain.get_batch(ids), strict=True)
+    assert all(same_sample(a, b) for a, b in pairs)
+    assert pickle.loads(pickle.dumps(populated)).populate
+
+
 def assert_values_match(reader: ShardReader, ids: list[int]) -> None:
     """get_values gives, column by column, what get_batch decodes, of the same types."""
     names = list(reader.shard.columns)

@@ -329,8 +329,9 @@ class StreamingDataset(IterableDataset):
             assert reader is not None
         return reader
 
-    def _prepare(self, shard: int) -> None:
-        """Fetch job: make the shard local and open it (runs in a fetch thread).
+    def _prepare(self, shard: int, whole: bool = False) -> None:
+        """Fetch job: make the shard local and open it (runs in a fetch thread); ``whole`` when most of it
+        will be read (an iteration), so that its pages are mapped now, in this thread, not at first touch.
 
         Under a cache limit the shard's use lock is held from before its fetch until it is released, so that
         eviction passes it over while other shards are idle.
@@ -341,7 +342,7 @@ class StreamingDataset(IterableDataset):
         info = self.shards[shard]
         hold = self._cache.hold(stream.local_root, info.basename, stream.describe(info.basename))
         try:
-            reader = stream.open_shard(info, self._cache)
+            reader = stream.open_shard(info, self._cache, whole)
         except BaseException:
             self._cache.let_go(hold)
             raise
@@ -532,7 +533,7 @@ class StreamingDataset(IterableDataset):
     def _request(self, shard: int) -> None:
         """Start fetching (and opening) a shard in the background unless it is open or on its way."""
         if self._readers[shard] is None:
-            self._fetcher.request(shard, lambda: self._prepare(shard))
+            self._fetcher.request(shard, lambda: self._prepare(shard, whole=True))
 
     def _getter(self, shard: int) -> Callable[[int], Any]:
         """The open shard's unchecked per-sample getter, waiting for the shard first when needed."""

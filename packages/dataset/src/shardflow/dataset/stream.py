@@ -205,8 +205,9 @@ class Stream:
                 return False
         return True
 
-    def open_shard(self, shard: ShardInfo, cache: NodeCache) -> ShardReader:
-        """The shard opened (mapped), downloaded first when its raw files are not all here.
+    def open_shard(self, shard: ShardInfo, cache: NodeCache, populate: bool = False) -> ShardReader:
+        """The shard opened (mapped, every page at once with ``populate``), downloaded first when its raw
+        files are not all here.
 
         A download fetches the compressed files when the shard is compressed, decompresses and checks them.
         Processes of a node that need the same shard take turns through a lock file: the first downloads,
@@ -221,7 +222,7 @@ class Stream:
             ShardHashError / ShardFormatError: The files do not match the index.
         """
         root = self.local_root
-        reader = ShardReader(root, shard, self.validate_hash)
+        reader = ShardReader(root, shard, self.validate_hash, populate)
         if self.is_local(shard):
             try:
                 return reader.open()

@@ -122,12 +122,14 @@ def _corrupt_zip(zip_path: Path, compression: str, exc: BaseException) -> ShardF
     )
 
 
-def map_file(path: Path, info: dict[str, Any]) -> mmap.mmap | bytes:
+def map_file(path: Path, info: dict[str, Any], populate: bool = False) -> mmap.mmap | bytes:
     """Map a raw shard file read-only into memory, after checking its size against the index.
 
     Args:
         path: The raw file.
         info: Its index entry (``bytes`` is compared with the file's size).
+        populate: Map every page now (``MAP_POPULATE``: the file is read into the page cache if it is
+            not there) rather than page by page on first touch.
 
     Returns:
         A read-only memory map, or empty bytes for an empty file (which cannot be mapped).
@@ -137,6 +139,8 @@ def map_file(path: Path, info: dict[str, Any]) -> mmap.mmap | bytes:
         _check_size(path, size, info)
         if size == 0:
             return b""
+        if populate:
+            return mmap.mmap(file.fileno(), 0, mmap.MAP_SHARED | mmap.MAP_POPULATE, mmap.PROT_READ)
         return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
 
 

@@ -56,12 +56,12 @@ class MDSPlan:
         self.fixed_total = sum(size for size in sizes if size is not None)
         self.prefix = struct.Struct(f"<{num_var}I")
 
-    def open(self, root: Path, validate_hash: str | None) -> MDSShard:
+    def open(self, root: Path, validate_hash: str | None, populate: bool = False) -> MDSShard:
         """Open the shard under ``root``, decompressing and validating it first as needed."""
         entry = self.entry
         raw = entry["raw_data"]
         path = prepare_file(root, raw, entry.get("zip_data"), entry.get("compression"), validate_hash)
-        return MDSShard(path, map_file(path, raw), self, entry["samples"])
+        return MDSShard(path, map_file(path, raw, populate), self, entry["samples"])
 
 
 class MDSShard:

@@ -58,13 +58,13 @@ class TextPlan:
         self.header = {"column_names": names, "column_encodings": encodings}
         self.decode_line = _XSVLine(names, converters, separator, entry["newline"])
 
-    def open(self, root: Path, validate_hash: str | None) -> TextShard:
+    def open(self, root: Path, validate_hash: str | None, populate: bool = False) -> TextShard:
         """Open the shard under ``root``, decompressing and validating both of its files as needed."""
         entry = self.entry
         compression = entry.get("compression")
         data_path = prepare_file(root, entry["raw_data"], entry.get("zip_data"), compression, validate_hash)
         meta_path = prepare_file(root, entry["raw_meta"], entry.get("zip_meta"), compression, validate_hash)
-        data = map_file(data_path, entry["raw_data"])
+        data = map_file(data_path, entry["raw_data"], populate)
         meta = read_file(meta_path)
         return TextShard(data_path, data, meta_path, meta, self, entry["samples"])
 

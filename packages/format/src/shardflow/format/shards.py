@@ -213,6 +213,9 @@ class ShardReader:
         validate_hash: A hash algorithm (e.g. ``'sha1'``) to check the shard's files with when opening:
             the compressed file before decompressing it, else the raw file. None checks nothing (sizes
             and structure are always checked).
+        populate: Map every page of the shard when opening (``MAP_POPULATE``) instead of on first touch:
+            opening costs a pass over the file, reads then fault no more. Worth it before reading most of
+            the shard (an epoch's pass), not for a few random samples.
 
     Raises:
         UnknownNameError: ``validate_hash`` names no known hash algorithm.
@@ -222,7 +225,9 @@ class ShardReader:
     ShardFormatError for a truncated or corrupt file and ShardHashError for a digest mismatch.
     """
 
-    def __init__(self, folder: PathLike, shard: ShardInfo, validate_hash: str | None = None) -> None:
+    def __init__(
+        self, folder: PathLike, shard: ShardInfo, validate_hash: str | None = None, populate: bool = False
+    ) -> None:
         if validate_hash is not None and not is_hash(validate_hash):
             raise UnknownNameError(
                 f"validate_hash={validate_hash!r} is not a known hash; use one of {get_hashes()} or None"
@@ -234,6 +239,7 @@ class ShardReader:
         self.shard = shard
         self.samples = shard.samples
         self.validate_hash = validate_hash
+        self.populate = populate
         self._plan = _plan(shard.entry, self.folder / INDEX_BASENAME)
         self._open: MDSShard | TextShard | None = None
         self._lock = threading.Lock()
@@ -263,7 +269,7 @@ class ShardReader:
             with self._lock:
                 opened = self._open
                 if opened is None:
-                    opened = self._open = self._plan.open(self.folder, self.validate_hash)
+                    opened = self._open = self._plan.open(self.folder, self.validate_hash, self.populate)
                     logger.debug("opened shard %s", opened.path)
         return opened
 
@@ -455,7 +461,12 @@ class ShardReader:
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"folder": self.folder, "shard": self.shard, "validate_hash": self.validate_hash}
+        return {
+            "folder": self.folder,
+            "shard": self.shard,
+            "validate_hash": self.validate_hash,
+            "populate": self.populate,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
