@@ -118,14 +118,8 @@ def read_batch(
     ``spans``, ``bytes`` columns come as :class:`ByteSpans` for :func:`read_spans` in the trainer.
     """
     names, arrays, lists, located = gather_batch(dataset, shard_ids, local_ids, spans)
-    return {
-        name: arrays[name]
-        if name in arrays
-        else located[name]
-        if name in located
-        else default_collate(lists[name])
-        for name in names
-    }
+    columns = {**{name: default_collate(found) for name, found in lists.items()}, **arrays, **located}
+    return {name: columns[name] for name in names}
 
 
 def read_spans(batch: dict[str, Any], dataset: StreamingDataset) -> dict[str, Any]:
