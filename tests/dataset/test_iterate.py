@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from collections import Counter
 from pathlib import Path
 
@@ -342,6 +343,33 @@ def test_the_trainer_downloads_again_a_shard_gone_since_a_worker_located_its_val
     trainer = _dataset(remote, local, batch_size=16)
     assert read_spans(batch, trainer)["image"] == expected
     assert trainer.cache_stats()["downloads"] == 3
+
+
+def test_random_reads_keep_a_quarter_of_the_open_file_limit_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ds[i] and the trainer's reads of spans keep at most a quarter of RLIMIT_NOFILE's soft limit of
+    shards open (each holds a descriptor), reopening the others when needed."""
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (64, 4096))
+    remote = _write_mixed(tmp_path / "mixed")
+
+    def image_of(caption: str) -> bytes:
+        i = int(caption.lstrip("é"))
+        return bytes([i % 256]) * (i % 97)
+
+    ds = StreamingDataset(local=str(remote), batch_size=16)
+    assert len(ds.shards) > 32
+    for i in np.random.default_rng(3).permutation(1500).tolist() * 2:
+        sample = ds[i]
+        assert sample["label"] == i % 10 and sample["image"] == image_of(sample["caption"])
+        assert len(ds.open_shards()) <= 16
+    trainer = StreamingDataset(local=str(remote), shuffle=True, batch_size=16)
+    seen = 0
+    for batch in StreamingDataLoader(trainer, batch_size=16, num_workers=2):
+        assert batch["image"] == [image_of(caption) for caption in batch["caption"]]
+        assert len(trainer.open_shards()) <= 16
+        seen += len(batch["image"])
+    assert seen == 1500
 
 
 def test_column_names_of_any_text_make_the_same_samples(tmp_path: Path) -> None:

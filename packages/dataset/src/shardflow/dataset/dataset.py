@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -36,6 +37,13 @@ logger = logging.getLogger(__name__)
 
 STATE_KEYS = ("epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed", "initial_physical_nodes")
 _FETCH_THREADS = 8
+
+
+def open_shards_cap() -> int:
+    """How many shards random reads keep open in a process: a quarter of its open-file limit (each open
+    shard holds a descriptor), at least 16."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 16
 
 
 class StreamingDataset(IterableDataset):
@@ -190,14 +198,14 @@ class StreamingDataset(IterableDataset):
         self._fetcher = ShardFetcher(_FETCH_THREADS)
         self._holds: dict[int, int | None] = {}
         self._recent: OrderedDict[int, None] = OrderedDict()  # shards random reads opened, oldest first
-        self._random_cap: int | None = None  # how many of them stay open under a limit
+        self._random_cap = open_shards_cap()  # how many of them stay open
         self._cache = NodeCache(
             [stream.local_root for stream in self.streams if stream.remote_root is not None],
             self.cache_limit,
             max(stream.wait_timeout for stream in self.streams),
         )
         if self.cache_limit is not None:
-            self._random_cap = self._check_cache_limit(cache_limit)
+            self._random_cap = min(self._random_cap, self._check_cache_limit(cache_limit) or self._random_cap)
             self._cache.announce()
         self._batch_mode: tuple[int, bool] | None = None  # (batch_size, drop_last): StreamingDataLoader's
 
@@ -353,23 +361,24 @@ class StreamingDataset(IterableDataset):
     def get_item(self, sample_id: int) -> Any:
         """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed.
 
-        Under a cache limit, the shards it opens stay open only while they are among the last ones it
-        used that this rank's share of the limit holds: then an evicted one frees its disk blocks.
+        The shards it opens stay open only while they are among the last ones it used: as many as a
+        quarter of the process's open-file limit, and under a cache limit as many as this rank's share of
+        the limit holds (then an evicted one frees its disk blocks).
         """
         k, j = self._locator.locate_one(sample_id)
         return self._recent_reader(k).get(j)
 
     def _recent_reader(self, shard: int) -> ShardReader:
         """The open reader of a shard for random reads (``dataset[i]``, and the trainer's side of batches
-        whose ``bytes`` columns its workers handed over as spans); under a cache limit, the shards opened
-        this way stay open only while among the last that the rank's share of the limit holds."""
+        whose ``bytes`` columns its workers handed over as spans). The shards opened this way stay open
+        only while among the last :func:`open_shards_cap` used (each holds a file descriptor), and under a
+        cache limit only while among the last that the rank's share of the limit holds."""
         reader = self._readers[shard] or self._reader(shard)
-        if self._random_cap is not None:
-            recent = self._recent
-            recent[shard] = None
-            recent.move_to_end(shard)
-            while len(recent) > self._random_cap:
-                self._release(recent.popitem(last=False)[0])
+        recent = self._recent
+        recent[shard] = None
+        recent.move_to_end(shard)
+        if len(recent) > self._random_cap:
+            self._release(recent.popitem(last=False)[0])
         return reader
 
     def __getitem__(self, at: Any) -> Any:
