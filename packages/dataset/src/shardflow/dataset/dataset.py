@@ -168,6 +168,8 @@ class StreamingDataset(IterableDataset):
         self.shards_per_stream = [int(self._shard_stream.count(k)) for k in range(len(self.streams))]
         self._locator = ShardLocator(self.samples_per_shard)
         self.num_samples: int = int(self.samples_per_shard.sum())
+        stored = sum(file.bytes for shard in shards for file in shard.raw_files)
+        self._sample_bytes = stored / max(1, self.num_samples)  # on average, for sizing workers' bundles
         self._starts: list[int] = self._locator.starts.tolist()
         samples_per_stream = np.add.reduceat(
             self.samples_per_shard, np.cumsum([0, *self.shards_per_stream[:-1]])
@@ -516,10 +518,8 @@ class StreamingDataset(IterableDataset):
         worker = get_worker_info()
         if worker is None:
             return iter_batches(self, chunks, *self._batch_mode)
-        batch_size = self._batch_mode[0]
         batches = iter_batches(self, chunks, *self._batch_mode, self._spans_readable_by_trainer())
-        stored = sum(file.bytes for shard in self.shards for file in shard.raw_files)
-        return bundle(batches, worker.id, batches_per_bundle(stored / max(1, self.num_samples) * batch_size))
+        return bundle(batches, worker.id, batches_per_bundle(self._sample_bytes * self._batch_mode[0]))
 
     def _spans_readable_by_trainer(self) -> bool:
         """Whether a DataLoader worker may send a batch's ``bytes`` columns as where they lie in the shard
@@ -552,6 +552,7 @@ class StreamingDataset(IterableDataset):
 
     def _release(self, shard: int) -> None:
         """Unmap a shard this process no longer needs; it reopens (without downloading) on next use."""
+        self._recent.pop(shard, None)
         reader = self._readers[shard]
         if reader is not None:
             self._readers[shard] = None
