@@ -256,3 +256,193 @@ def test_cache_commands_name_a_missing_folder(tmp_path: Path) -> None:
     for args in (["status"], ["clean"], ["clean", "--all"]):
         result = run("cache", *args, str(tmp_path / "gone"), check=False)
         assert result.returncode == 1 and str(tmp_path / "gone") in result.stderr, result.stderr
+
+
+# -- cache clean removes only what shardflow made ----------------------------------------------------
+
+
+def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    """``shardflow cache ... --json`` run in this process (so that its locks are this process's)."""
+    from shardflow._cli import main
+
+    assert main(["cache", *args, "--json"]) == 0, capsys.readouterr().err
+    return json.loads(capsys.readouterr().out)
+
+
+def tree(*tops: Path) -> set[Path]:
+    """Every path under ``tops`` (symlinks listed, never followed)."""
+    found: set[Path] = set()
+    for top in tops:
+        for folder, dirs, names in os.walk(top):
+            found.update(Path(folder) / name for name in (*dirs, *names))
+    return found
+
+
+@pytest.fixture
+def mixed(tmp_path: Path, zstd: Path) -> dict[str, Any]:
+    """A folder holding a cache (a real StreamingDataset's read of 'train'), a dataset MDSWriter wrote,
+    user files named like temporary files and shards, and symlinks to an outside folder that holds shards,
+    an index and bookkeeping of its own."""
+    from shardflow.dataset import StreamingDataset
+
+    (tmp_path / "remote").mkdir()
+    os.symlink(zstd, tmp_path / "remote" / "train")
+    top = tmp_path / "local"
+    dataset = StreamingDataset(remote=str(tmp_path / "remote"), local=str(top), split="train", keep_zip=True)
+    for i in (0, 399):  # the first and last shard only
+        assert dataset[i]["id"] == i
+    cache = top / "train"
+    dead = dead_pid()
+    ours = [  # what shardflow's killed writers leave: named after a listed file, or in its bookkeeping
+        cache / f".shard.00002.mds.zstd.{dead}-deadbeef.tmp",
+        cache / f".shard.00002.mds.sizes.{dead}-0000abcd.tmp",  # a writer's tagged name
+        cache / f".index.json.{dead}-0badcafe.tmp",
+        cache / ".shardflow-cache" / f".shard.00000.mds.json.{dead}-12345678.tmp",
+    ]
+    mine = write_mds(top / "mine", None, count=100)
+    users = [
+        top / ".bashrc.12345-deadbeef.tmp",
+        top / f".bashrc.{dead}-deadbeef.tmp",
+        cache / ".bashrc.12345-deadbeef.tmp",
+        cache / f".notes.txt.{dead}-deadbeef.tmp",
+        cache / "shard.00001.mds",  # listed by the index, but no cache entry: not downloaded by shardflow
+        cache / "shard.00999.mds",
+        mine / f".shard.00000.mds.{dead}-deadbeef.tmp",  # in a dataset that is no cache
+    ]
+    for path in (*ours, *users):
+        path.write_bytes(b"data")
+    tombstone = cache / ".shardflow-cache" / "shard.00002.mds.evicted"
+    tombstone.touch()
+    outside = write_mds(tmp_path / "outside", None, count=100)
+    (outside / ".shardflow-cache").mkdir()
+    (outside / ".shardflow-cache" / "shard.00000.mds.json").write_text(
+        json.dumps({"name": "shard.00000.mds", "files": ["shard.00000.mds"], "bytes": 1})
+    )
+    (outside / f".shard.00000.mds.{dead}-deadbeef.tmp").write_bytes(b"data")
+    os.symlink(outside, top / "link")
+    os.symlink(outside, cache / "sub")
+    os.symlink(outside / "shard.00000.mds", cache / "shard.00998.mds")
+    entries = [json.loads(p.read_text()) for p in (cache / ".shardflow-cache").glob("shard*.json")]
+    assert sorted(entry["name"] for entry in entries) == [
+        "shard.00000.mds",
+        index_of(zstd)["shards"][-1]["raw_data"]["basename"],
+    ]
+    return {
+        "dataset": dataset,  # alive for the whole test
+        "top": top,
+        "cache": cache,
+        "mine": mine,
+        "outside": outside,
+        "ours": ours,
+        "users": users,
+        "tombstone": tombstone,
+        "downloaded": [cache / name for entry in entries for name in entry["files"]],
+    }
+
+
+@pytest.mark.parametrize("remove_shards", [False, True], ids=["clean", "clean --all"])
+def test_cache_clean_removes_only_what_shardflow_made(
+    mixed: dict[str, Any], remove_shards: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top, cache = mixed["top"], mixed["cache"]
+    books = cache / ".shardflow-cache"
+    expected = {*mixed["ours"], *(cache / ".shardflow-locks").glob("*.lock")}  # no lock is held
+    if remove_shards:
+        entries = {p for p in books.glob("*.json") if p.name not in ("limit.json", "remote.json")}
+        markers = {mixed["tombstone"], *books.glob("remote.json")}  # the remote named there, if any
+        expected |= {*mixed["downloaded"], *entries, *markers}
+    args = ["clean", str(top), *(["--all"] if remove_shards else [])]
+    before = tree(top, mixed["outside"])
+    dry = in_process(capsys, *args, "--dry-run")
+    assert tree(top, mixed["outside"]) == before
+
+    real = in_process(capsys, *args)
+    disappeared = before - tree(top, mixed["outside"])
+    assert {top / item["path"] for item in dry["removed"]} == disappeared
+    assert dry["removed"] == real["removed"] and dry["kept"] == real["kept"]
+    assert disappeared == expected
+    kinds = {item["kind"] for item in real["removed"]}
+    assert kinds == (
+        {"temporary", "lock", "shard", "entry", "marker"} if remove_shards else {"temporary", "lock"}
+    )
+    assert all(path.exists() for path in mixed["users"])  # including the temporary-looking ones
+    assert (cache / "index.json").is_file() and (mixed["mine"] / "index.json").is_file()
+    assert not real["errors"]
+
+
+def test_cache_clean_all_lets_the_folder_cache_another_remote(
+    mixed: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shardflow.dataset import StreamingDataset
+
+    in_process(capsys, "clean", str(mixed["top"]), "--all")
+    assert not (mixed["cache"] / ".shardflow-cache" / "remote.json").exists()
+    other = tmp_path / "other"
+    write_mds(other / "train", None, count=50)
+    dataset = StreamingDataset(remote=str(other), local=str(mixed["top"]), split="train")
+    assert [dataset[i]["id"] for i in (0, 49)] == [0, 49]
+
+
+def test_cache_clean_leaves_entry_files_out_of_the_folder_and_says_so(
+    mixed: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache, outside = mixed["cache"], mixed["outside"]
+    (cache / "mine.mds").write_bytes(b"data")  # really listed below: removed
+    listed = [
+        "../../outside/shard.00000.mds",
+        "shard.00998.mds",
+        "sub/shard.00001.mds",
+        "index.json",
+        "mine.mds",
+    ]
+    entry = cache / ".shardflow-cache" / "tampered.json"
+    entry.write_text(json.dumps({"name": "tampered", "files": listed, "bytes": 4, "unknown": {"key": 1}}))
+    before = tree(outside)
+
+    report = in_process(capsys, "clean", str(mixed["top"]), "--all")
+    assert tree(outside) == before and (cache / "shard.00998.mds").is_symlink()
+    assert os.path.join("train", "mine.mds") in {item["path"] for item in report["removed"]}
+    reasons = {Path(item["path"]).name: item["reason"] for item in report["kept"] if item["kind"] == "shard"}
+    assert "leads out of the cache folder" in reasons["shard.00000.mds"]
+    assert "is a symlink" in reasons["shard.00998.mds"]
+    assert "a folder on its way is a symlink" in reasons["shard.00001.mds"]
+    assert "the index" in reasons["index.json"] and (cache / "index.json").is_file()
+    assert all("tampered.json lists it" in reason for reason in reasons.values())
+    assert entry.is_file()  # its files are not all gone: the entry, and the remote it names, stay
+    kept = {item["path"]: item["reason"] for item in report["kept"] if item["kind"] == "marker"}
+    marker = cache / ".shardflow-cache" / "remote.json"
+    assert kept == ({os.path.relpath(marker, mixed["top"]): "1 cache entry left"} if marker.exists() else {})
+
+
+def test_cache_status_sees_only_caches(mixed: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    from shardflow.format._atomic import temp_path
+
+    cache = mixed["cache"]
+    live = [temp_path(cache / "shard.00003.mds"), temp_path(cache / "shard.00003.mds", "part")]
+    for path in live:
+        path.write_bytes(b"data")  # this process's: in use
+    report = in_process(capsys, "status", str(mixed["top"]))
+    assert [index["folder"] for index in report["indexes"]] == ["train"]
+    assert report["not_caches"] == ["mine"]
+    temps = {mixed["top"] / temp["path"]: temp["stale"] for temp in report["temporary_files"]}
+    assert temps == {**{path: True for path in mixed["ours"]}, **{path: False for path in live}}
+    assert all(Path(lock["path"]).parent == Path("train", ".shardflow-locks") for lock in report["locks"])
+    regular = [p for p in tree(mixed["top"]) if p.is_file() and not p.is_symlink()]
+    assert report["files"] == len(regular)  # the symlinked folders are not entered
+    human = run("cache", "status", str(mixed["top"])).stdout
+    assert "not a cache mine/index.json" in human
+
+
+def test_a_folder_whose_bookkeeping_is_a_symlink_is_no_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = write_mds(tmp_path / "ds", None, count=50)
+    (tmp_path / "books").mkdir()
+    os.symlink(tmp_path / "books", dataset / ".shardflow-cache")
+    (tmp_path / "books" / "shard.00000.mds.json").write_text(
+        json.dumps({"name": "shard.00000.mds", "files": ["shard.00000.mds"], "bytes": 1})
+    )
+    before = tree(tmp_path)
+    report = in_process(capsys, "clean", str(dataset), "--all")
+    assert report["removed"] == [] and tree(tmp_path) == before
+    assert in_process(capsys, "status", str(dataset))["not_caches"] == ["."]
