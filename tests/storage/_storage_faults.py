@@ -47,6 +47,9 @@ class FaultProxy:
 
     With ``only``, failures are injected only into requests whose path contains that text.
 
+    With ``first``, the first requests (of those ``only`` selects) get these faults in order (``None``:
+    none), before the random draws begin.
+
     With ``trickle_seconds``, every answer body (of an unfailed request) is sent in two halves that far
     apart, so that a download stays in flight for a while (for tests that kill a process mid-download).
 
@@ -74,8 +77,13 @@ class FaultProxy:
         only: str | None = None,
         ignore_range: bool = False,
         trickle_seconds: float = 0.0,
+        first: tuple[str | None, ...] = (),
     ) -> None:
-        unknown = {f for f in faults if f not in FAULTS and not (f.isdigit() and len(f) == 3)}
+        unknown = {
+            f
+            for f in (*faults, *first)
+            if f is not None and f not in FAULTS and not (f.isdigit() and len(f) == 3)
+        }
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {FAULTS} and HTTP statuses")
         self.upstream_port = upstream_port
@@ -85,6 +93,7 @@ class FaultProxy:
         self.only = only
         self.ignore_range = ignore_range
         self.trickle_seconds = trickle_seconds
+        self._first = list(first)
         self.timeline: list[tuple[str, str, str | None, float, float]] = []
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
         self.sent_bytes: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -124,9 +133,16 @@ class FaultProxy:
     def _draw(self, method: str, path: str) -> str | None:
         with self._lock:
             self.requests[(method, path.split("?")[0])] += 1
-            if (self.only is not None and self.only not in path) or self._random.random() >= self.rate:
+            if self.only is not None and self.only not in path:
                 return None
-            fault = self._random.choice(self.faults)
+            if self._first:
+                fault = self._first.pop(0)
+            elif self._random.random() < self.rate:
+                fault = self._random.choice(self.faults)
+            else:
+                fault = None
+            if fault is None:
+                return None
             self.injected[fault] += 1
             return fault
 

@@ -2,15 +2,20 @@
 
 OCI has no emulator. This server answers the real ``oci`` SDK's get/put/head/list/delete object and
 get-namespace calls, with ranges and paginated listing, so that the OCI backend is tested through the
-SDK's own request building, signing and response parsing. It does not check signatures.
+SDK's own request building, signing and response parsing. It does not check signatures. Like the real
+service, every write gives the object a new ETag, and reads honour ``if-match`` (412 otherwise).
 """
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import threading
+import time
 import urllib.parse
+import uuid
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 __all__ = ["FakeObjectStorage"]
@@ -18,6 +23,15 @@ __all__ = ["FakeObjectStorage"]
 _OBJECT = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/(.+)$")
 _LISTING = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/?$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@dataclass
+class _Object:
+    """One stored object: its bytes, the ETag of this write and its Last-Modified header."""
+
+    data: bytes
+    etag: str = field(default_factory=lambda: str(uuid.uuid4()))
+    modified: str = field(default_factory=lambda: email.utils.formatdate(time.time(), usegmt=True))
 
 
 class FakeObjectStorage:
@@ -30,7 +44,7 @@ class FakeObjectStorage:
 
     def __init__(self, namespace: str, buckets: tuple[str, ...]) -> None:
         self.namespace = namespace
-        self.objects: dict[tuple[str, str], dict[str, bytes]] = {(namespace, b): {} for b in buckets}
+        self.objects: dict[tuple[str, str], dict[str, _Object]] = {(namespace, b): {} for b in buckets}
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.server.daemon_threads = True
@@ -82,13 +96,13 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
             parsed = urllib.parse.urlsplit(self.path)
             return parsed.path, urllib.parse.parse_qs(parsed.query)
 
-        def _bucket(self, namespace: str, bucket: str, send_body: bool = True) -> dict[str, bytes] | None:
+        def _bucket(self, namespace: str, bucket: str, send_body: bool = True) -> dict[str, _Object] | None:
             found = store.objects.get((namespace, bucket))
             if found is None:
                 self._error(404, "BucketNotFound", send_body)
             return found
 
-        def _object(self, send_body: bool = True) -> tuple[dict[str, bytes], str] | None:
+        def _object(self, send_body: bool = True) -> tuple[dict[str, _Object], str] | None:
             """The bucket's objects and the object name of this request, or None after an error reply."""
             path, _ = self._target()
             match = _OBJECT.match(path)
@@ -121,11 +135,21 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
                 return
             objects, name = target
             with store.lock:
-                data = objects.get(name)
-            if data is None:
+                found = objects.get(name)
+            if found is None:
                 self._error(404, "ObjectNotFound", send_body)
                 return
-            status, headers = 200, {"Content-Type": "application/octet-stream", "ETag": str(hash(data))}
+            wanted_etag = self.headers.get("if-match")
+            if wanted_etag is not None and wanted_etag != found.etag:
+                self._error(412, "IfMatchFailed", send_body)
+                return
+            data = found.data
+            status = 200
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "ETag": found.etag,
+                "Last-Modified": found.modified,
+            }
             wanted = self.headers.get("Range")
             if wanted and send_body:
                 first, last = _RANGE.match(wanted).groups()  # type: ignore[union-attr]
@@ -143,9 +167,10 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
             if target is None:
                 return
             objects, name = target
+            stored = _Object(body)
             with store.lock:
-                objects[name] = body
-            self._reply(200, b"", {"ETag": str(hash(body))})
+                objects[name] = stored
+            self._reply(200, b"", {"ETag": stored.etag})
 
         def do_DELETE(self) -> None:
             self._body()
@@ -168,7 +193,7 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
                 if objects is None:
                     return
                 names = sorted(n for n in objects if n.startswith(prefix) and n >= start)
-                sizes = {n: len(objects[n]) for n in names[: limit + 1]}
+                sizes = {n: len(objects[n].data) for n in names[: limit + 1]}
             page = [{"name": n, "size": sizes[n]} for n in names[:limit]]
             body: dict[str, object] = {"objects": page, "prefixes": []}
             if len(names) > limit:

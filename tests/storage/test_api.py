@@ -24,6 +24,7 @@ import shardflow.storage as storage
 from shardflow.storage import (
     Backend,
     MissingDependencyError,
+    ObjectChangedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -34,7 +35,7 @@ from shardflow.storage import (
     get_client,
     register_backend,
 )
-from shardflow.storage.backend import Sink
+from shardflow.storage.backend import ReadPin, Sink
 from shardflow.storage.backends.local import LocalBackend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,14 +119,95 @@ def test_transient_failures_are_retried_then_succeed(mem: MemoryBackend, tmp_pat
     assert os.listdir(tmp_path) == ["k"]
 
 
-def test_retries_stop_at_download_retry(mem: MemoryBackend, tmp_path: Path) -> None:
+def test_without_a_timeout_each_attempt_is_one_try(mem: MemoryBackend, tmp_path: Path) -> None:
     mem.objects["mem://b/k"] = b"payload"
     mem.script = [ConnectionResetError("reset")] * 10
-    client = _mem_client(download_retry=2)
+    client = _mem_client(download_retry=2, download_timeout=None)
     with pytest.raises(TransientStorageError, match=r"mem://b/k failed 3 time.*download_retry \(now 2\)"):
         client.download("mem://b/k", tmp_path / "k")
     assert mem.calls == 3
     assert os.listdir(tmp_path) == []
+
+
+def test_one_attempt_retries_while_its_timeout_lasts(mem: MemoryBackend, tmp_path: Path) -> None:
+    """download_retry=0 still survives a run of transient failures that fits in download_timeout."""
+    mem.objects["mem://b/k"] = b"payload"
+    mem.script = [ConnectionResetError("reset")] * 6
+    client = _mem_client(download_retry=0, download_timeout=5)
+    assert client.download("mem://b/k", tmp_path / "k").read_bytes() == b"payload"
+    assert mem.calls == 6 + 2  # six failed tries, then both halves of the good one
+    mem.script = [ConnectionResetError("reset")] * 4
+    assert client.size("mem://b/k") == 7 and client.stat("mem://b/k") == storage.ObjectStat(7, None)
+
+
+def test_attempts_that_keep_failing_end_within_the_bound(mem: MemoryBackend, tmp_path: Path) -> None:
+    """(download_retry + 1) attempts of download_timeout each, plus the delays between attempts."""
+    mem.objects["mem://b/k"] = b"payload"
+    mem.script = [ConnectionResetError("reset")] * 10_000
+    client = _mem_client(download_retry=2, download_timeout=0.3)  # max_backoff 0.02
+    started = time.monotonic()
+    with pytest.raises(
+        TransientStorageError, match=r"mem://b/k failed 3 time.*download_retry \(now 2\) or download_timeout"
+    ):
+        client.download("mem://b/k", tmp_path / "k")
+    assert 0.3 * 2 < time.monotonic() - started <= 3 * 0.3 + 2 * 0.02 + 0.3
+    assert mem.calls > 3 * 5  # each attempt tried again and again
+    assert os.listdir(tmp_path) == []
+
+
+class ResumingMemory(MemoryBackend):
+    """A MemoryBackend whose reads resume: pinned to a version that each write changes."""
+
+    resumes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, int] = {}
+        self.reads: list[tuple[int, int | None]] = []  # (start, the pinned version)
+
+    def _next(self) -> None:
+        if self.script[:1] == ["rewrite"]:
+            self.script.pop(0)
+            self.put("mem://b/k", b"new-new-new!")
+            raise ConnectionResetError("cut")
+        super()._next()
+
+    def put(self, url: str, data: bytes) -> None:
+        self.objects[url] = data
+        self.versions[url] = self.versions.get(url, 0) + 1
+
+    def read_into(
+        self, url: str, sink: Sink, start: int = 0, end: int | None = None, pin: ReadPin | None = None
+    ) -> int | None:
+        assert pin is not None
+        self.reads.append((start, None if pin.version is None else int(pin.version)))
+        if pin.version is not None and int(pin.version) != self.versions[url]:
+            raise ObjectChangedError(f"{url} changed", url)
+        pin.version = str(self.versions[url])
+        return super().read_into(url, sink, start, end)
+
+
+def test_a_body_cut_short_is_continued_from_the_bytes_received(tmp_path: Path) -> None:
+    backend = ResumingMemory()
+    backend.put("mem://b/k", b"0123456789")
+    backend.script = ["ok", ConnectionResetError("cut after half the body")]
+    client = storage.StorageClient(backend, download_retry=0, backoff=0.01)
+    assert client.download("mem://b/k", tmp_path / "k").read_bytes() == b"0123456789"
+    assert backend.reads == [(0, None), (5, 1)]  # the rest, pinned to the version of the first answer
+    backend.reads.clear()
+    backend.script = ["ok", ConnectionResetError("cut")]
+    assert client.get_bytes("mem://b/k", 2, 8) == b"234567"
+    assert backend.reads == [(2, None), (5, 1)]
+
+
+def test_an_object_rewritten_before_the_rest_is_read_is_read_again_whole(tmp_path: Path) -> None:
+    backend = ResumingMemory()
+    backend.put("mem://b/k", b"old-old-old!")
+    backend.script = ["ok", "rewrite"]  # half the body, then a writer replaces it and the answer breaks
+    client = storage.StorageClient(backend, download_retry=0, backoff=0.01)
+    assert client.download("mem://b/k", tmp_path / "k").read_bytes() == b"new-new-new!"
+    assert backend.reads == [(0, None), (6, 1), (0, None)]  # refused (version 1 is gone): start over
+    assert os.listdir(tmp_path) == ["k"]
 
 
 def test_not_found_and_unknown_errors_are_not_retried(mem: MemoryBackend, tmp_path: Path) -> None:
@@ -152,7 +234,7 @@ def test_a_short_body_is_retried(mem: MemoryBackend) -> None:
     assert client.get_bytes("mem://b/k") == b"0123456789"
     short.calls = 0
     with pytest.raises(TransientStorageError, match="cut short: 10 bytes received, 11 announced"):
-        storage.StorageClient(short, download_retry=0).get_bytes("mem://b/k")
+        storage.StorageClient(short, download_retry=0, download_timeout=None).get_bytes("mem://b/k")
 
 
 def test_the_timeout_fires_inside_a_stalled_transfer(mem: MemoryBackend, tmp_path: Path) -> None:

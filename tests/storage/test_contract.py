@@ -7,8 +7,10 @@ each reached through its real SDK.
 from __future__ import annotations
 
 import hashlib
+import io
 import multiprocessing
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,8 @@ from _storage_faults import FaultProxy
 from _storage_targets import Target
 from _storage_workers import download_after_barrier
 
-from shardflow.storage import ObjectNotFoundError, StorageClient, from_url
+from shardflow.storage import ObjectChangedError, ObjectNotFoundError, ObjectStat, StorageClient, from_url
+from shardflow.storage.backend import ReadPin
 
 MIB = 1 << 20
 
@@ -157,6 +160,48 @@ class StoreContract:
         assert client.get_bytes(url) == b"second"
         client.download(url, dest)
         assert dest.read_bytes() == b"second"
+
+    def test_stat_gives_a_version_that_every_write_changes(
+        self, client: StorageClient, prefix: str, target: Target
+    ) -> None:
+        url = f"{prefix}/versioned.bin"
+        client.put_bytes(url, b"same bytes")
+        first = client.stat(url)
+        assert isinstance(first, ObjectStat) and first.size == 10 and first.version
+        assert client.stat(url) == first, "an unchanged object keeps its version"
+        store = from_url(prefix, **target.options())
+        assert store.stat("versioned.bin") == first
+        if target.name in ("s3", "oci"):
+            time.sleep(1.1)  # their Last-Modified counts seconds: same bytes within one share a version
+        client.put_bytes(url, b"same bytes")
+        second = client.stat(url)
+        assert second.size == 10 and second.version != first.version, "a rewrite with the same bytes"
+        client.put_bytes(url, b"other bytes!")
+        third = client.stat(url)
+        assert third.size == 12 and third.version not in (first.version, second.version)
+        with pytest.raises(ObjectNotFoundError, match="missing.bin"):
+            client.stat(f"{prefix}/missing.bin")
+        with pytest.raises(ObjectNotFoundError):
+            store.stat("missing.bin")
+
+    def test_a_pinned_read_continues_only_the_same_version(
+        self, client: StorageClient, prefix: str, target: Target
+    ) -> None:
+        """What resuming a broken read relies on: the version of the first answer, required by the next."""
+        backend = client.backend
+        if not backend.resumes:
+            pytest.skip(f"{target.name}: reads broken off start over (Backend.resumes is off)")
+        url = f"{prefix}/pinned.bin"
+        client.put_bytes(url, b"first version")
+        pin, out = ReadPin(), io.BytesIO()
+        backend.read_into(url, out, 0, 5, pin=pin)  # type: ignore[call-arg]
+        assert pin.version
+        backend.read_into(url, out, 5, None, pin=pin)  # type: ignore[call-arg]
+        assert out.getvalue() == b"first version"
+        client.put_bytes(url, b"second version")
+        with pytest.raises(Exception) as caught:
+            backend.read_into(url, io.BytesIO(), 5, None, pin=pin)  # type: ignore[call-arg]
+        assert isinstance(backend.translate(caught.value, url), ObjectChangedError)
 
     def test_delete(self, client: StorageClient, prefix: str) -> None:
         url = f"{prefix}/gone.bin"

@@ -1,10 +1,12 @@
 """shardflow.storage: local files, S3, GCS, Azure Blob and OCI behind one client."""
 
 from shardflow.storage._version import __version__
-from shardflow.storage.backend import Backend
+from shardflow.storage.backend import Backend, ObjectStat
 from shardflow.storage.client import DEFAULT_TIMEOUT, StorageClient, get_client
 from shardflow.storage.errors import (
+    DiskFullError,
     MissingDependencyError,
+    ObjectChangedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -22,6 +24,7 @@ __all__ = [
     "StorageClient",
     "Store",
     "Backend",
+    "ObjectStat",
     "register_backend",
     "known_schemes",
     "ENTRY_POINT_GROUP",
@@ -31,6 +34,8 @@ __all__ = [
     "PermissionDeniedError",
     "TransientStorageError",
     "StorageTimeoutError",
+    "ObjectChangedError",
+    "DiskFullError",
     "MissingDependencyError",
     "UnsupportedURLError",
 ]

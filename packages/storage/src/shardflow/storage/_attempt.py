@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -21,21 +22,45 @@ class AbandonedError(Exception):
 
 
 class AttemptTimedOut(Exception):
-    """Raised to the caller when an attempt ran past its timeout (turned into a StorageTimeoutError)."""
+    """Raised to the caller when an attempt ran past its timeout (turned into a StorageTimeoutError).
+
+    Attributes:
+        failures: The transient failures retried inside the attempt, the last one at the end.
+    """
+
+    def __init__(self, failures: list[BaseException] | None = None) -> None:
+        super().__init__()
+        self.failures = failures or []
 
 
 class Attempt:
-    """The state an attempt's worker and its caller share: abandoned by the caller, or committed."""
+    """The state an attempt's worker and its caller share: abandoned by the caller, or committed.
 
-    def __init__(self) -> None:
+    Attributes:
+        deadline: ``time.monotonic()`` by which the attempt must end, or ``None`` without a timeout.
+        failures: Transient failures retried inside the attempt so far, the last one at the end.
+    """
+
+    def __init__(self, timeout: float | None = None) -> None:
         self._lock = threading.Lock()
-        self._abandoned = False
+        self._abandoned = threading.Event()
         self._committed = False
         self._cleanups: list[Callable[[], None]] = []
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.failures: list[BaseException] = []
 
     def check(self) -> None:
         """Raise :class:`AbandonedError` if the caller gave up; called between chunks of a transfer."""
-        if self._abandoned:
+        if self._abandoned.is_set():
+            raise AbandonedError
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (``None`` without one)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or raise :class:`AbandonedError` as soon as the caller gives up."""
+        if self._abandoned.wait(seconds):
             raise AbandonedError
 
     @contextlib.contextmanager
@@ -53,7 +78,7 @@ class Attempt:
     def on_abandon(self, cleanup: Callable[[], None]) -> None:
         """Have the caller run ``cleanup`` (e.g. remove a temporary file) if it gives up on the attempt."""
         with self._lock:
-            if self._abandoned:
+            if self._abandoned.is_set():
                 cleanup()
             else:
                 self._cleanups.append(cleanup)
@@ -63,7 +88,7 @@ class Attempt:
         with self._lock:
             if self._committed:
                 return False
-            self._abandoned = True
+            self._abandoned.set()
             for cleanup in self._cleanups:
                 cleanup()
             return True
@@ -80,7 +105,7 @@ def run_attempt(work: Callable[[Attempt], T], timeout: float | None) -> T:
         work: The attempt; it receives the :class:`Attempt` to check and commit through.
         timeout: Seconds, or ``None`` to run in the calling thread without a limit.
     """
-    attempt = Attempt()
+    attempt = Attempt(timeout)
     if timeout is None:
         return work(attempt)
     outcome: dict[str, Any] = {}
@@ -102,7 +127,7 @@ def run_attempt(work: Callable[[Attempt], T], timeout: float | None) -> T:
         raise
     if not finished:
         if attempt.abandon():
-            raise AttemptTimedOut
+            raise AttemptTimedOut(list(attempt.failures))
         done.wait()
     if "error" in outcome:
         raise outcome["error"]

@@ -1,4 +1,9 @@
-"""Retries of transient failures with exponential backoff and jitter; everything else fails at once."""
+"""Retries of transient failures with exponential backoff and jitter; everything else fails at once.
+
+Two levels: :func:`call_with_retry` runs whole attempts (``retries + 1`` at most, each under the wall-clock
+timeout), and :func:`persist`, used by reads inside one attempt, retries a failed request for as long as
+that attempt's timeout leaves time for the backoff delay.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shardflow.storage._attempt import Attempt, AttemptTimedOut, run_attempt
+from shardflow.storage._attempt import AbandonedError, Attempt, AttemptTimedOut, run_attempt
 from shardflow.storage.errors import StorageError, StorageTimeoutError, TransientStorageError
 
-__all__ = ["RetryPolicy", "call_with_retry", "classify"]
+__all__ = ["RetryPolicy", "call_with_retry", "classify", "persist"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ class RetryPolicy:
         max_backoff: Cap of one delay in seconds.
         retries_name: The argument that sets ``retries``, named in the final error.
         timeout_name: The argument that sets ``timeout``, named in the final error.
+        persists: Whether an attempt retries failed requests while its timeout lasts (:func:`persist`).
     """
 
     retries: int
@@ -43,6 +49,7 @@ class RetryPolicy:
     max_backoff: float
     retries_name: str
     timeout_name: str
+    persists: bool = False
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -78,6 +85,47 @@ def classify(
     return exc
 
 
+def persist(
+    step: Callable[[], T],
+    attempt: Attempt,
+    *,
+    url: str,
+    action: str,
+    policy: RetryPolicy,
+    translate: Callable[[BaseException, str], StorageError | None],
+) -> T:
+    """Run ``step`` (one request) until it succeeds, retrying transient failures inside ``attempt``.
+
+    The n-th retry waits ``policy.delay(n)`` (exponential backoff with jitter) and happens only if that
+    wait ends before the attempt's deadline; otherwise the failure ends the attempt. Without a deadline
+    (no timeout) there is no time to spend: the first failure ends the attempt.
+
+    Raises:
+        What ``step`` raised last, unchanged: a non-transient failure at once, a transient one when the
+        attempt has no time left for another try.
+    """
+    retry = 0
+    while True:
+        try:
+            return step()
+        except AbandonedError:
+            raise
+        except Exception as exc:
+            error = classify(exc, url, translate)
+            if not isinstance(error, TransientStorageError):
+                raise
+            retry += 1
+            delay = policy.delay(retry)
+            left = attempt.time_left()
+            if left is None or left <= delay:
+                raise
+            attempt.failures.append(error)
+            logger.debug(
+                "%s of %s failed (%s); trying again within the attempt in %.2f s", action, url, error, delay
+            )
+            attempt.sleep(delay)
+
+
 def call_with_retry(
     work: Callable[[Attempt], T],
     *,
@@ -102,10 +150,8 @@ def call_with_retry(
     for attempt in range(policy.retries + 1):
         try:
             return run_attempt(work, policy.timeout)
-        except AttemptTimedOut:
-            error: BaseException = StorageTimeoutError(
-                f"{action} of {url} did not finish within {policy.timeout} s", url
-            )
+        except AttemptTimedOut as timed_out:
+            error: BaseException = _timed_out(action, url, policy, timed_out.failures)
             cause: BaseException = error
         except Exception as exc:
             error, cause = classify(exc, url, translate), exc
@@ -129,6 +175,17 @@ def call_with_retry(
     raise AssertionError("unreachable")
 
 
+def _timed_out(action: str, url: str, policy: RetryPolicy, failures: list[BaseException]) -> StorageError:
+    """The error of an attempt that ran out of time: a timeout, or the store's failures that filled it."""
+    if not failures:
+        return StorageTimeoutError(f"{action} of {url} did not finish within {policy.timeout} s", url)
+    return TransientStorageError(
+        f"{action} of {url} kept failing for {policy.timeout} s ({len(failures)} failed tries, the last: "
+        f"{failures[-1]})",
+        url,
+    )
+
+
 def _exhausted(error: TransientStorageError, action: str, url: str, policy: RetryPolicy) -> StorageError:
     """The final error once every attempt failed, saying which knob to turn."""
     attempts = policy.retries + 1
@@ -138,10 +195,12 @@ def _exhausted(error: TransientStorageError, action: str, url: str, policy: Retr
             f"(now {policy.timeout} s) if the object is large or the link is slow"
         )
     else:
-        hint = (
-            f"check the endpoint and the network, or raise {policy.retries_name} "
-            f"(now {policy.retries}) if the store is overloaded"
-        )
+        knobs = f"{policy.retries_name} (now {policy.retries})"
+        if policy.timeout is not None and policy.persists:
+            knobs += (
+                f" or {policy.timeout_name} (now {policy.timeout} s, the time each attempt keeps retrying)"
+            )
+        hint = f"check the endpoint and the network, or raise {knobs} if the store is overloaded"
     return type(error)(
         f"{action} of {url} failed {attempts} time(s); last error: {error}. Next: {hint}.", url
     )

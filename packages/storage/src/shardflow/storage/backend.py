@@ -8,12 +8,15 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Generic, Protocol, TypeVar
 
 from shardflow.storage.errors import StorageError, UnsupportedURLError
 
 __all__ = [
     "Backend",
+    "ObjectStat",
+    "ReadPin",
     "Sink",
     "LazyClient",
     "WholeObjectSlice",
@@ -38,6 +41,37 @@ class Sink(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ObjectStat:
+    """What the store says about an object without sending it.
+
+    Attributes:
+        size: Bytes.
+        version: A token that changes whenever the object is written again, even with the same bytes, or
+            ``None`` when the store offers none. Compare tokens of one URL for equality, nothing more.
+            S3: ETag and Last-Modified (and the version id on versioned buckets); GCS: the generation;
+            Azure: the ETag; OCI: the ETag and Last-Modified; local files: mtime (ns), inode and size.
+            Where the store's clock counts seconds (S3's and OCI's Last-Modified), two writes of the same
+            bytes within one second may share a token; bytes that differ always change it.
+    """
+
+    size: int
+    version: str | None
+
+
+@dataclass
+class ReadPin:
+    """Ties the reads of one transfer to one version of the object, for a backend that resumes reads.
+
+    The first read records the version its answer came from (:attr:`version`, set before any byte reaches
+    the sink); a read that continues after a broken answer passes it back, and the backend asks the
+    store to answer only if the object still has that version, raising what :meth:`Backend.translate`
+    maps to :class:`~shardflow.storage.ObjectChangedError` when it has not.
+    """
+
+    version: str | None = None
+
+
 class Backend(abc.ABC):
     """One object store's primitive operations on full URLs.
 
@@ -52,6 +86,10 @@ class Backend(abc.ABC):
 
     #: URL scheme served, e.g. ``"s3"``.
     scheme: str = ""
+
+    #: Whether :meth:`read_into` takes ``pin=`` (a :class:`ReadPin`) and honours it: the client then
+    #: continues a read cut short from the bytes already received instead of starting it over.
+    resumes: bool = False
 
     @abc.abstractmethod
     def read_into(self, url: str, sink: Sink, start: int = 0, end: int | None = None) -> int | None:
@@ -69,6 +107,10 @@ class Backend(abc.ABC):
             start: First byte.
             end: One past the last byte, or ``None`` for the end of the object.
 
+        A backend with :attr:`resumes` set also takes ``pin``, a :class:`ReadPin`: it records in it the
+        version of the object it answers from, or, when the pin already holds one, reads only if the object
+        still has that version.
+
         Returns:
             How many bytes the store announced for this response (its ``Content-Length``), or ``None``
             when the SDK does not say. The client compares it with what reached the sink.
@@ -81,6 +123,13 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def size(self, url: str) -> int:
         """Return the object's size in bytes; raise (what :meth:`translate` maps to) not-found if absent."""
+
+    def stat(self, url: str) -> ObjectStat:
+        """Return the object's size and version token (one request); not-found as for :meth:`size`.
+
+        The default asks :meth:`size` and reports no version; override it where the store has one.
+        """
+        return ObjectStat(self.size(url), None)
 
     @abc.abstractmethod
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:

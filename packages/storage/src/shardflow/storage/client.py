@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from shardflow.storage._attempt import Attempt
 from shardflow.storage._io import CancellableBytes, CancellableFile, CountingSink, remove_quietly, temp_path
-from shardflow.storage._retry import RetryPolicy, call_with_retry
-from shardflow.storage.backend import Backend
-from shardflow.storage.errors import ObjectNotFoundError, TransientStorageError
+from shardflow.storage._retry import RetryPolicy, call_with_retry, classify, persist
+from shardflow.storage.backend import Backend, ObjectStat, ReadPin
+from shardflow.storage.errors import (
+    DiskFullError,
+    ObjectChangedError,
+    ObjectNotFoundError,
+    TransientStorageError,
+)
 from shardflow.storage.registry import backend_factory, url_scheme
 
 __all__ = ["StorageClient", "get_client", "DEFAULT_TIMEOUT"]
@@ -46,13 +53,18 @@ class StorageClient:
     Every operation retries transient failures (5xx, throttling, resets, timeouts, truncated bodies) with
     exponential backoff and jitter, and fails at once on a missing object (:class:`ObjectNotFoundError`)
     or refused credentials (:class:`PermissionDeniedError`). Each attempt has a wall-clock timeout, so an
-    operation ends within ``(retries + 1) * timeout`` plus the backoff delays (at most
-    ``retries * max_backoff``), whatever the network does.
+    operation ends within ``(retries + 1) * timeout`` plus the backoff delays between attempts (at most
+    ``retries * max_backoff``), whatever the network does. Inside one read attempt, a failed request is
+    tried again (after a backoff delay) for as long as the attempt's timeout leaves time, and a body cut
+    short is continued from the bytes received where the backend can pin the object's version
+    (:attr:`Backend.resumes`); a write attempt is one try.
 
     Args:
         backend: The store's primitives.
-        download_retry: Re-attempts of a read (download, range, size, exists, list) after the first try.
-        download_timeout: Wall-clock seconds one read attempt may take; ``None`` for no limit.
+        download_retry: Re-attempts of a whole read (download, range, size, stat, exists, list) after the
+            first attempt.
+        download_timeout: Wall-clock seconds one read attempt may take, retries inside it included;
+            ``None`` for no limit (and then no retries inside an attempt).
         upload_retry: Re-attempts of a write (upload, delete) after the first try.
         upload_timeout: Wall-clock seconds one write attempt may take; ``None`` for no limit.
         backoff: Base delay in seconds before the first re-attempt; it doubles with each.
@@ -74,7 +86,7 @@ class StorageClient:
     ) -> None:
         self.backend = backend
         self.read_policy = RetryPolicy(
-            download_retry, download_timeout, backoff, max_backoff, "download_retry", "download_timeout"
+            download_retry, download_timeout, backoff, max_backoff, "download_retry", "download_timeout", True
         )
         self.write_policy = RetryPolicy(
             upload_retry, upload_timeout, backoff, max_backoff, "upload_retry", "upload_timeout"
@@ -93,6 +105,60 @@ class StorageClient:
         return call_with_retry(
             work, url=url, action=action, policy=self.read_policy, translate=self.backend.translate
         )
+
+    def _request(self, request: Callable[[], T], url: str, action: str) -> T:
+        """One read request, retried inside each attempt while it lasts, and over attempts."""
+        return self._read(lambda attempt: self._persist(request, attempt, url, action), url, action)
+
+    def _persist(self, step: Callable[[], T], attempt: Attempt, url: str, action: str) -> T:
+        return persist(
+            step, attempt, url=url, action=action, policy=self.read_policy, translate=self.backend.translate
+        )
+
+    def _transfer(
+        self, url: str, out: BinaryIO, attempt: Attempt, start: int, end: int | None, action: str
+    ) -> int:
+        """Write the object's bytes ``[start, end)`` to the empty ``out``; return how many were written.
+
+        Inside the attempt, a failed request is tried again while time allows. A body cut short is continued
+        from the bytes already written, pinned to the version the first answer came from, when the backend
+        resumes reads; otherwise (or when the object changed meanwhile) the transfer starts over.
+        """
+        sink = CountingSink(out, attempt)
+        pin = ReadPin() if self.backend.resumes else None
+
+        def start_over() -> None:
+            out.seek(0)
+            out.truncate()
+            sink.count = 0
+            if pin is not None:
+                pin.version = None
+
+        def step() -> int:
+            if sink.count and (pin is None or pin.version is None):
+                start_over()
+            offset = start + sink.count
+            if end is not None and offset >= end:
+                return sink.count  # every byte arrived before the failure
+            before = sink.count
+            try:
+                if pin is None:
+                    announced = self.backend.read_into(url, sink, offset, end)
+                else:
+                    announced = self.backend.read_into(url, sink, offset, end, pin=pin)  # type: ignore[call-arg]
+            except Exception as exc:
+                if isinstance(classify(exc, url, self.backend.translate), ObjectChangedError):
+                    start_over()
+                raise
+            received = sink.count - before
+            if announced is not None and received > announced:
+                start_over()  # more than announced: nothing received can be trusted
+            _check_length(url, received, announced)
+            if before:
+                logger.debug("continued %s from byte %d", url, offset)
+            return sink.count
+
+        return self._persist(step, attempt, url, action)
 
     def _write(self, work: Callable[[Attempt], T], url: str, action: str) -> T:
         return call_with_retry(
@@ -118,6 +184,8 @@ class StorageClient:
             PermissionDeniedError: The credentials were refused or missing.
             TransientStorageError: The store kept failing after ``download_retry`` re-attempts
                 (:class:`StorageTimeoutError` when the last attempt ran past ``download_timeout``).
+            DiskFullError: The local disk (or quota) ran out of room; the message names the folder, the
+                file and the bytes it needs. Not retried; no temporary file is left.
         """
         final = Path(local)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -127,17 +195,23 @@ class StorageClient:
             attempt.on_abandon(lambda: remove_quietly(tmp))
             try:
                 with open(tmp, "wb") as out:
-                    sink = CountingSink(out, attempt)
-                    announced = self.backend.read_into(url, sink, 0, None)
-                _check_length(url, sink.count, announced)
+                    self._transfer(url, out, attempt, 0, None, "download")
                 with attempt.commit():
                     os.replace(tmp, final)
+            except OSError as exc:
+                remove_quietly(tmp)
+                if exc.errno in _DISK_FULL:
+                    raise _NoRoom(tmp, exc) from exc
+                raise
             except BaseException:
                 remove_quietly(tmp)
                 raise
             return final
 
-        done = self._read(work, url, "download")
+        try:
+            done = self._read(work, url, "download")
+        except _NoRoom as no_room:  # asking the size (for the message) outside the attempt and its timeout
+            raise self._disk_full(url, final, no_room.tmp, no_room.error) from no_room.error
         logger.debug("downloaded %s to %s", url, done)
         return done
 
@@ -159,9 +233,7 @@ class StorageClient:
 
         def work(attempt: Attempt) -> bytes:
             buffer = io.BytesIO()
-            sink = CountingSink(buffer, attempt)
-            announced = self.backend.read_into(url, sink, start, end)
-            _check_length(url, sink.count, announced)
+            self._transfer(url, buffer, attempt, start, end, "read")
             return buffer.getvalue()
 
         return self._read(work, url, "read")
@@ -197,7 +269,20 @@ class StorageClient:
         Raises:
             ObjectNotFoundError: No such object.
         """
-        return self._read(lambda attempt: self.backend.size(url), url, "size")
+        return self._request(lambda: self.backend.size(url), url, "size")
+
+    def stat(self, url: str) -> ObjectStat:
+        """The object's size and version token, in one request (HEAD or the store's equivalent).
+
+        The version changes whenever the object is written again, even with the same bytes (see
+        :class:`ObjectStat` for what each store offers and the one-second caveat of S3 and OCI); it is
+        ``None`` where the store offers nothing (third-party backends that do not implement
+        :meth:`Backend.stat`). Compare the versions of one URL for equality, nothing more.
+
+        Raises:
+            ObjectNotFoundError: No such object.
+        """
+        return self._request(lambda: self.backend.stat(url), url, "stat")
 
     def exists(self, url: str) -> bool:
         """Whether the object exists (a missing bucket counts as a missing object)."""
@@ -215,18 +300,61 @@ class StorageClient:
         below it.
         """
 
-        def work(attempt: Attempt) -> list[str]:
+        def request(attempt: Attempt) -> list[str]:
             found = []
             for url in self.backend.list(prefix, self.list_page_size):
                 attempt.check()
                 found.append(url)
             return sorted(found)
 
-        return self._read(work, prefix, "list")
+        return self._read(
+            lambda attempt: self._persist(lambda: request(attempt), attempt, prefix, "list"), prefix, "list"
+        )
 
     def delete(self, url: str) -> None:
         """Delete the object; deleting one that does not exist is not an error."""
         self._write(lambda attempt: self.backend.delete(url), url, "delete")
+
+    def _disk_full(self, url: str, final: Path, tmp: Path, exc: OSError) -> DiskFullError:
+        """The error of a download that ran out of local room: where, what, and how much it needs."""
+        try:
+            needed: int | None = self.backend.size(url)
+        except Exception:  # only for the message: the store may be failing too
+            needed = None
+        folder = final.parent
+        try:
+            free = f"{shutil.disk_usage(folder).free:,} bytes are free there"
+        except OSError:
+            free = "its free space is unknown"
+        size = f"{needed:,} bytes" if needed is not None else "the object's size (the store did not say)"
+        if exc.errno == errno.ENOSPC:
+            what, remedy = "no space left on the device", f"Free space in {folder}"
+        else:
+            what, remedy = (
+                "the disk quota is exhausted",
+                f"Free space under your quota in {folder} or raise it",
+            )
+        return DiskFullError(
+            f"{what} in {folder} while downloading {url} to {final} (temporary file {tmp.name}, removed): "
+            f"the file needs {size} and {free}. {remedy}, or download to a folder on a bigger disk, then "
+            "try again",
+            url,
+            path=os.fspath(final),
+            needed=needed,
+            code=exc.errno,
+        )
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class _NoRoom(Exception):
+    """Carries a download's ``ENOSPC``/``EDQUOT`` out of its attempt (never retried) to be explained."""
+
+    def __init__(self, tmp: Path, error: OSError) -> None:
+        super().__init__(str(error))
+        self.tmp = tmp
+        self.error = error
 
 
 def _check_length(url: str, received: int, announced: int | None) -> None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from shardflow.storage.backend import ObjectStat
 from shardflow.storage.client import StorageClient, get_client
 
 __all__ = ["Store", "from_url"]
@@ -56,6 +57,10 @@ class Store:
     def size(self, name: str) -> int:
         """Size of ``name`` in bytes."""
         return self.client.size(self.url(name))
+
+    def stat(self, name: str) -> ObjectStat:
+        """Size and version token of ``name``, in one request (see :meth:`StorageClient.stat`)."""
+        return self.client.stat(self.url(name))
 
     def exists(self, name: str) -> bool:
         """Whether ``name`` exists."""

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from shardflow.storage._deps import require
-from shardflow.storage.backend import Backend, LazyClient, Sink, split_bucket_url
+from shardflow.storage.backend import Backend, LazyClient, ObjectStat, ReadPin, Sink, split_bucket_url
 from shardflow.storage.errors import (
+    ObjectChangedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -36,7 +37,8 @@ class AzureBackend(Backend):
     Credentials: ``credential``, else the account key ``$AZURE_ACCOUNT_ACCESS_KEY``, else azure-identity's
     ``DefaultAzureCredential`` when that package is installed, else anonymous (public containers).
 
-    SDK retries are off (the client retries); one SDK client per process is shared by all threads.
+    SDK retries are off (the client retries); one SDK client per process is shared by all threads. A read
+    continued after a broken answer asks for the first answer's ETag (``If-Match``).
 
     Args:
         account_name: Storage account name.
@@ -49,6 +51,7 @@ class AzureBackend(Backend):
     """
 
     scheme = "azure"
+    resumes = True
     env_vars = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_ACCOUNT_NAME", "AZURE_ACCOUNT_ACCESS_KEY")
 
     def __init__(
@@ -139,21 +142,30 @@ class AzureBackend(Backend):
             raise UnsupportedURLError(f"{url!r} names no blob; expected azure://container/path/to/blob", url)
         return self._client.get().get_blob_client(container, blob)
 
-    def read_into(self, url: str, sink: Sink, start: int = 0, end: int | None = None) -> int | None:
+    def read_into(
+        self, url: str, sink: Sink, start: int = 0, end: int | None = None, pin: ReadPin | None = None
+    ) -> int | None:
+        from azure.core import MatchConditions
         from azure.core.exceptions import HttpResponseError
 
         ranged = bool(start) or end is not None
         blob = self._blob(url)
+        pinned: dict[str, Any] = {}
+        if pin is not None and pin.version is not None:
+            pinned = {"etag": pin.version, "match_condition": MatchConditions.IfNotModified}
         try:
             download = blob.download_blob(
                 offset=start if ranged else None,
                 length=None if end is None else end - start,
                 max_concurrency=1,
+                **pinned,
             )
         except HttpResponseError as exc:
             if ranged and exc.status_code == 416:
                 return 0
             raise
+        if pin is not None and pin.version is None:
+            pin.version = download.properties.etag
         announced = int(download.size)
         download.readinto(sink)
         return announced
@@ -162,7 +174,11 @@ class AzureBackend(Backend):
         self._blob(url).upload_blob(source, length=size, overwrite=True, max_concurrency=1)
 
     def size(self, url: str) -> int:
-        return int(self._blob(url).get_blob_properties().size)
+        return self.stat(url).size
+
+    def stat(self, url: str) -> ObjectStat:
+        properties = self._blob(url).get_blob_properties()
+        return ObjectStat(int(properties.size), properties.etag)
 
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
         container, blob_prefix = self._split(prefix)
@@ -193,6 +209,10 @@ class AzureBackend(Backend):
             )
         if isinstance(exc, (ax.ServiceRequestError, ax.ServiceResponseError, ax.IncompleteReadError)):
             return TransientStorageError(f"transfer of {url} failed: {type(exc).__name__}: {exc}", url)
+        if isinstance(exc, ax.ResourceModifiedError) or getattr(exc, "status_code", None) == 412:
+            return ObjectChangedError(
+                f"{url} was rewritten while it was being read (its ETag changed): starting over", url
+            )
         if isinstance(exc, ax.ResourceNotFoundError) or getattr(exc, "status_code", None) == 404:
             code = getattr(exc, "error_code", None) or "404"
             return ObjectNotFoundError(

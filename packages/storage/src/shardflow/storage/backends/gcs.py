@@ -10,6 +10,7 @@ from shardflow.storage._deps import require
 from shardflow.storage.backend import (
     Backend,
     LazyClient,
+    ObjectStat,
     Sink,
     WholeObjectSlice,
     check_content_range,
@@ -65,7 +66,9 @@ class GCSBackend(Backend):
     """``gs://bucket/key`` through one google-cloud-storage client per process, shared by all threads.
 
     SDK retries are off (the client retries). Downloads are raw (no decompressive transcoding: the bytes
-    stored are the bytes received) and checked against the CRC32C or MD5 the server sends. Honours
+    stored are the bytes received) and checked against the CRC32C or MD5 the server sends. A read broken
+    off is started over, not continued (:attr:`Backend.resumes` is off): the SDK does not show the
+    answer's generation before it writes the body. Honours
     ``$STORAGE_EMULATOR_HOST`` as google-cloud-storage does.
 
     Args:
@@ -182,9 +185,12 @@ class GCSBackend(Backend):
         self._blob(url).upload_from_file(source, size=size, rewind=False, retry=None, timeout=self._timeout)
 
     def size(self, url: str) -> int:
+        return self.stat(url).size
+
+    def stat(self, url: str) -> ObjectStat:
         blob = self._blob(url)
         blob.reload(retry=None, timeout=self._timeout)
-        return int(blob.size)
+        return ObjectStat(int(blob.size), None if blob.generation is None else str(blob.generation))
 
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
         bucket, key = split_bucket_url(prefix, "gs", example="gs://bucket/prefix")

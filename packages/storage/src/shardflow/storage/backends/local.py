@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from shardflow.storage._io import TEMP_NAME, remove_quietly, temp_path
-from shardflow.storage.backend import CHUNK_SIZE, Backend, Sink
+from shardflow.storage.backend import CHUNK_SIZE, Backend, ObjectStat, Sink
 from shardflow.storage.errors import (
     ObjectNotFoundError,
     PermissionDeniedError,
@@ -72,10 +73,15 @@ class LocalBackend(Backend):
             raise
 
     def size(self, url: str) -> int:
+        return self.stat(url).size
+
+    def stat(self, url: str) -> ObjectStat:
         path = self.path(url)
-        if not path.is_file():
+        found = path.stat()
+        if not stat.S_ISREG(found.st_mode):
             raise FileNotFoundError(2, "No such file", os.fspath(path))
-        return path.stat().st_size
+        # Writes replace the file through a rename: a new inode even when mtime and size repeat.
+        return ObjectStat(found.st_size, f"{found.st_mtime_ns}-{found.st_ino}-{found.st_size}")
 
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
         path_prefix = os.fspath(self.path(prefix))

@@ -11,12 +11,15 @@ from shardflow.storage.backend import (
     CHUNK_SIZE,
     Backend,
     LazyClient,
+    ObjectStat,
+    ReadPin,
     Sink,
     WholeObjectSlice,
     check_content_range,
     split_bucket_url,
 )
 from shardflow.storage.errors import (
+    ObjectChangedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -36,7 +39,8 @@ class OCIBackend(Backend):
     """``oci://bucket@namespace/path/to/object``; without ``@namespace`` the tenancy's own is asked for.
 
     One SDK client per process is shared by all threads; the SDK's retries and circuit breaker are off
-    (the client retries).
+    (the client retries). A read continued after a broken answer asks for the first answer's ETag
+    (``if-match``).
 
     Args:
         config: An oci config dict (``user``, ``tenancy``, ``fingerprint``, ``region``, ``key_file``...);
@@ -50,6 +54,7 @@ class OCIBackend(Backend):
     """
 
     scheme = "oci"
+    resumes = True
     env_vars = ("OCI_CONFIG_FILE", "OCI_CLI_PROFILE")
 
     def __init__(
@@ -118,11 +123,15 @@ class OCIBackend(Backend):
             raise UnsupportedURLError(f"{url!r} names no object; expected oci://bucket@namespace/key", url)
         return namespace, bucket, key
 
-    def read_into(self, url: str, sink: Sink, start: int = 0, end: int | None = None) -> int | None:
+    def read_into(
+        self, url: str, sink: Sink, start: int = 0, end: int | None = None, pin: ReadPin | None = None
+    ) -> int | None:
         from oci.exceptions import ServiceError
 
         ranged = bool(start) or end is not None
         extra = {"range": f"bytes={start}-{'' if end is None else end - 1}"} if ranged else {}
+        if pin is not None and pin.version is not None:
+            extra["if_match"] = pin.version
         location = self._object(url)
         try:
             response = self._client.get().get_object(*location, **extra)
@@ -130,6 +139,8 @@ class OCIBackend(Backend):
             if ranged and exc.status == 416:
                 return 0
             raise
+        if pin is not None and pin.version is None:
+            pin.version = response.headers.get("etag")
         raw = response.data.raw
         length = response.headers.get("content-length")
         announced = int(length) if length is not None else None
@@ -154,9 +165,12 @@ class OCIBackend(Backend):
         self._client.get().put_object(*location, source, content_length=size)
 
     def size(self, url: str) -> int:
-        location = self._object(url)
-        response = self._client.get().head_object(*location)
-        return int(response.headers["content-length"])
+        return self.stat(url).size
+
+    def stat(self, url: str) -> ObjectStat:
+        headers = self._client.get().head_object(*self._object(url)).headers
+        parts = (headers.get("etag"), headers.get("last-modified"))
+        return ObjectStat(int(headers["content-length"]), "|".join(part for part in parts if part) or None)
 
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
         namespace, bucket, key = self._locate(prefix)
@@ -190,6 +204,10 @@ class OCIBackend(Backend):
 
         where = f" (endpoint {self.endpoint_url})" if self.endpoint_url else ""
         if isinstance(exc, oci.exceptions.ServiceError):
+            if exc.status == 412:
+                return ObjectChangedError(
+                    f"{url} was rewritten while it was being read (its ETag changed): starting over", url
+                )
             if exc.status == 404:
                 return ObjectNotFoundError(
                     f"{url} does not exist ({exc.code}): check the bucket, the namespace and the object "

@@ -11,12 +11,15 @@ from shardflow.storage.backend import (
     CHUNK_SIZE,
     Backend,
     LazyClient,
+    ObjectStat,
+    ReadPin,
     Sink,
     WholeObjectSlice,
     check_content_range,
     split_bucket_url,
 )
 from shardflow.storage.errors import (
+    ObjectChangedError,
     ObjectNotFoundError,
     PermissionDeniedError,
     StorageError,
@@ -55,7 +58,8 @@ class S3Backend(Backend):
     """``s3://bucket/key`` through one boto3 client per process, shared by all threads.
 
     SDK retries are off: the client retries, so that ``download_retry`` means what it says and a 404
-    costs one request. Credentials come from boto3's usual chain (environment, profile, instance role);
+    costs one request. A read continued after a broken answer asks for the first answer's ETag
+    (``If-Match``). Credentials come from boto3's usual chain (environment, profile, instance role);
     when it finds none, requests go unsigned, which reads public buckets.
 
     Args:
@@ -77,6 +81,7 @@ class S3Backend(Backend):
         scheme: The URL scheme served (``"gs"`` when GCS is reached through its S3 interoperability).
     """
 
+    resumes = True
     env_vars = (
         "S3_ENDPOINT_URL",
         "MOSAICML_STREAMING_AWS_REQUESTER_PAYS",
@@ -166,16 +171,22 @@ class S3Backend(Backend):
             args["RequestPayer"] = "requester"
         return args
 
-    def read_into(self, url: str, sink: Sink, start: int = 0, end: int | None = None) -> int | None:
+    def read_into(
+        self, url: str, sink: Sink, start: int = 0, end: int | None = None, pin: ReadPin | None = None
+    ) -> int | None:
         args = self._object(url)
         if start or end is not None:
             args["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        if pin is not None and pin.version is not None:
+            args["IfMatch"] = pin.version
         try:
             response = self._client.get().get_object(**args)
         except Exception as exc:
             if "Range" in args and _status_and_code(exc)[1] in ("416", "InvalidRange"):
                 return 0
             raise
+        if pin is not None and pin.version is None:
+            pin.version = response.get("ETag")
         body = response["Body"]
         announced = int(response["ContentLength"])
         try:
@@ -214,6 +225,13 @@ class S3Backend(Backend):
     def size(self, url: str) -> int:
         return int(self._client.get().head_object(**self._object(url))["ContentLength"])
 
+    def stat(self, url: str) -> ObjectStat:
+        head = self._client.get().head_object(**self._object(url))
+        # The ETag is the content's MD5 for single-part uploads: a rewrite of the same bytes keeps it, and
+        # Last-Modified tells it apart (to the second). A versioned bucket's version id settles it.
+        parts = (head.get("ETag"), head.get("LastModified"), head.get("VersionId"))
+        return ObjectStat(int(head["ContentLength"]), "|".join(str(part) for part in parts if part))
+
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
         bucket, key = split_bucket_url(prefix, self.scheme, example=f"{self.scheme}://bucket/prefix")
         paginator = self._client.get().get_paginator("list_objects_v2")
@@ -237,6 +255,10 @@ class S3Backend(Backend):
         if isinstance(exc, bx.ClientError):
             status, code = _status_and_code(exc)
             message = exc.response.get("Error", {}).get("Message") or ""
+            if status == 412 or code == "PreconditionFailed":
+                return ObjectChangedError(
+                    f"{url} was rewritten while it was being read (its ETag changed): starting over", url
+                )
             if code in _NOT_FOUND or status == 404:
                 what = "bucket" if code == "NoSuchBucket" else "object"
                 return ObjectNotFoundError(
