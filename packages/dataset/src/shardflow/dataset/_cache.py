@@ -3,9 +3,12 @@
 Everything lives in files, so nothing survives a process but files that the next one checks again:
 
 - ``<root>/.shardflow-cache/<shard>.json``: an entry per shard that a shardflow process downloaded, naming
-  its files and bytes (the bytes it may take while downloading, then what it keeps). Only shards with an
-  entry are ever evicted: files that were in the folder already, and local-only streams, have none. The
-  entry's modification time is the shard's last use, for least-recently-used eviction. An evicted
+  its files and bytes (the bytes it may take while downloading, then what it keeps) and what it was
+  downloaded as (its ``identity``: the remote, the version of the index that listed it, and the shard's
+  record in that index: file names, sizes and digests), so that a changed remote is never read from the
+  cache. Only shards with an entry are ever evicted: files that were in the folder already, and local-only
+  streams, have none. The entry's modification time is the shard's last use, for least-recently-used
+  eviction. An evicted
   shard leaves ``<shard>.evicted`` behind, so that whoever downloads it again counts a re-download.
 - ``<root>/.shardflow-locks/<shard>.lock``: held exclusively while the shard is downloaded or evicted.
 - ``<root>/.shardflow-locks/<shard>.use.lock``: held shared by each process that has the shard open (with a
@@ -13,6 +16,7 @@ Everything lives in files, so nothing survives a process but files that the next
 - ``<root>/.shardflow-locks/cache-budget.lock``: held while a process adds up the entries and makes room.
 - ``<root>/.shardflow-cache/limit.json``: the last limit a dataset set on the folder (for ``shardflow
   cache status``).
+- ``<root>/.shardflow-cache/remote.json``: the remote the folder caches; another remote is refused.
 
 The usage is added up from the entries each time room is made, never remembered. Eviction takes a
 shard's download lock without waiting (a shard being downloaded is never evicted), prefers shards whose
@@ -31,8 +35,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shardflow.dataset._locks import acquire, lock_path, release, try_lock
+from shardflow.dataset.errors import DatasetConfigError
 from shardflow.format import TEMP_NAME, ShardInfo, write_atomic
 
 __all__ = [
@@ -41,6 +47,9 @@ __all__ = [
     "NodeCache",
     "footprint",
     "read_entries",
+    "read_identity",
+    "claim_folder",
+    "inside",
     "remove_stale_temps",
 ]
 
@@ -51,6 +60,7 @@ CACHE_FOLDER = ".shardflow-cache"
 
 _BUDGET = "cache-budget"
 _LIMIT_FILE = "limit.json"
+_REMOTE_FILE = "remote.json"
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,47 @@ def _write_json(path: Path, data: object) -> None:
     write_atomic(path, json.dumps(data).encode("utf-8"))
 
 
+def inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` stays inside ``root`` once every symlink on the way is followed."""
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def claim_folder(root: Path, remote: str) -> None:
+    """Mark ``root`` as the cache of ``remote``, or refuse it when it caches another remote.
+
+    Raises:
+        DatasetConfigError: The folder holds another remote's dataset (the message names both).
+    """
+    marker = root / CACHE_FOLDER / _REMOTE_FILE
+    try:
+        cached = json.loads(marker.read_text(encoding="utf-8")).get("remote")
+    except FileNotFoundError:
+        _write_json(marker, {"remote": remote})
+        return
+    except (OSError, ValueError, AttributeError):
+        cached = None  # unreadable (a crash while writing it): claim it again
+    if cached is None:
+        _write_json(marker, {"remote": remote})
+    elif cached != remote:
+        raise DatasetConfigError(
+            f"local folder {root} caches {cached}, not remote {remote}: give this remote another local "
+            f"folder (or local=None, one per remote), or empty it first with `shardflow cache clean --all "
+            f"{root}`"
+        )
+
+
+def read_identity(root: Path, name: str) -> dict[str, Any] | None:
+    """What a cached shard was downloaded as (see :meth:`NodeCache.record`); None without a readable entry
+    (files the cache did not download, or an entry of a release that recorded no identity)."""
+    try:
+        data = json.loads(_entry_path(root, name).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    identity = data.get("identity") if isinstance(data, dict) else None
+    return identity if isinstance(identity, dict) else None
+
+
 def remove_stale_temps(root: Path, name: str, files: Sequence[str]) -> None:
     """Remove the temporary files a killed process left for shard ``name`` (the caller holds its lock)."""
     stems = [(root / file).parent / f".{Path(file).name}." for file in files]
@@ -97,7 +148,7 @@ def read_entries(root: Path) -> Iterator[Entry]:
     except FileNotFoundError:
         return
     for item in found:
-        if not item.name.endswith(".json") or item.name == _LIMIT_FILE:
+        if not item.name.endswith(".json") or item.name in (_LIMIT_FILE, _REMOTE_FILE):
             continue
         try:
             last_use = item.stat().st_mtime
@@ -134,7 +185,9 @@ class NodeCache:
 
     # -- downloads -----------------------------------------------------------------------------------
 
-    def reserve(self, root: Path, name: str, files: Sequence[str], nbytes: int) -> None:
+    def reserve(
+        self, root: Path, name: str, files: Sequence[str], nbytes: int, identity: dict[str, Any]
+    ) -> None:
         """Record a download about to start (the caller holds the shard's download lock) and make room.
 
         Evicts least-recently-used shards until the entries fit the limit; if only downloads in flight
@@ -148,19 +201,33 @@ class NodeCache:
             self.redownloads += 1
             logger.info("downloading %s again: it was evicted to keep within cache_limit", root / name)
         with self._budget():
-            self.record(root, name, files, nbytes)
+            self.record(root, name, files, nbytes, identity)
             if self.limit is not None:
                 self._make_room(exclude=key)
 
     @staticmethod
-    def record(root: Path, name: str, files: Sequence[str], nbytes: int) -> None:
-        """Write a shard's entry: the bytes its download may take (:meth:`reserve`), then what it keeps."""
-        _write_json(_entry_path(root, name), {"name": name, "files": list(files), "bytes": nbytes})
+    def record(root: Path, name: str, files: Sequence[str], nbytes: int, identity: dict[str, Any]) -> None:
+        """Write a shard's entry: the bytes its download may take (:meth:`reserve`), then what it keeps, and
+        ``identity``, what the files were downloaded as (compared with the index before they are used)."""
+        entry = {"name": name, "files": list(files), "bytes": nbytes, "identity": identity}
+        _write_json(_entry_path(root, name), entry)
+
+    @staticmethod
+    def note_identity(root: Path, name: str, identity: dict[str, Any]) -> None:
+        """Update a cached shard's identity (a new index version that still describes its files)."""
+        path = _entry_path(root, name)
+        try:
+            entry = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        entry["identity"] = identity
+        _write_json(path, entry)
 
     def abandon(self, root: Path, name: str, files: Sequence[str]) -> None:
         """A download failed: remove what it left and its entry."""
         for file in files:
-            (root / file).unlink(missing_ok=True)
+            if inside(root, (root / file).parent):
+                (root / file).unlink(missing_ok=True)
         _entry_path(root, name).unlink(missing_ok=True)
 
     def touch(self, root: Path, name: str) -> None:
@@ -224,7 +291,9 @@ class NodeCache:
                 return False
             try:
                 for file in entry.files:
-                    (entry.root / file).unlink(missing_ok=True)
+                    path = entry.root / file
+                    if inside(entry.root, path.parent):  # never delete through a symlinked folder
+                        path.unlink(missing_ok=True)  # a symlink itself, not what it points to
                 path = _entry_path(entry.root, entry.name)
                 path.with_suffix(".evicted").touch()  # so that a later download counts as a re-download
                 path.unlink(missing_ok=True)

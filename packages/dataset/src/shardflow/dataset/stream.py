@@ -9,10 +9,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from shardflow.dataset._cache import NodeCache, footprint, remove_stale_temps
+from shardflow.dataset._cache import (
+    NodeCache,
+    claim_folder,
+    footprint,
+    inside,
+    read_identity,
+    remove_stale_temps,
+)
 from shardflow.dataset._locks import file_lock, lock_path
 from shardflow.dataset.errors import DatasetConfigError
-from shardflow.format import ShardInfo, ShardMissingError, ShardReader, read_shards
+from shardflow.format import (
+    ShardFormatError,
+    ShardHashError,
+    ShardInfo,
+    ShardMissingError,
+    ShardReader,
+    is_hash,
+    read_shards,
+)
+from shardflow.format.hashing import hash_file
 from shardflow.storage import ObjectNotFoundError, Store, from_url
 
 __all__ = ["Stream", "default_cache_folder"]
@@ -20,6 +36,9 @@ __all__ = ["Stream", "default_cache_folder"]
 logger = logging.getLogger(__name__)
 
 INDEX_BASENAME = "index.json"
+
+_FAST_HASHES = ("xxh3_64", "xxh64", "xxh128", "xxh32")
+"""Digests checked first when a shard's files were in the folder before the cache downloaded them."""
 
 _INHERITED = ("download_retry", "download_timeout", "validate_hash", "keep_zip")
 
@@ -100,6 +119,8 @@ class Stream:
                 f"download_timeout={self.download_timeout!r} must be a positive number of seconds"
             )
         self._store: Store | None = None
+        self._index_version = ""  # the remote index's content digest and store version (load_shards)
+        self._checked: set[str] = set()  # shards found in the folder whose digests this process checked
 
     def with_defaults(self, **defaults: Any) -> Stream:
         """A copy whose unset download options take ``defaults`` (the dataset's)."""
@@ -158,22 +179,30 @@ class Stream:
     def load_shards(self, allow_unsafe_types: bool) -> tuple[ShardInfo, ...]:
         """Fetch the index (from the remote, when there is one) and read it.
 
+        With a remote, the local folder is claimed for it first (a folder caching another remote is
+        refused), and the index's version is noted: what its cached shards are compared with.
+
         Raises:
-            DatasetConfigError: The remote has no index, or a local-only folder has none.
+            DatasetConfigError: The remote has no index, a local-only folder has none, or the local folder
+                caches another remote.
             IndexFormatError: The index is corrupt; UnsafeEncodingError for ``pkl`` columns without
                 ``allow_unsafe_types``.
         """
         root = self.local_root
         if self.remote_root is not None:
             with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
+                claim_folder(root, self.remote_root)  # under the lock `cache clean --all` takes to unclaim it
                 remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
                 try:
+                    version = self._storage().stat(INDEX_BASENAME).version
                     self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
                 except ObjectNotFoundError as exc:
                     raise DatasetConfigError(
                         f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
                         f"split={self.split!r} (the store said: {exc})"
                     ) from None
+                digest = hashlib.sha256((root / INDEX_BASENAME).read_bytes()).hexdigest()[:32]
+                self._index_version = f"{digest} {version or ''}".strip()
         elif not (root / INDEX_BASENAME).is_file():
             raise DatasetConfigError(
                 f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
@@ -195,7 +224,8 @@ class Stream:
         return path if path.is_file() else None
 
     def is_local(self, shard: ShardInfo) -> bool:
-        """Whether the shard's raw files are all present (with the sizes the index says)."""
+        """Whether the shard's raw files are all present with the sizes the index says (not whether they
+        are the files it describes: see :meth:`is_current`)."""
         root = self.local_root
         for file in shard.raw_files:
             try:
@@ -205,67 +235,144 @@ class Stream:
                 return False
         return True
 
+    def identity(self, shard: ShardInfo) -> dict[str, Any]:
+        """What a download of ``shard`` now is: the remote, the index's version and the shard's record in
+        it (every file's name, size and digests)."""
+        record = [[file.basename, file.bytes, dict(sorted(file.hashes.items()))] for file in shard.files]
+        return {"remote": self.remote_root, "index": self._index_version, "record": record}
+
+    def is_current(self, shard: ShardInfo) -> bool:
+        """Whether the shard's local files are the ones the current index describes (a remote stream).
+
+        Files the cache downloaded are compared with what they were downloaded as: the same remote and
+        record, and either the same index version or digests in the record (which identify the content
+        whatever the index's version). Files that were in the folder before (no entry) are checked against
+        the index's digests once per process, or taken as they are when it records none. A file that is a
+        symlink leading out of the folder is never current.
+        """
+        root = self.local_root
+        if not self.is_local(shard) or not all(inside(root, root / f.basename) for f in shard.raw_files):
+            return False
+        now = self.identity(shard)
+        cached = read_identity(root, shard.basename)
+        if cached is None:
+            return self._placed_file_matches(shard)
+        if cached.get("remote") != now["remote"] or cached.get("record") != now["record"]:
+            return False
+        if cached.get("index") == now["index"]:
+            return True
+        if any(file.hashes for file in shard.files):
+            NodeCache.note_identity(root, shard.basename, now)
+            return True
+        return False  # the index changed and has no digest to vouch for the files: download again
+
+    def _placed_file_matches(self, shard: ShardInfo) -> bool:
+        """Whether the raw files of a shard the cache did not download match the index's digests."""
+        if shard.basename in self._checked:
+            return True
+        root = self.local_root
+        for file in shard.raw_files:
+            usable = [name for name in file.hashes if is_hash(name)]
+            if usable:
+                algorithm = min(usable, key=lambda name: name not in _FAST_HASHES)
+                if hash_file(algorithm, root / file.basename) != file.hashes[algorithm]:
+                    logger.info(
+                        "%s differs from what %s records: downloading it again", root / file.basename,
+                        self.describe(INDEX_BASENAME),
+                    )  # fmt: skip
+                    return False
+        self._checked.add(shard.basename)
+        return True
+
     def open_shard(self, shard: ShardInfo, cache: NodeCache, populate: bool = False) -> ShardReader:
-        """The shard opened (mapped, every page at once with ``populate``), downloaded first when its raw
-        files are not all here.
+        """The shard opened (mapped, every page at once with ``populate``), downloaded first when its local
+        files are not the ones the index describes.
 
         A download fetches the compressed files when the shard is compressed, decompresses and checks them.
         Processes of a node that need the same shard take turns through a lock file: the first downloads,
         the others find the files in place. Every file lands under a temporary name and is renamed; the
         temporary files a killed process left for this shard are removed first. ``cache`` records the
         download and makes room for it under its limit; eviction takes the same lock, so it cannot remove
-        a shard between its download and its opening.
+        a shard between its download and its opening. A cached file that fails ``validate_hash`` is
+        downloaded again; only a fresh download that fails is an error, naming the remote file.
 
         Raises:
             ShardMissingError: A local-only stream lacks the shard's files, or the remote lacks them.
             ShardWaitTimeout: Another process held the shard's lock for :attr:`wait_timeout` seconds.
-            ShardHashError / ShardFormatError: The files do not match the index.
+            ShardHashError / ShardFormatError: The files do not match the index (a remote stream's: the
+                remote's copy does not).
         """
         root = self.local_root
         reader = ShardReader(root, shard, self.validate_hash, populate)
-        if self.is_local(shard):
+        if self.remote_root is None:
+            return reader.open()  # decompresses in place; ShardMissingError names what is missing
+        damaged = False
+        if self.is_current(shard):
             try:
                 return reader.open()
             except FileNotFoundError:
-                if self.remote_root is None:
+                pass  # evicted by another process since the check: download it again, under its lock
+            except (ShardHashError, ShardFormatError) as exc:
+                if not self._remote_can_replace(shard):
                     raise
-                # evicted by another process since the check: download it again, under its lock
-        if self.remote_root is None:
-            if any((root / file.basename).is_file() for file in shard.zip_files):
-                return reader.open()  # decompresses in place
-            raise ShardMissingError(
-                f"{root / shard.basename} does not exist and its stream has no remote to download it from"
-            )
+                logger.warning("%s: downloading it again from %s", exc, self.describe(shard.basename))
+                damaged = True
         with file_lock(lock_path(root, shard.basename), self.wait_timeout, self.describe(shard.basename)):
-            if self.is_local(shard):
+            if not damaged and self.is_current(shard):
                 return reader.open()
             files = [file.basename for file in (*shard.raw_files, *shard.zip_files)]
+            for name in files:
+                if not inside(root, (root / name).parent):
+                    raise ShardMissingError(
+                        f"{root / name} lies in a folder that is a symlink leading out of the cache folder "
+                        f"{root}: shardflow neither reads nor replaces files there; remove the symlink"
+                    )
             remove_stale_temps(root, shard.basename, files)
-            present = [name for name in files if (root / name).exists()]
-            cache.reserve(root, shard.basename, files, footprint(shard))
+            stale = [name for name in files if (root / name).is_symlink() or (root / name).exists()]
+            if stale:
+                logger.info(
+                    "%s changed since it was cached in %s: downloading it again",
+                    self.describe(shard.basename), root,
+                )  # fmt: skip
+                for name in stale:
+                    (root / name).unlink()
+            identity = self.identity(shard)
+            cache.reserve(root, shard.basename, files, footprint(shard), identity)
             try:
                 self._download(shard)
                 reader.open()  # decompresses (and checks) a compressed shard
+            except (ShardHashError, ShardFormatError) as exc:
+                reader.close()
+                cache.abandon(root, shard.basename, files)
+                raise type(exc)(
+                    f"the remote copy of {self.describe(shard.basename)} does not match "
+                    f"{self.describe(INDEX_BASENAME)}: {exc}"
+                ) from None
             except BaseException:
                 reader.close()
-                cache.abandon(root, shard.basename, [name for name in files if name not in present])
+                cache.abandon(root, shard.basename, files)
                 raise
             if shard.zip_files and not self.keep_zip:
                 for file in shard.zip_files:
                     (root / file.basename).unlink(missing_ok=True)
             kept = (*shard.raw_files, *(shard.zip_files if self.keep_zip else ()))
-            cache.record(root, shard.basename, files, sum(file.bytes for file in kept))
+            cache.record(root, shard.basename, files, sum(file.bytes for file in kept), identity)
             return reader
+
+    def _remote_can_replace(self, shard: ShardInfo) -> bool:
+        """Whether a cached shard that failed its check may be downloaded again: not when the failure is
+        ``validate_hash`` naming a digest the index does not record (no copy can pass)."""
+        if self.validate_hash is None:
+            return True
+        checked = shard.zip_files or shard.raw_files
+        return all(self.validate_hash in file.hashes for file in checked)
 
     def _download(self, shard: ShardInfo) -> None:
         """Download the shard's files: the compressed ones when it is compressed."""
         root, store = self.local_root, self._storage()
         for file in shard.zip_files or shard.raw_files:
-            path = root / file.basename
-            if path.is_file() and path.stat().st_size == file.bytes:
-                continue
             try:
-                store.download(file.basename, path)
+                store.download(file.basename, root / file.basename)
             except ObjectNotFoundError:
                 raise ShardMissingError(
                     f"{self.describe(file.basename)} does not exist, though {self.describe(INDEX_BASENAME)} "
