@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -33,14 +34,17 @@ def _tree(root: Path, per_class: int = 12) -> dict[str, tuple[bytes, int]]:
     return made
 
 
-def test_round_trip_bytes_labels_and_classes(tmp_path: Path, reader) -> None:
+def test_round_trip_bytes_labels_and_classes(tmp_path: Path, reader, caplog) -> None:
     made = _tree(tmp_path / "in")
     out = tmp_path / "out"
-    assert imagefolder.main([str(tmp_path / "in"), "--out", str(out), "--size-limit", "2000"]) == 0
+    with caplog.at_level(logging.INFO):
+        assert imagefolder.main([str(tmp_path / "in"), "--out", str(out), "--size-limit", "2000"]) == 0
     samples = reader(out)
     expected = [made[path] for path in sorted(made)]
     assert [(s["x"], int(s["y"])) for s in samples] == expected
     assert json.loads((out / "classes.json").read_text()) == {"classes": CLASSES}
+    size = sum(len(data) for data, _ in made.values())
+    assert f"{tmp_path / 'in'}: 36 images, {size:,} bytes" in caplog.text  # the summary, per tree
 
 
 def test_one_and_four_workers_give_the_same_samples(tmp_path: Path, reader) -> None:

@@ -1,11 +1,16 @@
-"""jsonl: plain, gzip and zstd files, --columns, --map, malformed lines, workers, --skip-bad."""
+"""jsonl: plain, gzip, bzip2 and zstd files, --columns, --map, malformed lines, workers, --skip-bad,
+truncated and corrupt compressed files, the per-file summary."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import logging
+import random
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from shardflow.convert import jsonl
@@ -18,31 +23,41 @@ def _records(count: int, start: int = 0) -> list[dict]:
     ]
 
 
+_COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "zst": zstandard.ZstdCompressor().compress}
+
+
 def _write(path: Path, records: list[dict]) -> None:
     data = "".join(json.dumps(r) + "\n" for r in records).encode()
-    if path.name.endswith(".gz"):
-        data = gzip.compress(data)
-    elif path.name.endswith(".zst"):
-        data = zstandard.ZstdCompressor().compress(data)
+    kind = path.name.rpartition(".")[2]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    path.write_bytes(_COMPRESS[kind](data) if kind in _COMPRESS else data)
+
+
+def _main(*argv: object) -> int:
+    return jsonl.main([*map(str, argv), "--progress", "never"])
 
 
 def _inputs(folder: Path) -> list[dict]:
-    """Three files (plain, gzip, zstd) of 100 records each, named so that they sort in that order."""
-    records = _records(300)
+    """Four files (plain, gzip, zstd, bzip2) of 100 records each, named so that they sort in that order."""
+    records = _records(400)
     _write(folder / "a.jsonl", records[:100])
     _write(folder / "b.json.gz", records[100:200])
-    _write(folder / "c.jsonl.zst", records[200:])
+    _write(folder / "c.jsonl.zst", records[200:300])
+    _write(folder / "d.jsonl.bz2", records[300:])
     return records
 
 
-def test_round_trip_with_inferred_columns_and_a_map(tmp_path: Path, reader) -> None:
+def test_round_trip_with_inferred_columns_and_a_map(tmp_path: Path, reader, caplog) -> None:
     records = _inputs(tmp_path / "in")
     out = tmp_path / "out"
-    assert jsonl.main([str(tmp_path / "in"), "--out", str(out), "--map", "text=content"]) == 0
+    with caplog.at_level(logging.INFO):
+        assert jsonl.main([str(tmp_path / "in"), "--out", str(out), "--map", "text=content"]) == 0
     samples = reader(out)
-    assert len(samples) == 300
+    assert len(samples) == 400
+    for name in ("a.jsonl", "b.json.gz", "c.jsonl.zst", "d.jsonl.bz2"):  # the summary, per file
+        size = (tmp_path / "in" / name).stat().st_size
+        assert f"{tmp_path / 'in' / name}: 100 lines, " in caplog.text
+        assert name == "a.jsonl" or f", {size:,} compressed bytes" in caplog.text
     for sample, record in zip(samples, records, strict=True):
         assert sample == {
             "text": record["content"],
@@ -103,4 +118,61 @@ def test_skip_bad_skips_and_counts(tmp_path: Path, cli, reader) -> None:
 def test_missing_input_is_a_clear_error(tmp_path: Path, cli) -> None:
     result = cli("jsonl", tmp_path / "nope.jsonl", "--out", tmp_path / "out")
     assert result.returncode == 1 and f"{tmp_path / 'nope.jsonl'} does not exist" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def _lines(count: int) -> bytes:
+    return "".join(json.dumps({"id": k, "text": "t" * (k % 40)}) + "\n" for k in range(count)).encode()
+
+
+@pytest.mark.parametrize("skip_bad", [False, True], ids=["strict", "skip-bad"])
+@pytest.mark.parametrize("kind", ["zst", "gz", "bz2"])
+def test_a_truncated_compressed_file_is_an_error_at_every_cut(
+    tmp_path: Path, kind: str, skip_bad: bool, caplog
+) -> None:
+    blob = _COMPRESS[kind](_lines(3000))
+    path = tmp_path / f"in.jsonl.{kind}"
+    cuts = random.Random(f"{kind}-{skip_bad}").sample(range(len(blob)), 60)
+    for k, cut in enumerate(cuts):
+        path.write_bytes(blob[:cut])
+        out = tmp_path / f"out{k}"
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert _main(path, "--out", out, *(["--skip-bad"] if skip_bad else [])) == 1, f"cut at {cut}"
+        assert f"jsonl: {path} is truncated: it ends at byte {cut}" in caplog.text or (
+            cut == 0 and f"{path} holds no" in caplog.text
+        ), caplog.text
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["zst", "gz", "bz2"])
+def test_a_multi_frame_file_cut_inside_a_later_frame(tmp_path: Path, kind: str, reader, caplog) -> None:
+    """50,000 lines in 10 frames (members, streams), cut in the middle of the 9th: the old zstd reader
+    stopped there quietly with the lines of 8 frames written."""
+    data = _lines(50_000)
+    bounds = [data.index(b"\n", len(data) * k // 10) + 1 for k in range(1, 10)]
+    frames = [_COMPRESS[kind](data[a:b]) for a, b in zip([0, *bounds], [*bounds, len(data)], strict=True)]
+    path = tmp_path / f"in.jsonl.{kind}"
+    path.write_bytes(b"".join(frames))
+    if kind == "zst":  # whole, every frame is read
+        assert _main(path, "--out", tmp_path / "whole") == 0
+        assert [s["id"] for s in reader(tmp_path / "whole")] == list(range(50_000))
+    start = sum(len(frame) for frame in frames[:8])
+    path.write_bytes(b"".join(frames)[: start + len(frames[8]) // 2])
+    with caplog.at_level(logging.ERROR):
+        assert _main(path, "--out", tmp_path / "cut", "--skip-bad") == 1
+    assert f"{path} is truncated" in caplog.text and f"starts at byte {start} (after 8 whole" in caplog.text
+    assert not (tmp_path / "cut").exists()
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst", "bz2"])
+def test_a_corrupt_compressed_file_names_the_file(tmp_path: Path, kind: str, caplog) -> None:
+    blob = bytearray(_COMPRESS[kind](_lines(3000)))
+    middle = len(blob) // 2
+    blob[middle : middle + 16] = bytes(b ^ 0x5A for b in blob[middle : middle + 16])
+    path = tmp_path / f"in.jsonl.{kind}"
+    path.write_bytes(bytes(blob))
+    with caplog.at_level(logging.ERROR):
+        assert _main(path, "--out", tmp_path / "out", "--skip-bad") == 1  # an error, not a traceback
+    assert f"jsonl: {path}: corrupt" in caplog.text and "within bytes" in caplog.text
     assert not (tmp_path / "out").exists()

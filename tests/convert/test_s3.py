@@ -138,7 +138,11 @@ def test_resume_into_s3_keeps_finished_partitions(s3: Any, tmp_path: Path, cli, 
 
     other = _jsonl(tmp_path / "other.jsonl", 2001)
     mismatch = cli("jsonl", other, "--out", out, *common, "--resume")
-    assert mismatch.returncode == 1 and "other input or settings" in mismatch.stderr
+    assert mismatch.returncode == 1 and "other input or options" in mismatch.stderr
+    etags = {k: s3.head_object(Bucket=BUCKET, Key=f"resume/{k}")["ETag"] for k in _keys(s3, "resume")}
+    zstd = cli("jsonl", source, "--out", out, *common, "--compression", "zstd", "--resume")
+    assert zstd.returncode == 1 and '--compression: null then, "zstd" now' in zstd.stderr
+    assert {k: s3.head_object(Bucket=BUCKET, Key=f"resume/{k}")["ETag"] for k in _keys(s3, "resume")} == etags
 
     assert cli("jsonl", source, "--out", tmp_path / "local", *common).returncode == 0
     assert reader(_download(s3, "resume", tmp_path / "down")) == reader(tmp_path / "local")

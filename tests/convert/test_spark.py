@@ -301,6 +301,43 @@ def test_null_is_a_clear_error(spark: SparkSession, tmp_path: Path) -> None:
         dataframe_to_mds(frame, str(tmp_path / "out"))
 
 
+def test_nulls_at_any_depth_are_errors_unless_stored_as_json_or_pkl(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    rows = [
+        (
+            k,
+            [1, None, 3] if k == 2 else [k],
+            [0.5, None] if k == 2 else [k / 2],
+            {"a": k, "b": None if k == 2 else "x"},
+            None if k == 3 else k,
+        )
+        for k in range(5)
+    ]
+    schema = "id long, ints array<long>, floats array<double>, meta struct<a:long,b:string>, n long"
+    frame = spark.createDataFrame(rows, schema).coalesce(1)
+    cases = [
+        ("ints", None, r"column 'ints' has a null \(element 1\) in row 2 of Spark partition 0"),
+        ("floats", None, r"column 'floats' has a null \(element 1\) in row 2 of Spark partition 0"),
+        ("meta", {"meta": "str"}, r"column 'meta' has a null \(field 'b'\) in row 2 of Spark partition 0"),
+        ("n", None, r"column 'n' is null in row 3 of Spark partition 0"),
+    ]
+    for column, columns, message in cases:
+        with pytest.raises(PythonException, match="InputError: " + message):
+            dataframe_to_mds(frame.select("id", column), str(tmp_path / column), columns=columns)
+    nullable = {"ints": "json", "floats": "pkl", "meta": "json", "n": "pkl"}
+    dataframe_to_mds(frame, str(tmp_path / "kept"), columns=nullable)
+    dataset = LocalDataset(str(tmp_path / "kept"), allow_unsafe_types=True)
+    assert dataset[2] == {
+        "id": 2,
+        "ints": [1, None, 3],
+        "floats": [0.5, None],
+        "meta": {"a": 2, "b": None},
+        "n": 2,
+    }
+    assert dataset[3]["n"] is None and dataset[3]["ints"] == [3] and dataset[4]["floats"] == [2.0]
+
+
 def _doubled(frame: Any, factor: int) -> Iterator[dict[str, Any]]:
     for value in frame["id"].tolist():
         yield {"id": value, "scaled": value * factor}

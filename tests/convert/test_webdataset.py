@@ -1,11 +1,16 @@
-"""webdataset: tars grouped by key, text and bytes columns, overrides, mismatched samples."""
+"""webdataset: tars grouped by key, text and bytes columns, overrides, mismatched samples, truncated tars."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import logging
+import random
 import tarfile
 from pathlib import Path
+
+import pytest
 
 from shardflow.convert import webdataset
 
@@ -30,13 +35,16 @@ def _tar(path: Path, keys: range, members: dict | None = None) -> list[dict]:
     return expected
 
 
-def test_round_trip_grouped_by_key(tmp_path: Path, reader) -> None:
+def test_round_trip_grouped_by_key(tmp_path: Path, reader, caplog) -> None:
     (tmp_path / "in").mkdir()
     expected = _tar(tmp_path / "in" / "a-000.tar", range(0, 40)) + _tar(
         tmp_path / "in" / "a-001.tar", range(40, 70)
     )
-    assert webdataset.main([str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
+    with caplog.at_level(logging.INFO):
+        assert webdataset.main([str(tmp_path / "in"), "--out", str(tmp_path / "out")]) == 0
     assert reader(tmp_path / "out") == expected
+    size = (tmp_path / "in" / "a-001.tar").stat().st_size
+    assert f"{tmp_path / 'in' / 'a-001.tar'}: 30 samples, {size:,} bytes" in caplog.text
 
 
 def test_columns_override_and_workers(tmp_path: Path, reader) -> None:
@@ -67,3 +75,24 @@ def test_a_sample_with_other_members_names_tar_and_key(tmp_path: Path, cli) -> N
 def test_missing_input_is_a_clear_error(tmp_path: Path, cli) -> None:
     result = cli("webdataset", tmp_path / "none.tar", "--out", tmp_path / "out")
     assert result.returncode == 1 and f"{tmp_path / 'none.tar'} does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["a.tar", "a.tar.gz"])
+def test_a_truncated_tar_is_an_error_at_every_cut(tmp_path: Path, name: str, caplog) -> None:
+    whole = tmp_path / "whole.tar"
+    _tar(whole, range(30))
+    with tarfile.open(whole) as archive:
+        last = archive.getmembers()[-1]
+    data = whole.read_bytes()
+    if name.endswith(".gz"):
+        data = gzip.compress(data)
+        cuts = random.Random(name).sample(range(len(data)), 30)
+    else:  # a cut after the data of the last member leaves the archive whole
+        cuts = random.Random(name).sample(range(last.offset_data + last.size), 30)
+    path = tmp_path / name
+    for k, cut in enumerate(cuts):
+        path.write_bytes(data[:cut])
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert webdataset.main([str(path), "--out", str(tmp_path / f"out{k}")]) == 1, f"cut at {cut}"
+        assert f"webdataset: {path}" in caplog.text and not (tmp_path / f"out{k}").exists()

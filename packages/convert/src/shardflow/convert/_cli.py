@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from shardflow.convert._run import Converter, Options, convert
+from shardflow.convert._run import Converter, Options, Summary, convert, convert_each, sub_out
 from shardflow.convert.errors import ConvertError, InputError
 
 __all__ = ["parser", "parse_columns", "parse_map", "main"]
@@ -106,21 +106,33 @@ def parse_map(text: str | None) -> dict[str, str]:
 
 
 def main(
-    cli: argparse.ArgumentParser, build: Callable[[argparse.Namespace], Converter], argv: Sequence[str] | None
+    cli: argparse.ArgumentParser,
+    build: Callable[[argparse.Namespace], Converter | dict[str, Converter]],
+    argv: Sequence[str] | None,
 ) -> int:
-    """Parse ``argv``, convert, log the summary; 0 on success, 1 (with a one-line message) on bad input."""
+    """Parse ``argv``, convert, log the summary; 0 on success, 1 (with a one-line message) on bad input.
+
+    ``build`` gives one converter, or several by sub-folder of ``--out`` (see :func:`convert_each`).
+    """
     args = cli.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr
     )
     try:
-        converter = build(args)
-        summary = convert(converter, options(args))
+        built = build(args)
+        if isinstance(built, dict):
+            summaries = convert_each(built, options(args))
+            done: list[tuple[Converter, str, Summary]] = [
+                (built[name], sub_out(args.out, name), summary) for name, summary in summaries.items()
+            ]
+        else:
+            done = [(built, args.out, convert(built, options(args)))]
     except (ConvertError, ValueError, OSError) as err:  # FormatError is a ValueError
         logger.error("%s: error: %s", cli.prog, err)
         return 1
     except KeyboardInterrupt:
         logger.error("%s: interrupted; run again with --resume to finish", cli.prog)
         return 130
-    logger.info("%s", summary.describe(converter.name, args.out))
+    for converter, out, summary in done:
+        logger.info("%s", summary.describe(converter.name, out))
     return 0

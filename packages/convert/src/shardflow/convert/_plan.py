@@ -17,7 +17,7 @@ from typing import Any
 
 from shardflow.convert.errors import InputError
 
-__all__ = ["Unit", "Segment", "split", "fingerprint"]
+__all__ = ["Unit", "Segment", "split", "units_digest", "find_files"]
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,9 @@ def split(units: Sequence[Unit], partitions: int) -> list[list[Segment]]:
     return [part for part in parts if part]
 
 
-def fingerprint(units: Sequence[Unit], config: dict[str, Any]) -> str:
-    """A digest of the input list and the converter's settings, to check that a resumed run matches."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+def units_digest(units: Sequence[Unit]) -> str:
+    """A digest of the list of units (names, weights, what else the converter attached), for ``--resume``."""
+    digest = hashlib.sha256()
     for unit in units:
         digest.update(json.dumps([unit.name, unit.size, unit.splittable, unit.info], default=str).encode())
     return digest.hexdigest()

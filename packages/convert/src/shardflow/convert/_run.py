@@ -3,7 +3,9 @@
 A :class:`Converter` lists its input as units (:mod:`shardflow.convert._plan`) and reads the samples of a
 segment. :func:`convert` splits the units into partitions, converts each into ``out/part.NNNNN/`` with an
 :class:`~shardflow.format.MDSWriter` (in ``workers`` processes), and merges their indexes in order into
-``out/index.json``. A partition is finished when its ``index.json`` exists; ``resume=True`` keeps those.
+``out/index.json``. A partition is finished when its ``index.json`` exists; ``resume=True`` keeps those,
+after checking (:mod:`shardflow.convert._record`) that the input and the output options are the ones
+recorded in ``convert.json`` by the run that started the conversion.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shardflow.convert._plan import Segment, Unit, fingerprint, split
+from shardflow.convert import _record
+from shardflow.convert._plan import Segment, Unit, split, units_digest
 from shardflow.convert._target import PLAN_NAME, Target, part_name
 from shardflow.convert.errors import InputError, OutputExistsError
-from shardflow.format import FormatError, MDSWriter, merge_index
+from shardflow.format import FormatError, MDSWriter, merge_index, parse_size
 
-__all__ = ["Converter", "Plan", "Options", "Summary", "convert"]
+__all__ = ["Converter", "Plan", "Options", "Summary", "convert", "convert_each", "sub_out"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +40,14 @@ class Plan:
     """What a converter found in its input: the units in order, the columns, files to write beside the index.
 
     ``samples`` is the number of samples when known in advance (for the progress bar), else None.
+    ``inputs`` are the files the output depends on besides the units' (fingerprinted for ``--resume``).
     """
 
     units: list[Unit]
     columns: dict[str, str]
     files: dict[str, Any] = field(default_factory=dict)
     samples: int | None = None
+    inputs: list[str] = field(default_factory=list)
 
 
 class Converter:
@@ -58,7 +63,7 @@ class Converter:
         raise NotImplementedError
 
     def config(self) -> dict[str, Any]:
-        """The settings that shape the output, recorded so that ``--resume`` can check them."""
+        """The settings that shape the output (named as their options), recorded for ``--resume`` to check."""
         return {}
 
     def samples(
@@ -70,6 +75,11 @@ class Converter:
     def where(self, segment: Segment, produced: int) -> str:
         """Where the sample after the ``produced`` first ones of ``segment`` came from, for messages."""
         return f"{segment.unit.name} (item {segment.start + produced})"
+
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        """What reading ``segment`` (all of it, ``produced`` samples written) consumed, for the summary:
+        the input it counts under and counts by kind, e.g. ``('a.jsonl', {'lines': 9, 'bytes': 512})``."""
+        return segment.unit.name, {"samples": produced}
 
     def skip(self, location: str, problem: str, skipped: list[str]) -> bool:
         """Whether to skip a sample the writer refused (then log it and append it to ``skipped``)."""
@@ -92,7 +102,8 @@ class Options:
 
 @dataclass
 class Summary:
-    """What a conversion wrote (the whole dataset, finished partitions of earlier runs included)."""
+    """What a conversion wrote (the whole dataset, finished partitions of earlier runs included), and what
+    this run read: ``read`` maps each input (a file; an image folder's root) to counts by kind."""
 
     samples: int
     shards: int
@@ -101,15 +112,22 @@ class Summary:
     skipped: list[str]
     partitions: int
     reused: int
+    read: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def describe(self, name: str, out: str) -> str:
+        """The closing summary: one line for the dataset, then one per input."""
         rate = self.samples / self.seconds if self.seconds > 0 else 0.0
         skipped = f", {len(self.skipped)} skipped" if self.skipped else ""
         reused = f", {self.reused} of {self.partitions} partitions reused" if self.reused else ""
-        return (
+        lines = [
             f"{name}: {self.samples} samples in {self.shards} shards, {self.bytes / 1e6:.1f} MB, to {out} "
             f"in {self.seconds:.1f} s ({rate:,.0f} samples/s{skipped}{reused})"
-        )
+        ]
+        if self.read:
+            lines.append(f"read{' by this run (not the reused partitions)' if self.reused else ''}:")
+        for source, counts in self.read.items():
+            lines.append(f"  {source}: " + ", ".join(f"{count:,} {kind}" for kind, count in counts.items()))
+        return "\n".join(lines)
 
 
 @dataclass
@@ -117,6 +135,14 @@ class _Part:
     number: int
     samples: int
     skipped: list[str]
+    read: dict[str, dict[str, int]]
+
+
+def _add(read: dict[str, dict[str, int]], source: str, counts: dict[str, int]) -> None:
+    """Add ``counts`` to the counts of ``source`` in ``read``."""
+    total = read.setdefault(source, {})
+    for kind, count in counts.items():
+        total[kind] = total.get(kind, 0) + count
 
 
 # -- worker side -------------------------------------------------------------------------------------------
@@ -142,6 +168,7 @@ def _convert_part(
     """Convert one partition into ``out``; its ``index.json`` is written last, only on success."""
     shard_writer = MDSWriter(out=out, columns=columns, **writer)
     skipped: list[str] = []
+    read: dict[str, dict[str, int]] = {}
     count = reported = 0
     last = time.monotonic()
     for segment in segments:
@@ -160,9 +187,10 @@ def _convert_part(
                 _report(count + produced - reported)
                 reported, last = count + produced, time.monotonic()
         count += produced
+        _add(read, *converter.tally(segment, produced))
     shard_writer.finish()  # Not a `with`: the writers finish (write index.json) even when the block raises.
     _report(count - reported)
-    return _Part(number, count, skipped)
+    return _Part(number, count, skipped, read)
 
 
 def _check_parent() -> None:
@@ -180,28 +208,27 @@ def convert(converter: Converter, options: Options) -> Summary:
     Raises:
         InputError: The input is missing or malformed; nothing is left at ``out`` (an interrupted
             ``--resume`` run keeps the partitions finished before).
-        OutputExistsError: ``out`` is not empty and ``resume`` is false, or holds another conversion.
+        OutputExistsError: ``out`` is not empty and ``resume`` is false, or it holds a conversion of other
+            input or options (the message names each difference; ``out`` is left as it was).
     """
     start = time.perf_counter()
     if options.workers < 1:
         raise ValueError(f"workers={options.workers}: give 1 or more")
     plan = converter.plan()
     target = Target(options.out)
-    digest = fingerprint(
-        plan.units, {"converter": converter.name, "columns": plan.columns, **converter.config()}
-    )
-    recorded = _recorded_plan(target, converter.name, digest) if options.resume else None
+    recorded = target.read_json(PLAN_NAME) if options.resume else None
     if recorded is None and not target.is_empty():
         raise OutputExistsError(
             f"--out {target} is not empty: choose an empty or new location, or pass --resume to finish an "
             f"interrupted conversion of the same input into it"
         )
-    count = recorded or options.partitions or 4 * options.workers
+    current = _describe_run(converter, plan, options)  # reads the input: after the cheap checks
+    if recorded is not None:
+        _check_resume(target, recorded, current, options.partitions)
+    count = int(recorded["partitions"]) if recorded else options.partitions or 4 * options.workers
     parts = split(plan.units, count)
     if recorded is None:
-        target.write_json(
-            PLAN_NAME, {"converter": converter.name, "fingerprint": digest, "partitions": count}
-        )
+        target.write_json(PLAN_NAME, {**current, "partitions": count})
     done, unfinished = target.partitions()
     expected = {part_name(k) for k in range(len(parts))}
     for name in sorted(unfinished | (done - expected)):
@@ -231,17 +258,64 @@ def convert(converter: Converter, options: Options) -> Summary:
     return _summary(target, results, len(parts), len(done), time.perf_counter() - start)
 
 
-def _recorded_plan(target: Target, name: str, digest: str) -> int | None:
-    """The partition count of the conversion recorded at ``target``, after checking it is this one's."""
-    recorded = target.read_json(PLAN_NAME)
-    if recorded is None:
-        return None
-    if recorded.get("converter") != name or recorded.get("fingerprint") != digest:
+def convert_each(converters: dict[str, Converter], options: Options) -> dict[str, Summary]:
+    """Convert each of ``converters`` into its sub-folder ``<options.out>/<name>``, in order.
+
+    When one fails, the sub-folders converted before it by this call are removed too, unless resuming.
+    """
+    summaries: dict[str, Summary] = {}
+    fresh: list[Target] = []
+    try:
+        for name, converter in converters.items():
+            part = replace(options, out=sub_out(options.out, name))
+            summaries[name] = convert(converter, part)
+            if not options.resume:
+                fresh.append(Target(part.out))
+    except Exception:
+        for target in fresh:
+            target.remove()
+        raise
+    return summaries
+
+
+def sub_out(out: str, name: str) -> str:
+    """The sub-folder ``name`` of ``out`` (a local folder or a URL)."""
+    return f"{out.rstrip('/')}/{name}"
+
+
+def _describe_run(converter: Converter, plan: Plan, options: Options) -> dict[str, Any]:
+    """What ``convert.json`` records of a run (less the partition count); see :mod:`._record`."""
+    output = {
+        "--compression": options.compression,
+        "--hashes": list(options.hashes or []),
+        "--size-limit": parse_size(options.size_limit),
+        "columns": plan.columns,
+        **converter.config(),
+    }
+    files = [unit.name for unit in plan.units] + plan.inputs
+    return {
+        "version": _record.VERSION,
+        "converter": converter.name,
+        "options": output,
+        "inputs": _record.input_fingerprints(files),
+        "units": units_digest(plan.units),
+    }
+
+
+def _check_resume(
+    target: Target, recorded: dict[str, Any], current: dict[str, Any], partitions: int | None
+) -> None:
+    """Refuse to resume the ``recorded`` conversion at ``target`` as ``current``, naming what differs."""
+    found = _record.differences(recorded, current)
+    if partitions is not None and partitions != recorded.get("partitions"):
+        found.append(f"--partitions: {recorded.get('partitions')} then, {partitions} now")
+    if found:
         raise OutputExistsError(
-            f"--out {target} holds a {recorded.get('converter')} conversion of other input or settings "
-            f"(see its {PLAN_NAME}): resume with the same input and options, or choose another --out"
+            f"--out {target} holds a {recorded.get('converter')} conversion of other input or options "
+            f"(recorded in its {PLAN_NAME}), so --resume would mix them: "
+            + "; ".join(found)
+            + ". Resume with the same input and options, or choose another --out; nothing there was changed"
         )
-    return int(recorded["partitions"])
 
 
 def _remove_unfinished(target: Target) -> None:
@@ -326,4 +400,8 @@ def _summary(target: Target, results: list[_Part], partitions: int, reused: int,
             size += stored["bytes"] if stored else 0
     skipped = [item for part in results for item in part.skipped]
     samples = sum(shard["samples"] for shard in shards)
-    return Summary(samples, len(shards), size, seconds, skipped, partitions, reused)
+    read: dict[str, dict[str, int]] = {}
+    for part in results:
+        for source, counts in part.read.items():
+            _add(read, source, counts)
+    return Summary(samples, len(shards), size, seconds, skipped, partitions, reused, read)

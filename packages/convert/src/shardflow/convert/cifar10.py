@@ -1,7 +1,9 @@
 """cifar10: the python-pickle batches of CIFAR-10 into MDS ``{x: ndarray:uint8:32,32,3, y: int}``.
 
 The input is the extracted ``cifar-10-batches-py`` folder: ``data_batch_1`` .. ``data_batch_5`` (train),
-``test_batch`` (test) and ``batches.meta``. Each batch is a pickled dict with ``b"data"`` (N x 3072 uint8:
+``test_batch`` (test) and ``batches.meta``. Both splits are converted, into the ``train/`` and ``test/``
+sub-folders of ``--out`` (as mosaicml-streaming's converter does); ``--split`` converts one of them
+(still into its sub-folder). Each batch is a pickled dict with ``b"data"`` (N x 3072 uint8:
 the red, green then blue planes of each 32 x 32 image, rows first) and ``b"labels"`` (N ints). ``x`` is
 each image as a height x width x channel array; the class names of ``batches.meta`` go to
 ``classes.json``. The pickles are read with an unpickler that builds only numpy arrays and plain values.
@@ -20,7 +22,7 @@ import numpy as np
 
 from shardflow.convert import _cli
 from shardflow.convert._plan import Segment, Unit
-from shardflow.convert._run import Converter, Options, Plan, Summary, convert
+from shardflow.convert._run import Converter, Options, Plan, Summary, convert_each
 from shardflow.convert.errors import InputError
 
 __all__ = ["CIFAR10", "cifar10_to_mds", "main", "SPLITS"]
@@ -100,13 +102,15 @@ class CIFAR10(Converter):
             units.append(Unit(path, len(labels), True))
         files: dict[str, Any] = {}
         meta = os.path.join(self.root, "batches.meta")
+        inputs = []
         if os.path.exists(meta):
             files["classes.json"] = {"classes": _class_names(meta)}
+            inputs.append(meta)
         total = sum(unit.size for unit in units)
-        return Plan(units, {"x": "ndarray:uint8:32,32,3", "y": "int"}, files, total)
+        return Plan(units, {"x": "ndarray:uint8:32,32,3", "y": "int"}, files, total, inputs)
 
     def config(self) -> dict[str, Any]:
-        return {"root": os.path.abspath(self.root), "split": self.split}
+        return {"root": os.path.abspath(self.root), "--split": self.split}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -118,6 +122,9 @@ class CIFAR10(Converter):
 
     def where(self, segment: Segment, produced: int) -> str:
         return f"{segment.unit.name} (image {segment.start + produced})"
+
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        return segment.unit.name, {"images": segment.stop - segment.start}
 
 
 def _class_names(path: str) -> list[str]:
@@ -132,23 +139,33 @@ def _class_names(path: str) -> list[str]:
         ) from None
 
 
-def cifar10_to_mds(root: str, options: Options, *, split: str = "train") -> Summary:
-    """Convert one split of the extracted CIFAR-10 folder ``root`` into an MDS dataset at ``options.out``."""
-    return convert(CIFAR10(root, split), options)
+def _converters(root: str, split: str | None) -> dict[str, Converter]:
+    return {name: CIFAR10(root, name) for name in SPLITS if split in (None, name)}
+
+
+def cifar10_to_mds(root: str, options: Options, *, split: str | None = None) -> dict[str, Summary]:
+    """Convert the extracted CIFAR-10 folder ``root`` into MDS datasets ``<options.out>/train`` and
+    ``<options.out>/test``, or only ``<options.out>/<split>``; returns each split's summary."""
+    if split is not None and split not in SPLITS:
+        raise InputError(f"cifar10: split {split!r} is not one of {sorted(SPLITS)}")
+    return convert_each(_converters(root, split), options)
 
 
 def _parser() -> argparse.ArgumentParser:
     cli = _cli.parser("cifar10", __doc__ or "")
     cli.add_argument("root", help="the extracted cifar-10-batches-py folder")
     cli.add_argument(
-        "--split", choices=sorted(SPLITS), default="train", help="which batches (default: train)"
+        "--split",
+        choices=sorted(SPLITS),
+        default=None,
+        help="convert only this split, into OUT/<split> (default: both, into OUT/train and OUT/test)",
     )
     return cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m shardflow.convert.cifar10 ROOT --split train --out OUT``."""
-    return _cli.main(_parser(), lambda args: CIFAR10(args.root, args.split), argv)
+    """The command line: ``python -m shardflow.convert.cifar10 ROOT --out OUT [--split train]``."""
+    return _cli.main(_parser(), lambda args: _converters(args.root, args.split), argv)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ class ImageFolder(Converter):
     def __post_init__(self) -> None:
         if self.check not in CHECKS:
             raise ValueError(f"imagefolder: check={self.check!r}: give one of {', '.join(CHECKS)}")
+        self._bytes = 0  # of the image read last
 
     def plan(self) -> Plan:
         root = Path(self.root)
@@ -77,7 +78,7 @@ class ImageFolder(Converter):
         return Plan(units, {"x": "bytes", "y": "int"}, {CLASSES_NAME: {"classes": classes}}, len(units))
 
     def config(self) -> dict[str, Any]:
-        return {"root": os.path.abspath(self.root), "check": self.check}
+        return {"root": os.path.abspath(self.root), "check": self.check, "extensions": list(self.extensions)}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -87,12 +88,17 @@ class ImageFolder(Converter):
             data = _read(path)
         except OSError as err:
             raise InputError(f"imagefolder: cannot read {path}: {err}") from None
+        self._bytes = len(data)
         if self.check != "none" and not _is_image(data, path, skipped, self.check == "full"):
             return
         yield {"x": data, "y": segment.unit.info}
 
     def where(self, segment: Segment, produced: int) -> str:
         return segment.unit.name
+
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        """Counted per tree (``root``), not per image file."""
+        return self.root, {"images": 1, "bytes": self._bytes}
 
 
 def _read(path: str) -> bytes:

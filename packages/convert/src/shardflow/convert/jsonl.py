@@ -1,4 +1,4 @@
-"""jsonl: JSON-lines files (``.jsonl``, ``.json``, gzip ``.gz`` or zstd ``.zst``) into MDS, one sample a line.
+"""jsonl: JSON-lines files (``.jsonl``, ``.json``, plain or ``.gz``/``.bz2``/``.zst``) into MDS, one a line.
 
 Each line is a JSON object (C4 and Pile style). The columns are ``--columns name:encoding,...`` or, by
 default, the fields of the first object (strings -> ``str``, integers -> ``int64``, floats -> ``float64``,
@@ -6,13 +6,14 @@ anything else -> ``json``). ``--map text=content`` fills column ``text`` from fi
 malformed line (or one without a column's field, or of the wrong type) stops the conversion with its file
 and line number and leaves nothing at ``--out``; ``--skip-bad`` skips and counts such lines instead.
 Uncompressed files are split between workers by byte ranges; compressed ones go whole to one partition.
+A compressed file that is truncated or corrupt stops the conversion naming the file and the byte offset,
+with or without ``--skip-bad`` (which skips bad lines, not lost bytes). The summary lists, per file, the
+lines and bytes read.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from shardflow.convert import _cli
+from shardflow.convert._compressed import compression_of, open_input
 from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
@@ -29,7 +31,7 @@ __all__ = ["JSONLines", "jsonl_to_mds", "main", "SUFFIXES"]
 
 logger = logging.getLogger(__name__)
 
-SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".json.zst")
+SUFFIXES = tuple(f"{stem}{kind}" for kind in ("", ".gz", ".bz2", ".zst") for stem in (".jsonl", ".json"))
 _COMPRESSED_WEIGHT = 4  # a compressed file weighs this many times its size in the split (a rough ratio)
 
 
@@ -48,12 +50,13 @@ class JSONLines(Converter):
         self._first_line = -1
         self._offset = 0
         self._path = ""
+        self._bytes = 0  # bytes (decompressed) of the lines read in the segment
 
     def plan(self) -> Plan:
         files = find_files(self.inputs, "jsonl", "JSON-lines files", SUFFIXES)
         units = [
             Unit(path, os.path.getsize(path), True)
-            if path.endswith((".jsonl", ".json"))
+            if compression_of(path) is None
             else Unit(path, os.path.getsize(path) * _COMPRESSED_WEIGHT)
             for path in files
         ]
@@ -68,14 +71,14 @@ class JSONLines(Converter):
     def config(self) -> dict[str, Any]:
         return {
             "inputs": [os.path.abspath(p) for p in self.inputs],
-            "map": self.mapping,
-            "skip": self.skip_bad,
+            "--map": self.mapping,
+            "--skip-bad": self.skip_bad,
         }
 
     def _infer(self, files: list[str]) -> dict[str, str]:
         """The columns of the first JSON object found in ``files``."""
         for path in files:
-            with _open(path) as file:
+            with open_input(path, "jsonl") as file:
                 for number, line in enumerate(file, 1):
                     if line.strip():
                         record = _parse(line, path, number)
@@ -88,9 +91,10 @@ class JSONLines(Converter):
     ) -> Iterator[dict[str, Any]]:
         path = self._path = segment.unit.name
         pairs = [(name, self.mapping.get(name, name)) for name in columns]
-        with _open(path) as file:
+        with open_input(path, "jsonl") as file:
             position = _line_start(file, segment.start) if segment.start else 0
             self._offset, self._first_line, self._line = position, -1 if segment.start else 1, 0
+            self._bytes = 0
             stop = segment.stop if segment.unit.splittable else None
             read = 0
             for line in file:
@@ -99,6 +103,7 @@ class JSONLines(Converter):
                         break
                     position += len(line)
                 self._line = read = read + 1
+                self._bytes += len(line)
                 try:
                     record = _decode(line.decode("utf-8"))
                     sample = {name: record[source] for name, source in pairs}
@@ -125,17 +130,11 @@ class JSONLines(Converter):
                 self._first_line = 1 + _count_newlines(file, self._offset)
         return f"{self._path}:{self._first_line + self._line - 1}"
 
-
-def _open(path: str) -> IO[bytes]:
-    """A binary line reader of ``path``, decompressing ``.gz`` and ``.zst``."""
-    if path.endswith(".gz"):
-        return gzip.open(path, "rb")  # type: ignore[return-value]
-    if path.endswith(".zst"):
-        import zstandard
-
-        raw = open(path, "rb")
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True), 1 << 20)
-    return open(path, "rb", buffering=1 << 20)
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        counts = {"lines": self._line, "bytes": self._bytes}
+        if not segment.unit.splittable:  # compressed: read whole, to the last byte
+            counts["compressed bytes"] = os.path.getsize(segment.unit.name)
+        return segment.unit.name, counts
 
 
 def _line_start(file: IO[bytes], start: int) -> int:

@@ -5,8 +5,9 @@ Column types map to MDS encodings: ``int8`` .. ``int64`` and ``uint8`` .. ``uint
 numbers -> ``ndarray:<dtype>`` (``ndarray:<dtype>:<n>`` for a fixed-size list). ``--columns
 name:encoding,...`` overrides the mapping of those columns (e.g. ``meta:json`` for a struct); any other
 type is an error naming the column and its type. Every file must have the first one's schema. MDS has no
-nulls: a null value is an error naming the file, row and column (``json`` and ``pkl`` columns store
-``None``). Files are split between workers by rows.
+nulls: a null anywhere in a value (the value itself, a list's element, a struct's field) is an error
+naming the file, row and column, unless the column is stored as ``json`` or ``pkl`` (which store
+``None``). Files are split between workers by rows; the summary lists the rows read per file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from shardflow.convert import _cli
 from shardflow.convert._deps import require
+from shardflow.convert._nulls import NULLABLE, first_null, null_message
 from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
@@ -32,7 +34,6 @@ _NUMBERS = {f"{sign}int{bits}" for sign in ("", "u") for bits in (8, 16, 32, 64)
     "float32",
     "float64",
 }
-_NULLABLE = {"json", "pkl"}
 
 
 def _pa() -> Any:
@@ -106,7 +107,7 @@ class Parquet(Converter):
         return Plan(units, columns, samples=sum(unit.size for unit in units))
 
     def config(self) -> dict[str, Any]:
-        return {"inputs": [os.path.abspath(p) for p in self.inputs], "columns": self.columns}
+        return {"inputs": [os.path.abspath(p) for p in self.inputs], "--columns": self.columns}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -131,15 +132,18 @@ class Parquet(Converter):
     def where(self, segment: Segment, produced: int) -> str:
         return f"{segment.unit.name} (row {segment.start + produced})"
 
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        return segment.unit.name, {"rows": segment.stop - segment.start}
+
 
 def _values(column: Any, name: str, encoding: str, path: str, first_row: int) -> list[Any]:
     """The Python values of one column of a table, as the writer takes them for ``encoding``."""
     array = column.combine_chunks()
-    if array.null_count and encoding not in _NULLABLE:
-        row = first_row + array.is_null().to_numpy(zero_copy_only=False).argmax()
+    found = None if encoding in NULLABLE else first_null(array)
+    if found is not None:
         raise InputError(
-            f"parquet: {path}: row {row}: column {name!r} is null, and MDS has no nulls: fill the nulls, "
-            f"or store the column as --columns {name}:json"
+            f"parquet: {path}: row {first_row + found[0]}: {null_message(name, found[1])}, and MDS has no "
+            f"nulls: fill the nulls, or store the column as --columns {name}:json (or :pkl)"
         )
     if encoding.startswith("ndarray"):
         dtype = np.dtype(encoding.split(":")[1]) if ":" in encoding else None

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from shardflow.convert._nulls import NULLABLE, first_null, null_message
 from shardflow.convert.errors import InputError, MissingDependencyError, OutputExistsError
 from shardflow.format import MDSWriter, is_mds_encoding
 from shardflow.format import merge_index as merge_indexes
@@ -194,6 +195,8 @@ def _column_values(array: Any, encoding: str, dtype: Any) -> list[Any]:
     """The values of one Arrow column as the writer takes them for ``encoding``."""
     pa = importlib.import_module("pyarrow")
     kind = array.type
+    if encoding in NULLABLE:
+        return list(array.to_pylist())  # nulls as None, at any depth
     if encoding.startswith("ndarray") and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
         values = array.values.to_numpy(zero_copy_only=False)
         if dtype is not None and values.dtype != dtype:
@@ -205,18 +208,6 @@ def _column_values(array: Any, encoding: str, dtype: Any) -> list[Any]:
     return list(array.to_pylist())
 
 
-def _first_null(array: Any) -> int | None:
-    """The row of the first null of an Arrow column (of a list's elements too), or ``None``."""
-    pa = importlib.import_module("pyarrow")
-    if array.null_count:
-        return int(array.is_null().to_numpy(zero_copy_only=False).argmax())
-    if (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)) and array.values.null_count:
-        position = int(array.values.is_null().to_numpy(zero_copy_only=False).argmax())
-        offsets = array.offsets.to_numpy()
-        return int((offsets <= position).sum()) - 1
-    return None
-
-
 def _batch_samples(
     batch: Any, encodings: Mapping[str, str], first_row: int, partition: int
 ) -> Iterator[dict]:
@@ -226,13 +217,14 @@ def _batch_samples(
     lists = []
     for name in names:
         array = batch.column(batch.schema.get_field_index(name))
-        null = _first_null(array)
-        if null is not None:
-            raise InputError(
-                f"column {name!r} is null in row {first_row + null} of Spark partition {partition}, and MDS "
-                f"cannot store nulls: fill them (dataframe.fillna / coalesce) or drop those rows first"
-            )
         encoding = encodings[name]
+        found = None if encoding in NULLABLE else first_null(array)
+        if found is not None:
+            raise InputError(
+                f"{null_message(name, found[1])} in row {first_row + found[0]} of Spark partition "
+                f"{partition}, and MDS cannot store nulls: fill them (dataframe.fillna / coalesce) or drop "
+                f"those rows first, or store the column as json or pkl (columns={{{name!r}: 'json'}})"
+            )
         parts = encoding.split(":")
         dtype = np.dtype(parts[1]) if parts[0] == "ndarray" and len(parts) > 1 else None
         lists.append(_column_values(array, encoding, dtype))
@@ -334,7 +326,8 @@ def dataframe_to_mds(
     order, then row order. Column encodings are inferred from the schema (see :func:`infer_columns`).
 
     Args:
-        dataframe: The DataFrame. No value may be null (MDS has no null), nor an array empty.
+        dataframe: The DataFrame. No value may hold a null anywhere (MDS has no null), unless its column
+            is stored as ``json`` or ``pkl`` (``None``); no array may be empty.
         out: A local folder (shared by every executor, e.g. a mounted volume), a remote URL (each task
             writes through a local temporary folder and uploads), or a ``(local, remote)`` pair.
         columns: Encodings replacing the inferred ones for some or all columns (every other column is
@@ -360,7 +353,8 @@ def dataframe_to_mds(
 
     Raises:
         InputError: A column type has no MDS encoding, ``columns`` is wrong, or (from the Spark job) a
-            value is null.
+            value holds a null (itself, an array element, a struct field) in a column not stored as
+            ``json`` or ``pkl``.
         OutputExistsError: ``out`` is not empty and ``exist_ok`` was not given.
         MissingDependencyError: pyspark or pyarrow is missing.
         TypeError: An argument is given twice, or unknown.

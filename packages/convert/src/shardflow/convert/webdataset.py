@@ -6,6 +6,9 @@ extension is a column: ``.txt``, ``.json`` and ``.cls`` as ``str`` (UTF-8), anyt
 stored as they are. ``--columns name:encoding,...`` overrides them with ``str``, ``bytes``, ``int``
 (parsed from text, e.g. ``cls:int``) or ``json`` (parsed). The columns are those of the first sample; a
 sample with other members is an error naming the tar and the key. Tars go whole to one partition.
+A tar that ends before its end-of-archive marker (truncated), or a ``.tar.gz`` whose gzip data is
+truncated or corrupt, is an error naming the tar and the byte offset. The summary lists, per tar, the
+samples and bytes read.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shardflow.convert import _cli
+from shardflow.convert._compressed import open_input
 from shardflow.convert._plan import Segment, Unit, find_files
 from shardflow.convert._run import Converter, Options, Plan, Summary, convert
 from shardflow.convert.errors import InputError
@@ -42,13 +46,38 @@ def split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), extension.lower()
 
 
+class _Cut(Exception):
+    """The tar ends (or breaks) where a header should be, before its end-of-archive marker."""
+
+
+class _Strict(tarfile.TarInfo):
+    """A member header reader for which only the end-of-archive marker (a zero block) ends a tar.
+
+    tarfile itself ends the iteration quietly at a missing, short or malformed header: a truncated tar.
+    """
+
+    @classmethod
+    def fromtarfile(cls, archive: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        try:
+            return super().fromtarfile(archive)
+        except tarfile.HeaderError as err:
+            if type(err).__name__ == "EOFHeaderError":  # a zero block: the end marker
+                raise
+            raise _Cut(
+                f"at byte {archive.offset} of the tar, where a member header or the end marker should be: "
+                f"{err or 'end of file'}"
+            ) from None
+
+
 def _groups(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """The ``(key, {extension: bytes})`` samples of one tar, in order."""
+    """The ``(key, {extension: bytes})`` samples of one tar, in order; read to the end of the file."""
+    stream = open_input(path, "webdataset")
     try:
-        archive = tarfile.open(path, "r|*")
-    except (OSError, tarfile.TarError) as err:
+        archive = tarfile.open(fileobj=stream, mode="r|", tarinfo=_Strict)
+    except (OSError, tarfile.TarError, _Cut) as err:
+        stream.close()
         raise InputError(f"webdataset: {path} is not a readable tar ({err})") from None
-    with archive:
+    with stream, archive:
         key: str | None = None
         members: dict[str, bytes] = {}
         try:
@@ -64,8 +93,13 @@ def _groups(path: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                     raise InputError(f"webdataset: {path}: key {key!r} has two {extension!r} members")
                 file = archive.extractfile(member)
                 members[extension] = file.read() if file is not None else b""
-        except tarfile.TarError as err:
-            raise InputError(f"webdataset: {path} is corrupt after key {key!r} ({err})") from None
+        except (tarfile.TarError, _Cut) as err:
+            raise InputError(
+                f"webdataset: {path} is truncated or corrupt after key {key!r} ({err}): replace it with a "
+                "whole copy"
+            ) from None
+        while stream.read(1 << 20):  # the rest (padding): a truncated compressed stream raises here
+            pass
         if members:
             yield key or "", members
 
@@ -102,7 +136,7 @@ class WebDataset(Converter):
         return Plan([Unit(path, os.path.getsize(path)) for path in files], columns)
 
     def config(self) -> dict[str, Any]:
-        return {"inputs": [os.path.abspath(p) for p in self.inputs], "columns": self.columns}
+        return {"inputs": [os.path.abspath(p) for p in self.inputs], "--columns": self.columns}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -123,6 +157,9 @@ class WebDataset(Converter):
 
     def where(self, segment: Segment, produced: int) -> str:
         return f"{segment.unit.name} (sample {self._key!r})"
+
+    def tally(self, segment: Segment, produced: int) -> tuple[str, dict[str, int]]:
+        return segment.unit.name, {"samples": produced, "bytes": segment.unit.size}
 
 
 def webdataset_to_mds(

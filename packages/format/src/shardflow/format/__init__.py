@@ -2,6 +2,7 @@
 
 from shardflow.format._atomic import TEMP_NAME, write_atomic
 from shardflow.format._version import __version__
+from shardflow.format._write_shard import parse_size
 from shardflow.format.compression import compress, decompress, get_compressions, is_compression
 from shardflow.format.encodings import (
     get_mds_encoded_size,
@@ -46,6 +47,7 @@ __all__ = [
     "Columns",
     "ShardLocator",
     "read_shards",
+    "parse_size",
     "TEMP_NAME",
     "write_atomic",
     "get_mds_encodings",
