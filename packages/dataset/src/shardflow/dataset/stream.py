@@ -77,7 +77,8 @@ class Stream:
         proportion: This stream's share of each epoch, relative to the other streams'.
         repeat: How many times each of its samples is drawn per epoch (may be fractional).
         choose: How many of its samples are drawn per epoch.
-        download_retry: Re-attempts of a failed download.
+        download_retry: Re-attempts of a failed download (each attempt also retries failed requests with
+            backoff for as long as ``download_timeout`` leaves room: see the storage README).
         download_timeout: Seconds one download attempt may take.
         validate_hash: A hash algorithm to check every shard file with, or None.
         keep_zip: Keep the compressed form of a shard after decompressing it.
