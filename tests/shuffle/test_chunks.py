@@ -62,7 +62,7 @@ def random_setups(draw: st.DrawFn) -> tuple[SampleOrder, tuple[object, ...], int
         shuffle=algo is not None,
         shuffle_algo=algo or "py1e",
         shuffle_seed=draw(st.integers(0, 2**20)),
-        shuffle_block_size=draw(st.sampled_from([1, 7, 64, 300, 600, 2048])),  # py1e tiles of 1 and of 2+
+        shuffle_block_size=draw(st.sampled_from([2, 7, 64, 300, 600, 2048])),  # py1e_fast tiles of 1 and 2+
         partition_algo=partition_algo,
         sampling_method=draw(st.sampled_from(["balanced", "fixed"])),
     )
@@ -160,9 +160,11 @@ def _peak_traced(samples: int, algo: str) -> int:
     return peak
 
 
-@pytest.mark.parametrize("algo", ["py1e", "py1s"])
+@pytest.mark.parametrize("algo", ["py1e_fast", "py1s_fast"])
 def test_memory_does_not_grow_with_the_sample_count(algo: str) -> None:
     """2M vs 20M samples: the same peak, a few chunks' worth, where worker_sample_ids holds 120 MB at 20M.
+
+    The fast variants only: the reference's orders hold the ids of the canonical nodes a worker reads.
 
     The margin is what numpy's stable argsort of a chunk's positions may take more (up to half a chunk),
     and py1s's shuffle chunk, a shard, 10 times larger. numba's own allocations (py1e's tile tables, 1 in

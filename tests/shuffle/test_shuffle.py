@@ -22,6 +22,7 @@ def node_sets(ids: np.ndarray, num_nodes: int) -> list[frozenset[int]]:
 
 @pytest.mark.parametrize("algo", SHUFFLE_ALGOS)
 def test_permutation_with_fixed_canonical_node_sets(algo: str, sizes: np.ndarray) -> None:
+    """Every algorithm but the reference's ``naive`` (one permutation of the whole epoch, any node)."""
     total = int(sizes.sum())
     for num_nodes in (1, 2, 3, 7):
         for seed in (0, 1):
@@ -33,7 +34,7 @@ def test_permutation_with_fixed_canonical_node_sets(algo: str, sizes: np.ndarray
                 sets = node_sets(ids, num_nodes)
                 if first is None:
                     first = sets
-                assert sets == first, f"{algo}: canonical node sets moved between epochs"
+                assert algo == "naive" or sets == first, f"{algo}: canonical node sets moved between epochs"
 
 
 @pytest.mark.parametrize("algo", SHUFFLE_ALGOS)

@@ -1,17 +1,20 @@
 """The jitted shuffle kernels: per-canonical-node tables, each algorithm's order built one chunk at a time.
 
+The reference's algorithms (``naive``, ``py1s``, ...) are built by ``_exact`` into tables of ids per
+canonical node, which the kernels here copy from. Below, the ``*_fast`` variants, shardflow's own orders:
+
 Each algorithm orders a canonical node's positions chunk by chunk, and every chunk is a pure function of
 (seed, epoch, node, chunk), so a worker builds only the chunks that hold its positions, one at a time, in
 O(chunk) memory, and gets exactly what the whole-epoch computation gets:
 
-* ``naive`` (chunk: the canonical node): each node owns a fixed, spread-out set of samples (a random
+* ``naive_fast`` (chunk: the canonical node): each node owns a fixed, spread-out set of samples (a random
   affine map of the sample space, fixed per run); the node's samples are shuffled every epoch.
-* ``py1s`` (chunk: a span): spans in epoch order; the samples of each span are shuffled.
-* ``py2s`` (chunk: a span): like ``py1s``, but each unit is shuffled once per run before it is cut into
-  spans, so a span holds a random, fixed subset of its unit.
-* ``py1br`` (chunk: a block): spans in epoch order, cut into blocks of random size in
+* ``py1s_fast`` (chunk: a span): spans in epoch order; the samples of each span are shuffled.
+* ``py2s_fast`` (chunk: a span): like ``py1s_fast``, but each unit is shuffled once per run before it is
+  cut into spans, so a span holds a random, fixed subset of its unit.
+* ``py1br_fast`` (chunk: a block): spans in epoch order, cut into blocks of random size in
   ``[0.75, 1.25) * block_size`` (the first one staggered per node); each block is shuffled.
-* ``py1e`` (chunk: a mixing window): the samples of each span are spread over a window of random size in
+* ``py1e_fast`` (chunk: a mixing window): the samples of each span are spread over a window of random size in
   ``[0.75, 1.25) * block_size`` centred on the span, as the reference does, but the spreading moves tiles
   of ``2**tile_bits`` samples (at most ``block_size / 256``) instead of single samples, which go through
   a random affine order of their span first; then aligned windows of 64 tiles (staggered per node) are
@@ -39,7 +42,6 @@ from shardflow.shuffle._random import (
     NODE_TILES,
     derive_key,
     node_stream_key,
-    permute_index,
     random_affine,
     random_below,
     random_fraction,
@@ -49,6 +51,7 @@ from shardflow.shuffle._random import (
 __all__ = [
     "NO_SHUFFLE",
     "ALGO_CODES",
+    "FIRST_EXACT",
     "Shuffler",
     "UnitMap",
     "tile_bits_for",
@@ -59,8 +62,22 @@ __all__ = [
 ]
 
 NO_SHUFFLE = 0
-ALGO_CODES = {"naive": 1, "py1s": 2, "py2s": 3, "py1br": 4, "py1e": 5}
+# The reference's orders (``_exact``: tables built per canonical node), then shardflow's own fast ones.
+ALGO_CODES = {
+    "naive": 6,
+    "py1s": 7,
+    "py2s": 8,
+    "py1br": 9,
+    "py1e": 10,
+    "naive_fast": 1,
+    "py1s_fast": 2,
+    "py2s_fast": 3,
+    "py1br_fast": 4,
+    "py1e_fast": 5,
+}
 _NAIVE, _PY1S, _PY2S, _PY1BR, _PY1E = 1, 2, 3, 4, 5
+FIRST_EXACT = 6
+_EXACT_CHUNK = 1 << 16  # positions copied from an exact table at a time
 
 _MIX_TILES_BITS = 6  # py1e shuffles aligned windows of 2**6 tiles
 
@@ -81,21 +98,22 @@ class Shuffler(NamedTuple):
     span_slot: np.ndarray
     unit_size: np.ndarray
     node_table: np.ndarray  # node c's entries: table[node_table[c]:node_table[c + 1]]
-    table: np.ndarray  # py1br: block starts; py1e: tiles in output order
+    table: np.ndarray  # exact: the ids at the node's positions; py1br_fast: block starts; py1e_fast: tiles
     node_phase: np.ndarray  # py1e: where the first whole mixing window starts
 
 
 class UnitMap(NamedTuple):
     """How the ``local``-th sample of unit ``u`` becomes an output id.
 
-    ``base[u] + local`` when ``modulus[u] == 0``, else ``base[u] + permute_index(local, modulus[u],
-    key[u])`` (the partial repeat of a resampled shard is a random subset of the shard). ``identity``
-    is 1 when ``base`` is the units' start and no modulus is set, so that ids need no unit lookup.
+    ``base[u] + local`` when ``table_start[u] < 0``, else ``base[u] + table[table_start[u] + local]``
+    (the partial repeat of a resampled shard: its chosen samples, sorted, as the reference's
+    ``resample_streams``). ``identity`` is 1 when ``base`` is the units' start and no table is used,
+    so that ids need no unit lookup.
     """
 
     base: np.ndarray
-    modulus: np.ndarray
-    key: np.ndarray
+    table_start: np.ndarray
+    table: np.ndarray
     identity: int
 
 
@@ -251,6 +269,9 @@ def _chunk_of(shuffler: Shuffler, node: int, x: int) -> tuple:
     """The chunk (start, stop, index) that holds position ``x`` of canonical node ``node``."""
     algo = shuffler.algo
     size = _node_size(shuffler, node)
+    if algo >= FIRST_EXACT:
+        start = x - x % _EXACT_CHUNK
+        return start, min(start + _EXACT_CHUNK, size), 0
     if algo == _PY1S or algo == _PY2S:
         span = _find(shuffler.span_slot, shuffler.node_span[node], shuffler.node_span[node + 1], x)
         return shuffler.span_slot[span], shuffler.span_slot[span] + shuffler.span_length[span], span
@@ -278,11 +299,10 @@ def _emit_run(units: UnitMap, unit: int, first: int, out: np.ndarray) -> None:
     Called once per run of samples: a call that passes arrays costs a reference count, too much per sample.
     """
     base = units.base[unit]
-    modulus = units.modulus[unit]
-    if modulus:
-        key = units.key[unit]
+    start = units.table_start[unit]
+    if start >= 0:
         for i in range(out.shape[0]):
-            out[i] = base + permute_index(first + i, modulus, key)
+            out[i] = base + units.table[start + first + i]
     else:
         for i in range(out.shape[0]):
             out[i] = base + first + i
@@ -295,8 +315,8 @@ def _emit_positions(shuffler: Shuffler, units: UnitMap, values: np.ndarray) -> N
         return
     unit_start = shuffler.unit_start
     base = units.base
-    modulus = units.modulus
-    key = units.key
+    table_start = units.table_start
+    table = units.table
     last = unit_start.shape[0] - 1
     for i in range(values.shape[0]):
         position = values[i]
@@ -309,8 +329,8 @@ def _emit_positions(shuffler: Shuffler, units: UnitMap, values: np.ndarray) -> N
             else:
                 high = middle - 1
         local = position - unit_start[low]
-        if modulus[low]:
-            local = permute_index(local, modulus[low], key[low])
+        if table_start[low] >= 0:
+            local = table[table_start[low] + local]
         values[i] = base[low] + local
 
 
@@ -351,11 +371,10 @@ def _fill_tiles(shuffler: Shuffler, units: UnitMap, node: int, start: int, out: 
             unit = shuffler.span_unit[span]
             offset = shuffler.span_offset[span]
             base = units.base[unit]
-            modulus = units.modulus[unit]
-            key = units.key[unit]
+            start = units.table_start[unit]
             for _ in range(run):
                 local = offset + value
-                out[n] = base + (permute_index(local, modulus, key) if modulus else local)
+                out[n] = base + (units.table[start + local] if start >= 0 else local)
                 n += 1
                 value += step
                 if value >= length:
@@ -379,6 +398,10 @@ def _materialize(
 ) -> None:
     """Write the ids at positions ``start:stop`` of canonical node ``node`` (one whole chunk) into ``out``."""
     algo = shuffler.algo
+    if algo >= FIRST_EXACT:  # ids already in the node's table
+        first = shuffler.node_table[node]
+        out[:] = shuffler.table[first + start : first + stop]
+        return
     chunk_key = derive_key(_node_key(shuffler, node, NODE_CHUNKS), chunk)
     if algo == NO_SHUFFLE:
         for i in range(stop - start):
@@ -415,10 +438,9 @@ def _materialize(
                 local[i] = shuffler.span_offset[span] + i
         shuffle_in_place(local, derive_key(shuffler.keys[KEY_SPAN], span))
         base = units.base[unit]
-        modulus = units.modulus[unit]
-        key = units.key[unit]
+        first = units.table_start[unit]
         for i in range(stop - start):
-            out[i] = base + (permute_index(local[i], modulus, key) if modulus else local[i])
+            out[i] = base + (units.table[first + local[i]] if first >= 0 else local[i])
         return
     if algo == _PY1BR:
         _fill_slots(shuffler, units, node, start, out)
@@ -480,22 +502,26 @@ def chunk_capacity(shuffler: Shuffler) -> tuple[int, int]:
     """Sizes of the chunk buffer and of the scratch buffer (a whole unit, for py2s) that lookups need."""
     algo = shuffler.algo
     node_sizes = np.diff(shuffler.bounds)
-    if algo == ALGO_CODES["naive"]:
+    if algo >= FIRST_EXACT:
+        chunk = _EXACT_CHUNK
+    elif algo == ALGO_CODES["naive_fast"]:
         chunk = int(node_sizes.max())
-    elif algo in (ALGO_CODES["py1s"], ALGO_CODES["py2s"]):
+    elif algo in (ALGO_CODES["py1s_fast"], ALGO_CODES["py2s_fast"]):
         chunk = int(shuffler.span_length.max(initial=0))
-    elif algo == ALGO_CODES["py1br"]:
+    elif algo == ALGO_CODES["py1br_fast"]:
         chunk = int(1.25 * shuffler.block_size) + 1
-    elif algo == ALGO_CODES["py1e"]:
+    elif algo == ALGO_CODES["py1e_fast"]:
         chunk = 1 << (shuffler.tile_bits + _MIX_TILES_BITS)
     else:
         chunk = 0
-    scratch = int(shuffler.unit_size.max(initial=0)) if algo == ALGO_CODES["py2s"] else 0
+    scratch = int(shuffler.unit_size.max(initial=0)) if algo == ALGO_CODES["py2s_fast"] else 0
     return min(chunk, int(node_sizes.max())), scratch
 
 
 def materialize_all(shuffler: Shuffler, units: UnitMap) -> np.ndarray:
     """The id at every position of the epoch (all canonical node tables must be built)."""
+    if shuffler.algo >= FIRST_EXACT:  # every node built: the table is the epoch, in position order
+        return shuffler.table
     ids = empty_int64(int(shuffler.bounds[-1]))
     scratch = chunk_capacity(shuffler)[1]
 

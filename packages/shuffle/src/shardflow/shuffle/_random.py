@@ -6,12 +6,12 @@ validated by the public functions; the functions here trust them (``0 <= seed, e
 
 How keys are derived (the numbers are tags; changing one changes every order of every run):
 
-* ``run_key(seed)``: draws fixed for a whole run. From it: the units' run order (tag 1), py2s's unit
-  shuffles (11), naive's affine map (12), and the stream draws: rounding of proportions (21), picks per
-  shard (22), the subsets of partial repeats (23); the last two per stream or shard, then per epoch
-  (``FIXED_EPOCH`` for draws that never change). The per-stream batching methods (``batching``) add
-  each stream's own shuffle seed (24, then the stream), the order of streams' global batches (25, then
-  the epoch) and of each node's device batches (26, then the node, then the epoch).
+* ``run_key(seed)``: draws fixed for a whole run (of the ``*_fast`` shuffles; the exact ones draw from
+  numpy's PCG64 as the reference does, ``_exact``). From it: the units' run order (tag 1), py2s's unit
+  shuffles (11) and naive's affine map (12). The per-stream batching methods (``batching``) add each
+  stream's own shuffle seed (24, then the stream), the order of streams' global batches (25, then the
+  epoch, or ``FIXED_EPOCH`` for an order that never changes) and of each node's device batches (26, then
+  the node, then the epoch).
 * ``epoch_key(seed, epoch)``: draws that change every epoch. From it: the spans' order within each
   canonical node (tag 2, then the node), each span's shuffle (10, then the span), the per-node streams
   (13, then the node, then ``NODE_*``; chunks then by chunk index) and py1e's window sizes (14).
@@ -38,9 +38,6 @@ __all__ = [
     "span_order_key",
     "epoch_keys",
     "node_stream_key",
-    "shortfall_key",
-    "picks_key",
-    "subset_keys",
     "stream_shuffle_seed",
     "global_batch_order_key",
     "device_batch_order_key",
@@ -66,7 +63,6 @@ _TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 # Tags of the streams derived from the run key and the epoch key (see the module docstring).
 _TAG_RUN_ORDER, _TAG_SPAN_ORDER = 1, 2
 _TAG_SPAN, _TAG_UNIT_RUN, _TAG_NAIVE_RUN, _TAG_NODE, _TAG_SPAN_WINDOW = 10, 11, 12, 13, 14
-_TAG_SHORTFALL, _TAG_PICKS, _TAG_SUBSET = 21, 22, 23
 _TAG_STREAM_SEED, _TAG_GLOBAL_BATCH_ORDER, _TAG_DEVICE_BATCH_ORDER = 24, 25, 26
 
 # Slots of the array of one epoch's keys that the kernels take (``epoch_keys``).
@@ -225,32 +221,8 @@ def node_stream_key(nodes_key: np.uint64, node: int, stream: int) -> np.uint64:
 
 
 @jit
-def _shortfall_key(seed: int) -> np.uint64:
-    return derive_key(run_key(seed), _TAG_SHORTFALL)
-
-
-def shortfall_key(seed: int) -> np.uint64:
-    """The key of the streams' order when proportions are rounded (fixed for the run)."""
-    return np.uint64(_shortfall_key(seed))  # numba returns a Python int
-
-
-@jit
 def _stream_key(seed: int, tag: int, first: int, second: int) -> np.uint64:
     return derive_key(derive_key(derive_key(run_key(seed), tag), first), second)
-
-
-def picks_key(seed: int, stream: int, epoch: int) -> np.uint64:
-    """The key of a stream's picks per shard in ``epoch`` (``FIXED_EPOCH``: the same every epoch)."""
-    return np.uint64(_stream_key(seed, _TAG_PICKS, stream, epoch))  # numba returns a Python int
-
-
-@jit
-def subset_keys(seed: int, shards: np.ndarray, epoch: int) -> np.ndarray:
-    """The key of the partial repeat's subset of each shard in ``epoch`` (``FIXED_EPOCH``: every epoch)."""
-    keys = np.empty(shards.shape[0], np.uint64)
-    for i in range(shards.shape[0]):
-        keys[i] = _stream_key(seed, _TAG_SUBSET, shards[i], epoch)
-    return keys
 
 
 def stream_shuffle_seed(seed: int, stream: int) -> int:

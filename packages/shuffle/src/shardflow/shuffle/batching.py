@@ -112,7 +112,7 @@ def _stream_sequences(
                 f"{setup.num_canonical_nodes}: with batching_method={setup.method!r} each stream is shuffled "
                 f"over the canonical nodes on its own; lower num_canonical_nodes or draw more of the stream"
             )
-        ids = UnitMap(base[first:stop], units.ids.modulus[first:stop], units.ids.key[first:stop], 0)
+        ids = UnitMap(base[first:stop], units.ids.table_start[first:stop], units.ids.table, 0)
         shuffler = make_shuffler(
             setup.shuffle_algo,
             sizes,
@@ -120,6 +120,8 @@ def _stream_sequences(
             stream_shuffle_seed(setup.seed, stream),
             epoch,
             max(1, setup.block_size * count // epoch_size),
+            None,
+            ids,
         )
         plan = plan_partition("orig", count, setup.num_canonical_nodes, 1, 1, 1, 1)
         sequences.append(partition_all(plan, materialize_all(shuffler, ids)).reshape(-1))

@@ -44,8 +44,13 @@ CHUNK_IDS = 1 << 16  # default ids per chunk of ``worker_sample_id_chunks`` (rou
 
 
 def default_num_canonical_nodes(shuffle_algo: str, num_physical_nodes: int) -> int:
-    """The reference's default: 64 per node for ``py1s``/``py2s``, else one per node of the first run."""
-    return 64 * num_physical_nodes if shuffle_algo in ("py1s", "py2s") else num_physical_nodes
+    """The reference's default: 64 per node for ``py1s``/``py2s`` (and their fast variants), else one per
+    node of the first run."""
+    return (
+        64 * num_physical_nodes
+        if shuffle_algo.removesuffix("_fast") in ("py1s", "py2s")
+        else num_physical_nodes
+    )
 
 
 def default_shuffle_block_size(num_canonical_nodes: int) -> int:
@@ -232,6 +237,7 @@ class SampleOrder:
             int(epoch),
             self.block_size,
             touched,
+            units.ids,
         )
 
     def worker_sample_ids(
@@ -349,8 +355,8 @@ class SampleOrder:
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
         touched = None
-        if self.shuffle and self.shuffle_algo in ("py1br", "py1e"):  # only these build per-node tables
-            touched = touched_nodes(plan, node, rank_of_node, worker_of_rank)
+        if self.shuffle and self.shuffle_algo not in ("naive_fast", "py1s_fast", "py2s_fast"):
+            touched = touched_nodes(plan, node, rank_of_node, worker_of_rank)  # nodes with tables to build
         shuffler = self._shuffler(units, epoch, touched)
         return _looked_up(shuffler, units.ids, plan, (node, rank_of_node, worker_of_rank), per_chunk)
 

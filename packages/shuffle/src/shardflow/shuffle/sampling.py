@@ -6,8 +6,10 @@ Semantics are mosaicml-streaming's: a stream takes at most one of ``proportion``
 shards by picking granules of ``sampling_granularity`` samples of one shard at a time in random order.
 Within a shard, a partial repeat is a random subset of its samples. As in the reference,
 ``sampling_method="balanced"`` redraws those subsets every epoch, and how many samples each shard gives
-too when shuffling; ``"fixed"`` keeps both for the whole run. Random streams are derived from the seed
-here, so the draws differ from the reference's.
+too when shuffling; ``"fixed"`` keeps both for the whole run. Every draw is the reference's, from the
+same numpy generators in the same sequence (``default_rng(seed)`` for the rounding of proportions,
+``default_rng(seed + epoch)`` or ``default_rng(seed)`` for picks and subsets), so the same arguments
+resample exactly as mosaicml-streaming 0.13 does.
 """
 
 from __future__ import annotations
@@ -20,16 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive, is_integer
-from shardflow.shuffle._jit import jit
 from shardflow.shuffle._kernels import UnitMap
-from shardflow.shuffle._random import (
-    FIXED_EPOCH,
-    permute_index,
-    picks_key,
-    shortfall_key,
-    shuffle_in_place,
-    subset_keys,
-)
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = [
@@ -42,6 +35,7 @@ __all__ = [
 ]
 
 SAMPLING_METHODS = ("balanced", "fixed")
+_EMPTY = np.empty(0, np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,15 +75,15 @@ def _weights(name: str, values: Sequence[float | None] | None, count: int) -> li
 
 
 def _spread_shortfall(choose: NDArray[np.int64], total: int, seed: int) -> NDArray[np.int64]:
-    """Add the samples lost to rounding down, one each to randomly chosen streams."""
+    """Add the samples lost to rounding down, one each to streams drawn without replacement."""
     shortfall = total - int(choose.sum())
-    order = np.arange(choose.shape[0], dtype=np.int64)
-    shuffle_in_place(order, shortfall_key(seed))
-    if shortfall > 0:
-        choose[order[:shortfall]] += 1
-    elif shortfall < 0:  # float rounding overshot: take back from the largest
-        for stream in np.argsort(-choose, kind="stable")[:-shortfall]:
-            choose[stream] -= 1
+    if shortfall < 0:
+        raise ShuffleError(
+            f"the proportions round to {int(choose.sum())} samples, more than the epoch's {total}: "
+            f"give proportions that add up to a finite positive number"
+        )
+    picked = np.random.default_rng(seed).choice(choose.shape[0], shortfall, replace=False)
+    choose[picked] += 1
     return choose
 
 
@@ -154,13 +148,14 @@ def resolve_stream_weights(
             f"epoch_size={epoch_size!r}: it must be a positive integer (or None for the size of the data)"
         )
     unspecified = all(value is None for value in (*proportions, *repeats, *chooses))
-    if proportions[0] is not None or (unspecified and epoch_size is not None):
+    relative = proportions[0] is not None or (unspecified and epoch_size is not None)
+    if relative:
         total = int(samples.sum()) if epoch_size is None else int(epoch_size)
         shares = np.array(proportions if proportions[0] is not None else samples, np.float64)
         if shares.sum() <= 0:
             raise ShuffleError("every stream's proportion is 0: at least one must be positive")
-        picks = np.floor(total * (shares / shares.sum())).astype(np.int64)
-        picks = _spread_shortfall(picks, total, seed)
+        shares /= shares.sum()
+        picks = _spread_shortfall((total * shares).astype(np.int64), total, seed)
     else:
         if epoch_size is not None:
             raise ShuffleError(
@@ -178,41 +173,31 @@ def resolve_stream_weights(
             f"the weights draw no samples at all (choose per stream: {picks.tolist()}): give a "
             f"positive weight to at least one stream"
         )
-    return StreamWeights(picks / picks.sum(), picks / samples, picks, int(picks.sum()))
+    return StreamWeights(
+        shares if relative else picks / picks.sum(), picks / samples, picks, int(picks.sum())
+    )
 
 
-@jit
 def _choose_per_shard(
-    samples_per_shard: np.ndarray, choose: int, granularity: int, key: np.uint64
-) -> np.ndarray:
-    total = samples_per_shard.sum()
-    out = samples_per_shard * (choose // total)
+    samples_per_shard: NDArray[np.int64], choose: int, granularity: int, seed: int
+) -> NDArray[np.int64]:
+    """The reference's draw: whole repeats, then granules of shards in ``permutation`` order of ``seed``."""
+    total = int(samples_per_shard.sum())
+    if not choose % total:
+        return samples_per_shard * (choose // total)
+    granules = (samples_per_shard + granularity - 1) // granularity
+    shard_of = np.repeat(np.arange(samples_per_shard.shape[0]), granules)
+    size_of = np.full(shard_of.shape[0], granularity, np.int64)
+    size_of[np.cumsum(granules) - 1] = samples_per_shard - (granules - 1) * granularity
+    order = np.random.default_rng(seed).permutation(shard_of.shape[0])
     rest = choose % total
-    if not rest:
-        return out
-    num_shards = samples_per_shard.shape[0]
-    pick_start = np.zeros(num_shards + 1, np.int64)  # shard j owns picks [pick_start[j], pick_start[j + 1])
-    for j in range(num_shards):
-        pick_start[j + 1] = pick_start[j] + (samples_per_shard[j] + granularity - 1) // granularity
-    num_picks = int(pick_start[num_shards])
-    counter = 0
-    while rest:
-        pick = permute_index(counter, num_picks, key)  # the picks in a random order, one at a time
-        counter += 1
-        low = 0
-        high = num_shards - 1
-        while low < high:  # the shard that owns this pick
-            middle = (low + high + 1) >> 1
-            if pick_start[middle] <= pick:
-                low = middle
-            else:
-                high = middle - 1
-        size = granularity
-        if pick == pick_start[low + 1] - 1:
-            size = samples_per_shard[low] - (pick - pick_start[low]) * granularity
-        taken = min(rest, size)
-        out[low] += taken
-        rest -= taken
+    taken = size_of[order]
+    reached = np.cumsum(taken)
+    last = int(np.searchsorted(reached, rest))  # the granule that completes ``rest``
+    taken = taken[: last + 1].copy()
+    taken[last] -= int(reached[last]) - rest
+    out = samples_per_shard * (choose // total)
+    np.add.at(out, shard_of[order[: last + 1]], taken)
     return out
 
 
@@ -230,8 +215,8 @@ def get_sampling(
         use_epoch: Whether the draw changes with the epoch.
 
     Returns:
-        Samples drawn from each shard; they add up to ``choose``. Time O(shards + picks drawn), memory
-        O(shards).
+        Samples drawn from each shard; they add up to ``choose``. Time and memory O(shards + granules):
+        as the reference, a partial repeat draws a permutation of every granule.
     """
     samples = as_sizes("samples_per_shard", samples_per_shard)
     check_non_negative("choose", choose)
@@ -240,9 +225,7 @@ def get_sampling(
     check_non_negative("epoch", epoch)
     if samples.sum() < 1:
         raise ShuffleError("samples_per_shard adds up to 0: a stream without samples cannot be drawn from")
-    return _choose_per_shard(
-        samples, int(choose), int(granularity), picks_key(seed, 0, epoch if use_epoch else FIXED_EPOCH)
-    )
+    return _choose_per_shard(samples, int(choose), int(granularity), seed + epoch if use_epoch else seed)
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,50 +250,62 @@ def epoch_units(
     epoch: int,
     vary_counts: bool,
     vary_subsets: bool,
+    stream: int | None = None,
 ) -> EpochUnits:
-    """Resample every stream for an epoch (arguments validated by the caller).
+    """Resample the streams for an epoch as the reference's ``resample_streams`` (arguments validated).
 
-    ``vary_counts``: the samples drawn per shard change with the epoch; ``vary_subsets``: so does which
-    samples a partial repeat of a shard takes. Units list each shard's whole repeats, then its partial one.
+    ``vary_counts``: the samples drawn per shard change with the epoch (the reference's
+    ``epoch_seed_change``); ``vary_subsets``: so does which samples a partial repeat of a shard takes
+    (``sampling_method="balanced"``). Units list each shard's whole repeats, then its partial one (its
+    chosen samples sorted); shards without samples have none. ``stream``: only that stream's units, drawn
+    from a generator of their own, as the reference's per-stream batching methods resample.
     """
     shard_offset = np.zeros(samples_per_shard.shape[0], np.int64)
     np.cumsum(samples_per_shard[:-1], out=shard_offset[1:])
-    if choose_per_stream is None or np.array_equal(
-        choose_per_stream, np.add.reduceat(samples_per_shard, _stream_starts(shards_per_stream))
-    ):
-        num = samples_per_shard.shape[0]
+    starts = _stream_starts(shards_per_stream)
+    streams = range(shards_per_stream.shape[0]) if stream is None else [stream]
+    natural = np.add.reduceat(samples_per_shard, starts) if samples_per_shard.shape[0] else starts
+    chooses = natural if choose_per_stream is None else choose_per_stream
+    if all(chooses[k] == natural[k] for k in streams):  # every shard once: no draws at all
+        shards = np.concatenate([np.arange(starts[k], starts[k] + shards_per_stream[k]) for k in streams])
+        shards = shards[samples_per_shard[shards] > 0]
+        identity = int(stream is None or stream == 0)
         return EpochUnits(
-            samples_per_shard, UnitMap(shard_offset, np.zeros(num, np.int64), np.zeros(num, np.uint64), 1)
+            samples_per_shard[shards],
+            UnitMap(shard_offset[shards], np.full(shards.shape[0], -1, np.int64), _EMPTY, identity),
         )
-    count_epoch = epoch if vary_counts else FIXED_EPOCH
-    per_shard = np.concatenate(
-        [
-            _choose_per_shard(
-                samples_per_shard[begin : begin + shards],
-                int(choose),
-                granularity,
-                picks_key(seed, stream, count_epoch),
-            )
-            for stream, (begin, shards, choose) in enumerate(
-                zip(_stream_starts(shards_per_stream), shards_per_stream, choose_per_stream, strict=True)
-            )
-        ]
-    )
-    sizes = np.where(samples_per_shard > 0, samples_per_shard, 1)
-    whole, partial = np.divmod(per_shard, sizes)
-    units_per_shard = whole + (partial > 0)
-    shard_of_unit = np.repeat(np.arange(per_shard.shape[0]), units_per_shard)
-    last_of_shard = np.cumsum(units_per_shard) - 1
-    is_partial = np.zeros(shard_of_unit.shape[0], np.bool_)
-    is_partial[last_of_shard[partial > 0]] = True
-    unit_sizes = np.where(is_partial, partial[shard_of_unit], samples_per_shard[shard_of_unit])
-    unit_keys = np.zeros(shard_of_unit.shape[0], np.uint64)
-    subset_epoch = epoch if vary_subsets else FIXED_EPOCH
-    unit_keys[is_partial] = subset_keys(seed, shard_of_unit[is_partial], subset_epoch)
-    modulus = np.where(is_partial, samples_per_shard[shard_of_unit], 0)
+    subsets = np.random.default_rng(seed + epoch if vary_subsets else seed)
+    count_seed = seed + epoch if vary_counts else seed
+    sizes: list[int] = []
+    bases: list[int] = []
+    table_starts: list[int] = []
+    tables: list[NDArray[np.int64]] = []
+    filled = 0
+    for k in streams:
+        first = int(starts[k])
+        shard_sizes = samples_per_shard[first : first + shards_per_stream[k]]
+        per_shard = _choose_per_shard(shard_sizes, int(chooses[k]), granularity, count_seed)
+        for shard, (size, chosen) in enumerate(zip(shard_sizes.tolist(), per_shard.tolist(), strict=True)):
+            if not size:
+                continue
+            whole, partial = divmod(chosen, size)
+            sizes += [size] * whole
+            bases += [int(shard_offset[first + shard])] * (whole + (partial > 0))
+            table_starts += [-1] * whole
+            if partial:
+                subset = np.sort(subsets.choice(size, partial, replace=False))
+                sizes.append(partial)
+                table_starts.append(filled)
+                tables.append(subset.astype(np.int64))
+                filled += partial
     return EpochUnits(
-        unit_sizes.astype(np.int64),
-        UnitMap(shard_offset[shard_of_unit], modulus.astype(np.int64), unit_keys, 0),
+        np.array(sizes, np.int64),
+        UnitMap(
+            np.array(bases, np.int64),
+            np.array(table_starts, np.int64),
+            np.concatenate(tables) if tables else _EMPTY,
+            0,
+        ),
     )
 
 

@@ -3,8 +3,9 @@
 Names, arguments and guarantees follow mosaicml-streaming's ``get_shuffle``: the result is a
 permutation of the epoch's positions in which the set of samples inside each canonical node's range
 (``[c * n // C, (c + 1) * n // C)``) is the same in every epoch, so that a node can cache its shards.
-The values differ from the reference's (see ``_kernels`` for each algorithm), and any single position
-can be looked up without building the rest.
+The reference's names give the reference's values, draw for draw (``_exact``); the ``*_fast`` variants
+draw from counter-based hashes instead (``_kernels``), so any single position can be looked up without
+building the rest.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from shardflow.shuffle._checks import as_sizes, check_non_negative, check_positive
+from shardflow.shuffle._exact import block_limits, exact_tables
 from shardflow.shuffle._kernels import (
     ALGO_CODES,
+    FIRST_EXACT,
     NO_SHUFFLE,
     Shuffler,
     UnitMap,
@@ -25,6 +28,7 @@ from shardflow.shuffle._kernels import (
     tile_bits_for,
 )
 from shardflow.shuffle._layout import Layout, build_layout
+from shardflow.shuffle._pcg64 import initial_state
 from shardflow.shuffle._random import _NUM_KEYS, epoch_keys
 from shardflow.shuffle.errors import ShuffleError
 
@@ -45,16 +49,19 @@ def make_shuffler(
     epoch: int,
     block_size: int,
     touched: NDArray[np.bool_] | None = None,
+    units: UnitMap | None = None,
 ) -> Shuffler:
     """Build one epoch's shuffle over units of the given sizes (``algo=None``: positions in unit order).
 
     ``touched`` marks the canonical nodes whose per-node tables are built (default: all); only positions
-    in those nodes may then be looked up. Tables take O(units + samples / block_size) memory per node.
+    in those nodes may then be looked up. The reference's algorithms (``naive``, ``py1s``, ...) hold the
+    ids of every position of a touched node (``naive``: of the whole epoch), so they need ``units``
+    (default: positions are ids); the ``*_fast`` ones hold O(units + samples / block_size) per node.
     The caller (a public function) has validated ``algo``, ``seed``, ``epoch`` and ``block_size``.
 
     Raises:
-        ShuffleError: an epoch without samples, or fewer samples than canonical nodes (a canonical node
-            would have nothing to shuffle).
+        ShuffleError: an epoch without samples, fewer samples than canonical nodes (a canonical node
+            would have nothing to shuffle), or a block size the reference's ``py1br`` refuses.
     """
     total = int(unit_sizes.sum())
     if total < 1:
@@ -68,7 +75,11 @@ def make_shuffler(
     unit_start = np.zeros(unit_sizes.shape[0] + 1, np.int64)
     np.cumsum(unit_sizes, out=unit_start[1:])
     code = NO_SHUFFLE if algo is None else ALGO_CODES[algo]
-    if code in (NO_SHUFFLE, ALGO_CODES["naive"]):  # no spans: only the canonical node bounds
+    if code >= FIRST_EXACT:
+        return _exact_shuffler(
+            algo, code, unit_sizes, unit_start, num_canonical_nodes, seed, epoch, block_size, touched, units
+        )
+    if code in (NO_SHUFFLE, ALGO_CODES["naive_fast"]):  # no spans: only the canonical node bounds
         bounds = np.arange(num_canonical_nodes + 1, dtype=np.int64) * total // num_canonical_nodes
         layout = Layout(bounds, _EMPTY, _EMPTY, _EMPTY, _EMPTY, _EMPTY)
     else:
@@ -91,7 +102,7 @@ def make_shuffler(
         table=_EMPTY,
         node_phase=np.zeros(num_nodes, np.int64),
     )
-    if code in (ALGO_CODES["py1br"], ALGO_CODES["py1e"]):
+    if code in (ALGO_CODES["py1br_fast"], ALGO_CODES["py1e_fast"]):
         if touched is None:
             touched = np.ones(num_nodes, np.bool_)
         shuffler, oversized = build_node_tables(shuffler, touched)
@@ -104,12 +115,73 @@ def make_shuffler(
     return shuffler
 
 
+def _exact_shuffler(
+    algo: str,
+    code: int,
+    unit_sizes: NDArray[np.int64],
+    unit_start: NDArray[np.int64],
+    num_canonical_nodes: int,
+    seed: int,
+    epoch: int,
+    block_size: int,
+    touched: NDArray[np.bool_] | None,
+    units: UnitMap | None,
+) -> Shuffler:
+    """The reference's order of ``algo``: the ids of every touched canonical node, from numpy's draws."""
+    low, high = block_limits(block_size)
+    if algo == "py1br" and low < 1:
+        raise ShuffleError(
+            f"shuffle_block_size={block_size} is too small for py1br: its stagger is drawn below "
+            f"0.75 * block_size, so use a block size of at least 2"
+        )
+    if touched is None:
+        touched = np.ones(num_canonical_nodes, np.bool_)
+    if units is None:
+        units = _identity(unit_start[:-1])
+    node_table, table, oversized = exact_tables(
+        algo,
+        unit_sizes,
+        num_canonical_nodes,
+        initial_state(seed),
+        initial_state(seed + epoch),
+        block_size,
+        (units.base, units.table_start, units.table),
+        np.ascontiguousarray(touched, np.bool_),
+    )
+    if oversized:
+        logger.warning(
+            "shuffle_block_size=%d is smaller than some shards: their samples only move within "
+            "their own shard; raise shuffle_block_size for a better shuffle",
+            block_size,
+        )
+    bounds = np.arange(num_canonical_nodes + 1, dtype=np.int64) * unit_start[-1] // num_canonical_nodes
+    return Shuffler(
+        algo=code,
+        block_size=int(block_size),
+        tile_bits=0,
+        keys=_NO_KEYS,
+        unit_start=unit_start,
+        bounds=bounds,
+        node_span=_EMPTY,
+        span_unit=_EMPTY,
+        span_offset=_EMPTY,
+        span_length=_EMPTY,
+        span_slot=_EMPTY,
+        unit_size=unit_sizes,
+        node_table=node_table,
+        table=table,
+        node_phase=_EMPTY,
+    )
+
+
+def _identity(unit_start: NDArray[np.int64]) -> UnitMap:
+    num_units = unit_start.shape[0]
+    return UnitMap(unit_start, np.full(num_units, -1, np.int64), _EMPTY, 1)
+
+
 def identity_units(shuffler: Shuffler) -> UnitMap:
     """Map (unit, index) back to the position in the unshuffled sample space."""
-    num_units = shuffler.unit_size.shape[0]
-    return UnitMap(
-        shuffler.unit_start[:num_units], np.zeros(num_units, np.int64), np.zeros(num_units, np.uint64), 1
-    )
+    return _identity(shuffler.unit_start[: shuffler.unit_size.shape[0]])
 
 
 def get_shuffle(
@@ -123,12 +195,14 @@ def get_shuffle(
     """The shuffled order of one epoch, as mosaicml-streaming's ``get_shuffle``.
 
     Args:
-        algo: One of ``naive``, ``py1s``, ``py2s``, ``py1br``, ``py1e``.
+        algo: One of ``naive``, ``py1s``, ``py2s``, ``py1br``, ``py1e`` (the reference's orders, value for
+            value) or their ``*_fast`` variants (shardflow's own draws, the same guarantees).
         shard_sizes: Samples in each shard, in order.
         num_canonical_nodes: Canonical nodes; each owns a fixed set of samples across epochs.
         seed: Base seed, constant over a run.
         epoch: The epoch; each epoch orders samples differently.
-        block_size: Unit of shuffle for ``py1br`` and ``py1e`` (ignored by the others).
+        block_size: Unit of shuffle for ``py1br`` and ``py1e`` and their fast variants (ignored by the
+            others).
 
     Returns:
         ``ids`` with ``ids[position]`` = the sample id at that position of the epoch; a permutation of

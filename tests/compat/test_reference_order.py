@@ -1,0 +1,278 @@
+"""The sample order is mosaicml-streaming 0.13's, value for value (its venv runs in a subprocess).
+
+200 random settings (shard sizes, streams and their weights, ``epoch_size``, canonical nodes, world
+shapes, batch sizes, shuffle algorithms, seeds, epochs, block sizes, partition and sampling methods,
+resume points) are ordered by both libraries at the level the dataset composes: the whole epoch of
+``random`` batching (the reference's ``generate_work``: ``resample_streams``, ``get_partitions``,
+``get_shuffle``) against ``SampleOrder.epoch_sample_ids`` and each worker's ``worker_sample_ids``; plus
+``get_shuffle``, ``get_sampling`` and the stream weights (``Stream.apply_weights``) alone. The reference
+runs every case of a kind in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shardflow.shuffle import (
+    SampleOrder,
+    WorldShape,
+    get_sampling,
+    get_shuffle,
+    resolve_stream_weights,
+)
+
+ALGOS = ("py1e", "py1br", "py1s", "py2s", "naive")
+
+_REFERENCE = r"""
+import json, logging, sys, types, warnings
+import numpy as np
+warnings.simplefilter("ignore")
+logging.disable(logging.WARNING)
+from streaming.base.batching.random import generate_work_random_batching
+from streaming.base.dataset import StreamingDataset
+from streaming.base.sampling import get_sampling
+from streaming.base.shuffle import get_shuffle
+from streaming.base.stream import Stream
+from streaming.base.world import World
+
+def weights(case):
+    streams = []
+    for p, r, c in zip(case["proportion"], case["repeat"], case["choose"]):
+        streams.append(Stream(local="/nonexistent", proportion=p, repeat=r, choose=c))
+    samples = np.add.reduceat(np.array(case["sizes"], np.int64), np.cumsum([0] + case["streams"][:-1]))
+    size = Stream.apply_weights(streams, samples, case["epoch_size"], case["seed"])
+    return streams, size
+
+def epoch(case):
+    sizes = np.array(case["sizes"], np.int64)
+    streams, size = weights(case)
+    per_stream = np.array(case["streams"], np.int64)
+    dataset = types.SimpleNamespace(
+        shuffle_seed=case["seed"], sampling_method=case["sampling"],
+        sampling_granularity=case["granularity"],
+        epoch_seed_change=case["algo"] is not None and case["sampling"] == "balanced",
+        num_streams=len(streams), shard_offset_per_stream=np.cumsum(per_stream) - per_stream,
+        shards_per_stream=per_stream, samples_per_shard=sizes,
+        sample_offset_per_shard=np.cumsum(sizes) - sizes, streams=streams,
+        num_canonical_nodes=case["canonical"], batch_size=case["batch"],
+        partition_algo=case["partition"], epoch_size=size,
+        initial_physical_nodes=case["initial"], shuffle=case["algo"] is not None,
+        shuffle_algo=case["algo"], shuffle_block_size=case["block"])
+    dataset.resample_streams = types.MethodType(StreamingDataset.resample_streams, dataset)
+    world = World(*case["world"], 0)
+    return generate_work_random_batching(dataset, world, case["epoch"], case["sample_in_epoch"])
+
+kind, path = sys.argv[1], sys.argv[2]
+cases = json.load(open(path))
+out = {}
+for i, case in enumerate(cases):
+    if kind == "epoch":
+        out[str(i)] = epoch(case)
+    elif kind == "weights":
+        streams, size = weights(case)
+        out[str(i)] = np.array([int(s.choose) for s in streams] + [size], np.int64)
+        out[f"p{i}"] = np.array([float(s.proportion) for s in streams])
+    elif kind == "shuffle":
+        out[str(i)] = get_shuffle(case["algo"], np.array(case["sizes"], np.int64), case["canonical"],
+                                  case["seed"], case["epoch"], case["block"])
+    else:
+        out[str(i)] = get_sampling(np.array(case["sizes"], np.int64), case["choose"], case["granularity"],
+                                   case["seed"], case["epoch"], case["use_epoch"])
+np.savez(path + ".npz", **out)
+"""
+
+
+def _reference(python: Path, tmp_path: Path, kind: str, cases: list[dict]) -> np.lib.npyio.NpzFile:
+    path = tmp_path / f"{kind}.json"
+    path.write_text(json.dumps(cases))
+    result = subprocess.run([str(python), "-c", _REFERENCE, kind, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return np.load(f"{path}.npz")
+
+
+def _weights_case(rng: np.random.Generator, streams: int) -> dict:
+    """Per-stream weights of one kind (or none), and maybe an epoch size."""
+    kind = rng.choice(["none", "epoch_size", "proportion", "repeat", "choose", "mixed"])
+    none = [None] * streams
+    case = {"proportion": none, "repeat": none, "choose": none, "epoch_size": None}
+    if kind == "proportion":
+        case["proportion"] = rng.uniform(0.1, 3, streams).round(3).tolist()
+        case["epoch_size"] = int(rng.integers(50, 3000)) if rng.random() < 0.6 else None
+    elif kind == "epoch_size":
+        case["epoch_size"] = int(rng.integers(50, 3000))
+    elif kind == "repeat":
+        case["repeat"] = rng.uniform(0.3, 2.5, streams).round(2).tolist()
+    elif kind == "choose":
+        case["choose"] = rng.integers(40, 1500, streams).tolist()
+    elif kind == "mixed":
+        case["repeat"] = [float(rng.uniform(0.3, 2.5)) if k % 2 else None for k in range(streams)]
+        case["choose"] = [None if k % 2 else int(rng.integers(40, 900)) for k in range(streams)]
+    return case
+
+
+def _epoch_cases(count: int) -> list[dict]:
+    rng = np.random.default_rng(20)
+    cases = []
+    while len(cases) < count:
+        streams = int(rng.integers(1, 4))
+        per_stream = rng.integers(1, 12, streams).tolist()
+        sizes = rng.integers(1, int(rng.choice([20, 120, 400])), sum(per_stream)).tolist()
+        nodes = int(rng.choice([1, 1, 2, 4]))
+        canonical = nodes * int(rng.choice([1, 2, 3])) if rng.random() < 0.8 else max(1, nodes // 2)
+        case = {
+            "sizes": sizes,
+            "streams": per_stream,
+            "canonical": canonical,
+            "world": [nodes, int(rng.integers(1, 4)), int(rng.integers(1, 4))],
+            "batch": int(rng.integers(1, 9)),
+            "algo": None if rng.random() < 0.1 else str(rng.choice(ALGOS)),
+            "seed": int(rng.integers(0, 2**31)),
+            "epoch": int(rng.integers(0, 6)),
+            "block": int(rng.choice([2, 37, 200, 1 << 18])),
+            "partition": str(rng.choice(["orig", "relaxed"])),
+            "sampling": str(rng.choice(["balanced", "fixed"])),
+            "granularity": int(rng.choice([1, 1, 3, 10])),
+            "initial": None,
+            **_weights_case(rng, streams),
+        }
+        weights = resolve_stream_weights(
+            np.add.reduceat(sizes, np.cumsum([0, *per_stream[:-1]])),
+            case["proportion"],
+            case["repeat"],
+            case["choose"],
+            case["epoch_size"],
+            case["seed"],
+        )
+        if weights.epoch_size < canonical or weights.choose.min() < 1:
+            continue
+        global_batch = nodes * case["world"][1] * case["batch"]
+        case["sample_in_epoch"] = (
+            0
+            if rng.random() < 0.6
+            else int(rng.integers(0, weights.epoch_size // global_batch + 1)) * global_batch
+        )
+        cases.append(case)
+    return cases
+
+
+def _order(case: dict) -> SampleOrder:
+    per_stream = case["streams"]
+    weights = resolve_stream_weights(
+        np.add.reduceat(case["sizes"], np.cumsum([0, *per_stream[:-1]])),
+        case["proportion"],
+        case["repeat"],
+        case["choose"],
+        case["epoch_size"],
+        case["seed"],
+    )
+    return SampleOrder(
+        case["sizes"],
+        case["canonical"],
+        case["batch"],
+        shards_per_stream=per_stream,
+        choose_per_stream=weights.choose.tolist(),
+        shuffle=case["algo"] is not None,
+        shuffle_algo=case["algo"] or "py1e",
+        shuffle_seed=case["seed"],
+        shuffle_block_size=case["block"],
+        partition_algo=case["partition"],
+        sampling_method=case["sampling"],
+        sampling_granularity=case["granularity"],
+    )
+
+
+def test_epochs_and_worker_slices_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:
+    cases = _epoch_cases(140)
+    reference = _reference(reference_python, tmp_path, "epoch", cases)
+    for i, case in enumerate(cases):
+        order = _order(case)
+        world = WorldShape(*case["world"])
+        ours = order.epoch_sample_ids(case["epoch"], world, case["sample_in_epoch"])
+        assert np.array_equal(ours, reference[str(i)]), f"case {i}: {case}"
+        if i % 7 == 0:  # a worker computes its slice alone, from the same draws
+            node, rank, worker = (n - 1 for n in case["world"])
+            alone = order.worker_sample_ids(case["epoch"], world, node, rank, worker, case["sample_in_epoch"])
+            assert np.array_equal(alone, ours[node, rank, worker].ravel()), f"case {i}: {case}"
+
+
+def test_shuffles_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(21)
+    cases = []
+    for i in range(30):
+        sizes = rng.integers(0 if i % 4 == 0 else 1, int(rng.choice([5, 60, 500])), int(rng.integers(1, 30)))
+        sizes[0] = max(sizes[0], 1)
+        cases.append(
+            {
+                "algo": ALGOS[i % len(ALGOS)],
+                "sizes": sizes.tolist(),
+                "canonical": int(rng.integers(1, min(int(sizes.sum()), 9) + 1)),
+                "seed": int(rng.integers(0, 2**62)),
+                "epoch": int(rng.integers(0, 100)),
+                "block": int(rng.choice([2, 10, 300, 1 << 18])),
+            }
+        )
+    reference = _reference(reference_python, tmp_path, "shuffle", cases)
+    for i, case in enumerate(cases):
+        ours = get_shuffle(
+            case["algo"], case["sizes"], case["canonical"], case["seed"], case["epoch"], case["block"]
+        )
+        assert np.array_equal(ours, reference[str(i)]), f"case {i}: {case}"
+
+
+def test_sampling_and_stream_weights_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(22)
+    sampling = [
+        {
+            "sizes": rng.integers(1, 90, int(rng.integers(1, 25))).tolist(),
+            "choose": int(rng.integers(0, 4000)),
+            "granularity": int(rng.integers(1, 12)),
+            "seed": int(rng.integers(0, 2**31)),
+            "epoch": int(rng.integers(0, 9)),
+            "use_epoch": bool(rng.random() < 0.5),
+        }
+        for _ in range(15)
+    ]
+    reference = _reference(reference_python, tmp_path, "sampling", sampling)
+    for i, case in enumerate(sampling):
+        ours = get_sampling(
+            case["sizes"], case["choose"], case["granularity"], case["seed"], case["epoch"], case["use_epoch"]
+        )
+        assert np.array_equal(ours, reference[str(i)]), f"case {i}: {case}"
+    weights = []
+    for _ in range(15):
+        streams = int(rng.integers(1, 6))
+        per_stream = rng.integers(1, 5, streams).tolist()
+        weights.append(
+            {
+                "sizes": rng.integers(1, 300, sum(per_stream)).tolist(),
+                "streams": per_stream,
+                "seed": int(rng.integers(0, 2**31)),
+                **_weights_case(rng, streams),
+            }
+        )
+    reference = _reference(reference_python, tmp_path, "weights", weights)
+    for i, case in enumerate(weights):
+        ours = resolve_stream_weights(
+            np.add.reduceat(case["sizes"], np.cumsum([0, *case["streams"][:-1]])),
+            case["proportion"],
+            case["repeat"],
+            case["choose"],
+            case["epoch_size"],
+            case["seed"],
+        )
+        assert np.array_equal([*ours.choose, ours.epoch_size], reference[str(i)]), f"case {i}: {case}"
+        assert np.array_equal(ours.proportion, reference[f"p{i}"]), f"case {i}: {case}"
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_fast_variants_keep_their_names(algo: str) -> None:
+    """The counter-based orders stay available as ``<algo>_fast`` and are not the reference's."""
+    sizes = np.full(30, 40)
+    fast = get_shuffle(f"{algo}_fast", sizes, 3, 5, 1, 64)
+    assert np.array_equal(np.sort(fast), np.arange(1200))
+    assert not np.array_equal(fast, get_shuffle(algo, sizes, 3, 5, 1, 64))
