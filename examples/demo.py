@@ -1,7 +1,8 @@
 """shardflow demo: write a dataset, train on it through StreamingDataLoader, stop halfway, resume elsewhere.
 
-Run it with ``hatch run demo`` (see README.md); ``hatch run demo -- --remote s3`` puts the dataset into a
-bucket of a moto S3 server that the demo starts on 127.0.0.1 and stops at the end. Steps:
+Run it with ``hatch run demo:run`` (see README.md: a lean environment of its own); ``hatch run demo:run
+--remote s3`` puts the dataset into a bucket of a moto S3 server that the demo starts on 127.0.0.1 and
+stops at the end. The report goes to stdout, progress logs to stderr. Steps:
 
 1. every MDS column type round-trips through a small dataset read back with ``StreamingDataset``;
 2. ``--samples`` samples ``{id, x: 16 float32, y: class of x}`` are written as zstd shards to the remote;
@@ -26,18 +27,22 @@ import tempfile
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from PIL import Image
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
-from shardflow.dataset import StreamingDataLoader, StreamingDataset
-from shardflow.format import MDSWriter, get_mds_encodings
+# torch, Pillow, tqdm and shardflow.dataset (numba) are imported where they are used, so that `--help`
+# answers at once.
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
 
 log = logging.getLogger("shardflow.demo")
+
+
+def say(line: str) -> None:
+    """One line of the demo's report, on stdout (progress and diagnostics are logged to stderr)."""
+    print(line, flush=True)
 
 BUCKET = "shardflow-demo"
 FEATURES = 16
@@ -63,11 +68,14 @@ LOSSY = {"jpeg", "list_jpeg", "jpeg_array"}  # compared by image size only
 
 def make_image(i: int) -> Image.Image:
     """A small deterministic RGB image."""
+    from PIL import Image
+
     pixels = (np.arange(16 * 12 * 3).reshape(12, 16, 3) * (i + 1) % 256).astype(np.uint8)
     return Image.fromarray(pixels, "RGB")
 
 
 def _jpeg_bytes(image: Image.Image) -> bytes:
+    """``image`` as JPEG file bytes."""
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
     return buffer.getvalue()
@@ -92,6 +100,8 @@ def make_typed_sample(i: int) -> dict[str, Any]:
 
 def same(got: Any, want: Any, lossy: bool = False) -> bool:
     """Whether a read value equals the written one (images of lossy columns: same size only)."""
+    from PIL import Image
+
     if isinstance(want, Image.Image) or isinstance(want, bytes) and lossy:
         image = Image.open(io.BytesIO(want)) if isinstance(want, bytes) else want
         got_image = got if isinstance(got, Image.Image) else Image.open(io.BytesIO(got))
@@ -107,6 +117,9 @@ def same(got: Any, want: Any, lossy: bool = False) -> bool:
 
 def check_column_types(remote: str, cache: Path, samples: int = 100) -> None:
     """Write ``samples`` samples with every column type to ``remote`` and read them back by id."""
+    from shardflow.dataset import StreamingDataset
+    from shardflow.format import MDSWriter, get_mds_encodings
+
     started = time.perf_counter()
     with MDSWriter(out=remote, columns=TYPE_COLUMNS, compression="zstd", hashes=["sha1", "xxh64"],
                    size_limit=1 << 18) as writer:
@@ -118,9 +131,9 @@ def check_column_types(remote: str, cache: Path, samples: int = 100) -> None:
         bad = [name for name in TYPE_COLUMNS if not same(sample[name], want[name], name in LOSSY)]
         if bad:
             raise SystemExit(f"sample {i} did not round-trip in columns {bad}")
-    log.info("column types: %d columns (%d MDS encodings) x %d samples in %d shards round-trip (%.2f s)",
-             len(TYPE_COLUMNS), len(get_mds_encodings()), dataset.size, len(dataset.shards),
-             time.perf_counter() - started)
+    say(f"column types: {len(TYPE_COLUMNS)} columns ({len(get_mds_encodings())} MDS encodings) x "
+        f"{dataset.size} samples in {len(dataset.shards)} shards round-trip "
+        f"({time.perf_counter() - started:.2f} s)")
 
 
 # -- the training data -------------------------------------------------------------------------------
@@ -133,6 +146,8 @@ def teacher() -> np.ndarray:
 
 def write_train(remote: str, samples: int) -> None:
     """Write the training dataset to ``remote``."""
+    from shardflow.format import MDSWriter
+
     rng = np.random.default_rng(0)
     weights = teacher()
     started = time.perf_counter()
@@ -142,17 +157,21 @@ def write_train(remote: str, samples: int) -> None:
             x = rng.standard_normal((min(1000, samples - begin), FEATURES)).astype(np.float32)
             for offset, (row, label) in enumerate(zip(x, (x @ weights).argmax(1).tolist(), strict=True)):
                 writer.write({"id": begin + offset, "x": row, "y": label})
-    log.info("wrote %d samples {id: int, x: %d float32, y: argmax(x @ W), one of %d classes} to %s (%.2f s)",
-             samples, FEATURES, CLASSES, remote, time.perf_counter() - started)
+    say(f"wrote {samples} samples {{id: int, x: {FEATURES} float32, y: argmax(x @ W), one of {CLASSES} "
+        f"classes}} to {remote} ({time.perf_counter() - started:.2f} s)")
 
 
 def make_model() -> torch.nn.Module:
     """A small MLP classifier."""
+    import torch
+
     return torch.nn.Sequential(torch.nn.Linear(FEATURES, 32), torch.nn.ReLU(), torch.nn.Linear(32, CLASSES))
 
 
 def accuracy(model: torch.nn.Module, samples: int = 4000) -> float:
     """Accuracy on fresh samples drawn like the training data."""
+    import torch
+
     x = np.random.default_rng(1).standard_normal((samples, FEATURES)).astype(np.float32)
     y = torch.from_numpy((x @ teacher()).argmax(1))
     with torch.no_grad():
@@ -167,6 +186,12 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
 
     Returns the ids seen, the losses, the loader's state, the model and optimizer states and the timing.
     """
+    import torch
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from shardflow.dataset import StreamingDataLoader, StreamingDataset
+
     torch.manual_seed(0)
     torch.set_num_threads(1)  # the DataLoader workers have the other cores
     model = make_model()
@@ -216,24 +241,24 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
 
 
 def report(name: str, half: dict[str, Any]) -> None:
-    """Log a half's throughput and loss."""
-    losses = half["losses"]
-    log.info("%s: %d samples in %d batches, %.2f s, %.0f samples/s; loss %.3f -> %.3f; accuracy %.1f%%",
-             name, len(half["ids"]), len(losses), half["seconds"], len(half["ids"]) / half["seconds"],
-             np.mean(losses[:10]), np.mean(losses[-10:]), 100 * half["accuracy"])
+    """Report a half's throughput and loss."""
+    losses, samples, seconds = half["losses"], len(half["ids"]), half["seconds"]
+    say(f"{name}: {samples} samples in {len(losses)} batches, {seconds:.2f} s, {samples / seconds:.0f} "
+        f"samples/s; loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}; "
+        f"accuracy {100 * half['accuracy']:.1f}%")
 
 
 def check_exactly_once(first: np.ndarray, second: np.ndarray, samples: int) -> bool:
-    """Whether ids ``0..samples-1`` were each seen exactly once over both halves; log what went wrong."""
+    """Whether ids ``0..samples-1`` were each seen exactly once over both halves; report what went wrong."""
     counts = np.bincount(np.concatenate([first, second]), minlength=samples)
     missing, repeated = int((counts == 0).sum()), int((counts > 1).sum())
     both = np.intersect1d(first, second).size
     if len(counts) == samples and missing == 0 and repeated == 0:
-        log.info("exactly once: all %d sample ids seen once (%d before the stop, %d after)",
-                 samples, len(first), len(second))
+        say(f"exactly once: all {samples} sample ids seen once ({len(first)} before the stop, "
+            f"{len(second)} after)")
         return True
-    log.error("NOT exactly once: %d ids missing, %d seen more than once (%d in both halves), %d unknown ids",
-              missing, repeated, both, len(counts) - samples)
+    say(f"NOT exactly once: {missing} ids missing, {repeated} seen more than once ({both} in both halves), "
+        f"{len(counts) - samples} unknown ids")
     return False
 
 
@@ -287,6 +312,8 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 def resume(checkpoint_path: Path) -> None:
     """The second process: load the checkpoint, finish the epoch, save the result beside it."""
+    import torch
+
     checkpoint = torch.load(checkpoint_path, weights_only=False)
     config = checkpoint["config"]
     log.info("resumed in pid %d from %s: %s", os.getpid(), checkpoint_path.name, checkpoint["loader"])
@@ -296,11 +323,13 @@ def resume(checkpoint_path: Path) -> None:
 
 def run(args: argparse.Namespace, workdir: Path) -> bool:
     """The first process: write the data, train half an epoch, resume in a new process, check the ids."""
+    import torch
+
     if args.remote == "s3":
         root = f"s3://{BUCKET}"
     else:
         root = str(workdir / "remote")
-    log.info("shardflow demo: remote %s, cache %s", root, workdir / "cache")
+    say(f"shardflow demo: remote {root}, cache {workdir / 'cache'}")
     check_column_types(f"{root}/types", workdir / "cache" / "types")
     write_train(f"{root}/train", args.samples)
     config = {
@@ -315,8 +344,9 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
     report("first half", first)
     checkpoint_path = workdir / "checkpoint.pt"
     torch.save({"config": config, **{k: first[k] for k in ("loader", "model", "optimizer")}}, checkpoint_path)
-    log.info("stopped after %d samples; saved loader.state_dict() %s, the model and the optimizer to %s",
-             len(first["ids"]), first["loader"], checkpoint_path.name)
+    say(f"stopped after {len(first['ids'])} samples; saved loader.state_dict(), the model and the optimizer "
+        f"to {checkpoint_path.name}; resuming in a new process")
+    log.info("loader.state_dict(): %s", first["loader"])
     resumed = subprocess.run([sys.executable, __file__, "--resume-from", str(checkpoint_path)])
     if resumed.returncode:
         log.error("the resumed process exited with %d", resumed.returncode)
@@ -327,13 +357,17 @@ def run(args: argparse.Namespace, workdir: Path) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--remote", choices=["local", "s3"], default="local",
                         help="where the dataset lives: a local folder, or a bucket of a moto S3 server")
-    parser.add_argument("--samples", type=int, default=40_000)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=40_000, help="samples in the training dataset")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per batch")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
-    parser.add_argument("--workdir", type=Path, help="keep the remote, cache and checkpoint here")
+    parser.add_argument("--workdir", type=Path,  # "%(default).0s": no "(default: None)" appended
+                        help="keep the remote, cache and checkpoint here (default: a temporary folder, "
+                        "removed at the end)%(default).0s")
     parser.add_argument("--resume-from", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -352,7 +386,7 @@ def main() -> None:
             stop(server)
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
-    log.info("demo %s in %.1f s", "passed" if ok else "FAILED", time.perf_counter() - started)
+    say(f"demo {'passed' if ok else 'FAILED'} in {time.perf_counter() - started:.1f} s")
     sys.exit(0 if ok else 1)
 
 

@@ -42,7 +42,14 @@ class Package:
 
     def installed_requirements(self) -> tuple[str, ...]:
         """Its requirements in the dev environment: the dependencies and those of ``install_extra``."""
-        extra = self.install_extra
+        return self.requirements(self.install_extra)
+
+    def requirements(self, extra: str | None) -> tuple[str, ...]:
+        """Its dependencies and those of ``extra`` (none when ``None``); an unknown extra is an error."""
+        if extra is not None and extra not in self.extras:
+            raise ValueError(
+                f"{self.path}/pyproject.toml declares no extra {extra!r}; it has {sorted(self.extras)}"
+            )
         return self.dependencies + (self.extras[extra] if extra else ())
 
 

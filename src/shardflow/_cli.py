@@ -1,4 +1,5 @@
-"""The ``shardflow`` command: ``inspect`` a dataset, ``cache status`` / ``cache clean`` a local cache folder.
+"""The ``shardflow`` command: ``inspect`` a dataset, ``cache status`` / ``cache clean`` a local cache folder,
+``plan`` an epoch (``shardflow.plan``'s command, handed every argument after ``plan``).
 
 Run as ``shardflow ...`` (the meta-package's console script) or ``python -m shardflow ...``. The packages
 each command needs are imported inside it, so ``import shardflow`` stays free of them. The command's own
@@ -498,6 +499,7 @@ def cache_status(path: str) -> dict[str, Any]:
         size += info.st_size
         disk += info.st_blocks * 512
     indexes = [_folder_status(scan, folder) for folder in scan.caches]
+    _flag_over_limit(indexes)
     return {
         "path": str(scan.root),
         "files": len(scan.files),
@@ -508,7 +510,27 @@ def cache_status(path: str) -> dict[str, Any]:
         "temporary_files": [_temp_entry(scan, file) for file in scan.temps],
         "locks": [_lock_entry(scan, file) for file in scan.locks],
         "limit": min((index["limit"]["bytes"] for index in indexes if index.get("limit")), default=None),
+        "over_limit": [index["folder"] for index in indexes if index["over_limit_bytes"]],
     }
+
+
+def _flag_over_limit(indexes: list[dict[str, Any]]) -> None:
+    """Set each index's ``over_limit_bytes``: how far the shards shardflow downloaded exceed its limit.
+
+    A dataset's limit is one budget over the folders of all its streams, and it writes the same record
+    (limit and pid) into each: folders with equal records are added up together. 0 when within the limit,
+    None without one.
+    """
+    used: dict[tuple[int, int], int] = {}
+    for index in indexes:
+        if index["limit"]:
+            key = (index["limit"]["bytes"], index["limit"]["pid"])
+            used[key] = used.get(key, 0) + index["bytes_downloaded"]
+    for index in indexes:
+        limit = index["limit"]
+        index["over_limit_bytes"] = (
+            None if not limit else max(0, used[(limit["bytes"], limit["pid"])] - limit["bytes"])
+        )
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -523,6 +545,12 @@ def _print_status(report: dict[str, Any]) -> None:
             else "none (no dataset set cache_limit here)"
         ),
     ]
+    if report["over_limit"]:
+        out.append(
+            f"OVER LIMIT  {_plural(len(report['over_limit']), 'cache folder')} above their cache_limit: "
+            "downloads in flight overshoot briefly; else a run without that limit filled them, and the next "
+            "run with it evicts down to it (or: shardflow cache clean --all)"
+        )
     if not report["indexes"]:
         out.append(f"indexes     none found (no folder with {CACHE_FOLDER}/ here)")
     for index in report["indexes"]:
@@ -550,6 +578,8 @@ def _print_status(report: dict[str, Any]) -> None:
             limit = index["limit"]
             state = "alive" if limit["pid_alive"] else "gone"
             out.append(f"  cache_limit {_size(limit['bytes'])}, set by pid {limit['pid']} ({state})")
+            if index["over_limit_bytes"]:
+                out.append(f"  OVER its cache_limit by {_size(index['over_limit_bytes'])}")
     for folder in report["not_caches"]:
         out.append(f"not a cache {os.path.join(folder, INDEX_BASENAME)} (no {CACHE_FOLDER}/: left alone)")
     temps = report["temporary_files"]
@@ -823,6 +853,15 @@ def parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("--dry-run", action="store_true", help="say what would be removed; remove nothing")
     clean.add_argument("--json", action="store_true", help="print a JSON object")
+
+    # shardflow.plan parses its own arguments (`shardflow plan --help`); it is imported only when run.
+    plan = commands.add_parser(
+        "plan",
+        help="simulate an epoch: downloads, cache use, stalls, smallest cache_limit (plan --help)",
+        add_help=False,
+        prefix_chars="\0",
+    )
+    plan.add_argument("arguments", nargs=argparse.REMAINDER)
     return cli
 
 
@@ -841,6 +880,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="shardflow: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "plan":
+        from shardflow.plan.cli import main as plan_main
+
+        return plan_main([*(["-v"] if args.verbose else []), *args.arguments], prog="shardflow plan")
     try:
         if args.command == "inspect":
             _emit(inspect_dataset(args.source, args.split), args.json, _print_inspect)

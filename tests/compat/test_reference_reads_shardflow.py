@@ -18,7 +18,7 @@ from PIL import Image
 
 from shardflow.format import CSVWriter, JSONWriter, MDSWriter, TSVWriter
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "reference"  # values.py
 sys.path.insert(0, str(FIXTURES))
 import values  # noqa: E402
 

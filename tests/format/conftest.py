@@ -17,12 +17,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir(shared_dir: Path) -> Path:
-    """``../shared/fixtures``: the read-only datasets written by mosaicml-streaming 0.13.0."""
-    return shared_dir / "fixtures"
-
-
-@pytest.fixture(scope="session")
 def values(fixtures_dir: Path) -> ModuleType:
     """The fixtures' ``values.py``: every reference sample as a pure function of its index."""
     spec = importlib.util.spec_from_file_location("shardflow_fixture_values", fixtures_dir / "values.py")

@@ -25,6 +25,7 @@ FACADE_EXEMPT = {
     "storage": "used through the writers' uploads and the dataset; users import shardflow.storage",
     "shuffle": "the dataset's sample-order engine; imported as shardflow.shuffle by those who need it",
     "convert": "mostly used as CLIs (python -m shardflow.convert.<name>); users import shardflow.convert",
+    "plan": "used as the `shardflow plan` command; users import shardflow.plan",
 }
 
 
@@ -128,3 +129,16 @@ def test_license_is_the_apache_license() -> None:
     text = (REPO / "LICENSE").read_text()
     assert text.lstrip().startswith("Apache License\n") and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_dev_install_extras_choose_the_lean_demo_environment() -> None:
+    dev_install = _script("dev_install")
+    extras = dev_install.parse_extras("format=images+xxhash,storage=s3", PACKAGES)
+    assert extras == {"format": ("images", "xxhash"), "storage": ("s3",)}
+    *_, last = dev_install.pip_commands(PACKAGES, extras)
+    paths = {package.name: package.path for package in PACKAGES}
+    assert f"{paths['format']}[images,xxhash]" in last and f"{paths['storage']}[s3]" in last
+    assert str(paths["dataset"]) in last and not any(arg.endswith("[all]") for arg in last)
+    for wrong in ("format=nope", "nope=all", "format"):
+        with pytest.raises(SystemExit, match="--extras"):
+            dev_install.parse_extras(wrong, PACKAGES)

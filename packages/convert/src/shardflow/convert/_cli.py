@@ -40,7 +40,8 @@ def parser(name: str, description: str) -> argparse.ArgumentParser:
         "--partitions",
         type=int,
         default=None,
-        help="partitions to split the input into (default: 4 per worker)",
+        help="partitions to split the input into (default: 4 per worker, fewer for an input smaller than "
+        "that many --size-limit: each partition writes shards of its own)",
     )
     out.add_argument("--resume", action="store_true", help="finish an interrupted conversion into --out")
     out.add_argument(

@@ -121,13 +121,46 @@ class Summary:
         reused = f", {self.reused} of {self.partitions} partitions reused" if self.reused else ""
         lines = [
             f"{name}: {self.samples} samples in {self.shards} shards, {self.bytes / 1e6:.1f} MB, to {out} "
-            f"in {self.seconds:.1f} s ({rate:,.0f} samples/s{skipped}{reused})"
+            f"in {format_seconds(self.seconds)} ({rate:,.0f} samples/s{skipped}{reused})"
         ]
         if self.read:
             lines.append(f"read{' by this run (not the reused partitions)' if self.reused else ''}:")
         for source, counts in self.read.items():
             lines.append(f"  {source}: " + ", ".join(f"{count:,} {kind}" for kind, count in counts.items()))
         return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    """A duration for people: ``"12 ms"``, ``"0.35 s"``, ``"4.2 s"``, ``"93 s"``."""
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+    return f"{seconds:.0f} s"
+
+
+def default_partitions(plan: Plan, options: Options) -> int:
+    """The partitions of a conversion without ``--partitions``: 4 per worker, fewer for a small input.
+
+    Each partition writes shards of its own, so a partition holding less than one ``size_limit`` of input
+    makes an under-full shard: the count is at most the input's bytes (its files as stored) over
+    ``size_limit``, at least 1. Without a size limit, or when an input's size is unknown, 4 per worker.
+    """
+    most = 4 * options.workers
+    limit = parse_size(options.size_limit) if options.size_limit is not None else None
+    if not limit:
+        return most
+    try:
+        stored = sum(os.path.getsize(name) for name in {unit.name for unit in plan.units})
+    except OSError:
+        return most
+    count = max(1, min(most, -(-stored // limit)))
+    if count < most:
+        logger.info(
+            "%d partition%s, not %d (4 per worker): the input is %.1f MB, --size-limit %.1f MB",
+            count, "" if count == 1 else "s", most, stored / 1e6, limit / 1e6,
+        )
+    return count
 
 
 @dataclass
@@ -225,7 +258,10 @@ def convert(converter: Converter, options: Options) -> Summary:
     current = _describe_run(converter, plan, options)  # reads the input: after the cheap checks
     if recorded is not None:
         _check_resume(target, recorded, current, options.partitions)
-    count = int(recorded["partitions"]) if recorded else options.partitions or 4 * options.workers
+    if recorded:
+        count = int(recorded["partitions"])
+    else:
+        count = options.partitions or default_partitions(plan, options)
     parts = split(plan.units, count)
     if recorded is None:
         target.write_json(PLAN_NAME, {**current, "partitions": count})
