@@ -18,7 +18,7 @@ PACKAGES = sorted(p for p in (REPO / "packages").iterdir() if (p / "pyproject.to
 # Modules that a package must not load at import time (ARCHITECTURE.md, "Who may import whom").
 HEAVY = {"torch", "numba", "boto3", "botocore", "google", "azure", "oci", "PIL"}
 SIBLINGS = {"shardflow.format", "shardflow.storage", "shardflow.shuffle", "shardflow.dataset",
-            "shardflow.convert"}
+            "shardflow.convert", "shardflow.plan"}
 # What each package may import eagerly, beyond itself: a new package needs a line here.
 ALLOWED = {
     "format": set(),
@@ -26,6 +26,7 @@ ALLOWED = {
     "shuffle": {"numba"},
     "dataset": {"torch", "numba", "shardflow.format", "shardflow.storage", "shardflow.shuffle"},
     "convert": {"shardflow.format"},
+    "plan": set(),  # format, storage, shuffle (numba) and matplotlib load when a plan runs
 }
 
 
