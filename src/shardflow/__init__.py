@@ -27,12 +27,30 @@ _LAZY: dict[str, str] = {
     "Stream": "shardflow.dataset",
     "StreamingDataLoader": "shardflow.dataset",
     "World": "shardflow.dataset",
+    "StreamingImageFolder": "shardflow.dataset",
+    "StreamingImageNet": "shardflow.dataset",
+    "StreamingCIFAR10": "shardflow.dataset",
+    "StreamingText": "shardflow.dataset",
+    "StreamingC4": "shardflow.dataset",
+    # A no-op kept for scripts written for mosaicml-streaming (shardflow keeps no named shared memory).
+    "clean_stale_shared_memory": "shardflow.dataset",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
 
 if TYPE_CHECKING:
-    from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
+    from shardflow.dataset import (
+        Stream,
+        StreamingC4,
+        StreamingCIFAR10,
+        StreamingDataLoader,
+        StreamingDataset,
+        StreamingImageFolder,
+        StreamingImageNet,
+        StreamingText,
+        World,
+        clean_stale_shared_memory,
+    )
     from shardflow.format import (
         CSVWriter,
         JSONWriter,

@@ -12,6 +12,7 @@ from shardflow.dataset.typed import (
     StreamingImageNet,
     StreamingText,
 )
+from shardflow.dataset.util import clean_stale_shared_memory
 from shardflow.dataset.world import World
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "StreamingC4",
     "BATCHING_METHODS",
     "default_cache_folder",
+    "clean_stale_shared_memory",
     "DatasetError",
     "DatasetConfigError",
     "StateDictError",

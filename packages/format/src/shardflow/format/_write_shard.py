@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -17,12 +18,12 @@ from shardflow.format._atomic import temp_path
 from shardflow.format._write_files import CHUNK_BYTES, HashingFile, SizeLog
 from shardflow.format._write_folder import load_existing, prepare_new
 from shardflow.format.compression import get_compressor
-from shardflow.format.errors import ShardTooLargeError
+from shardflow.format.errors import ShardTooLargeError, UnknownArgumentError
 from shardflow.format.hashing import hash_file_all, new_hasher
 from shardflow.format.index import INDEX_BASENAME, shard_files, write_index
 from shardflow.format.upload import Out, get_uploader, split_out
 
-__all__ = ["MAX_SHARD_BYTES", "ShardWriter", "parse_size"]
+__all__ = ["MAX_SHARD_BYTES", "ShardWriter", "config_field", "parse_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,15 @@ def parse_size(size: int | float | str | None) -> int | None:
         ) from None
 
 
+def config_field(key: str, doc: str) -> property:
+    """A read-only attribute that gives (a copy of) the field ``key`` of the writer's shard config."""
+
+    def get(self: ShardWriter) -> Any:
+        return copy.deepcopy(self._config[key])
+
+    return property(get, doc=doc)
+
+
 class ShardWriter:
     """Writes a dataset as numbered shards plus ``index.json``; subclasses define the shard format.
 
@@ -73,11 +83,17 @@ class ShardWriter:
     previous complete one; with a remote ``out`` it is handed to the uploader only after its ``wait()``
     (see :mod:`shardflow.format.upload`).
 
-    Subclasses set :attr:`format` and :attr:`_per_sample`, fill ``columns`` for the shard config, and
-    implement :meth:`_encode`, :meth:`_start_data` and :meth:`_finish_files`.
+    Subclasses set :attr:`format` and :attr:`_per_sample`, fill ``columns`` for the shard config, set
+    ``_columns`` (the column map as the user gave it), and implement :meth:`_encode`,
+    :meth:`_start_data` and :meth:`_finish_files`.
+
+    The configuration reads under mosaicml-streaming's names: :meth:`get_config`, ``compression``,
+    ``hashes``, ``size_limit``, ``keep_local``, ``local``, ``remote``, ``shards``, ``columns`` and the
+    format's column fields (read-only: a writer's configuration is fixed when it is created).
     """
 
     format: ClassVar[str] = ""
+    _columns: dict[str, str]  # Set by the subclass: the column map as given.
     # Bytes each sample adds to a shard beyond its encoding (an MDS offset-table entry).
     _per_sample: ClassVar[int] = 0
 
@@ -95,7 +111,15 @@ class ShardWriter:
         retry: int = 2,
         exist_ok: bool = False,
         mode: str = "create",
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            name = type(self).__name__
+            raise UnknownArgumentError(
+                f"{name} got unknown argument(s) {sorted(unknown)}: the writers take out, keep_local, "
+                "compression, hashes, size_limit, progress_bar, max_workers, retry, exist_ok and mode, "
+                f"plus their format's own (see help({name})); fix or remove the name"
+            )
         self._compressor = get_compressor(compression) if compression else None
         self._hashes = sorted(set(hashes or []))
         for algo in self._hashes:
@@ -117,7 +141,7 @@ class ShardWriter:
             **columns,
         }
         self._keep_local = keep_local
-        local, _ = split_out(out)
+        local, self._remote = split_out(out)
         if local is None and mode == "append":
             raise ValueError(f"out={out!r}: appending needs the dataset's local copy: pass (local, url)")
         self._uploader = get_uploader(out, progress_bar=progress_bar, max_workers=max_workers, retry=retry)
@@ -156,6 +180,50 @@ class ShardWriter:
         self._sizes: SizeLog | None = None
         self._buffer = self._parts.append
         self._log_size: Callable[[int], None] = _no_shard_open  # Bound to the shard's SizeLog when open.
+
+    # -- the configuration, under mosaicml-streaming's names ---------------------------------------------
+
+    compression = config_field("compression", "The compression name as given (``'zstd:7'``), or None.")
+    hashes = config_field("hashes", "The hash algorithms recorded for every file, sorted.")
+    size_limit = config_field("size_limit", "The shard size limit in bytes, or None for one shard.")
+
+    def get_config(self) -> dict[str, Any]:
+        """The configuration fields every index entry of this writer carries (a copy).
+
+        Returns:
+            ``version``, ``format``, ``compression``, ``hashes``, ``size_limit`` and the format's
+            column fields: what mosaicml-streaming's ``get_config()`` returns for the same arguments.
+        """
+        return copy.deepcopy(self._config)
+
+    @property
+    def columns(self) -> dict[str, str]:
+        """Column name to encoding, as given."""
+        return dict(self._columns)
+
+    @property
+    def keep_local(self) -> bool:
+        """Whether the local files stay after an upload."""
+        return self._keep_local
+
+    @property
+    def local(self) -> str:
+        """The local folder the files are written to (a temporary one for a bare remote ``out``)."""
+        return str(self._local)
+
+    @property
+    def remote(self) -> str | None:
+        """The remote URL the files are uploaded to, or None."""
+        return self._remote
+
+    @property
+    def shards(self) -> list[dict[str, Any]]:
+        """The index entries of the finished shards, in index order (a copy).
+
+        With ``mode='append'`` the dataset's earlier shards come first. A shard being compressed in the
+        background is listed once it is done; after :meth:`finish`, every shard is.
+        """
+        return copy.deepcopy([*self._old_shards, *self._shards])
 
     # -- the hooks of a format -----------------------------------------------------------------------------
 

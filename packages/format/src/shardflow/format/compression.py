@@ -449,13 +449,14 @@ def _collect() -> dict[str, Compressor]:
 _COMPRESSORS = _collect()
 
 
-def get_compressions() -> list[str]:
-    """List the compression names: each family (``'zstd'``) and each of its levels (``'zstd:7'``).
+def get_compressions() -> set[str]:
+    """The compression names: each family (``'zstd'``) and each of its levels (``'zstd:7'``).
 
     Returns:
-        The sorted names. ``br`` and ``snappy`` need the ``brotli`` / ``snappy`` extras.
+        A new set of the names, as mosaicml-streaming returns them. ``br`` and ``snappy`` need the
+        ``brotli`` / ``snappy`` extras.
     """
-    return sorted(_COMPRESSORS)
+    return set(_COMPRESSORS)
 
 
 def is_compression(name: str | None) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from shardflow.format._deps import require
-from shardflow.format.errors import EncodingError, ShardFormatError, UnknownNameError
+from shardflow.format.errors import EncodingError, EncodingTypeError, ShardFormatError, UnknownNameError
 
 __all__ = [
     "Codec",
@@ -74,8 +74,8 @@ def _describe(obj: Any) -> str:
     return f"{type(obj).__name__} {reprlib.repr(obj)}"
 
 
-def _mismatch(expected: str, obj: Any) -> EncodingError:
-    return EncodingError(f"expected {expected}, got {_describe(obj)}")
+def _mismatch(expected: str, obj: Any) -> EncodingTypeError:
+    return EncodingTypeError(f"expected {expected}, got {_describe(obj)}")
 
 
 def _pil_image() -> ModuleType:
@@ -538,7 +538,9 @@ class _JSON(Codec):
         try:
             return json.dumps(obj).encode("utf-8")
         except (TypeError, ValueError) as exc:
-            raise EncodingError(f"expected a JSON-serializable value, got {_describe(obj)}: {exc}") from exc
+            # TypeError: a type json cannot write (the reference's TypeError); ValueError: a circular value
+            error = EncodingTypeError if isinstance(exc, TypeError) else EncodingError
+            raise error(f"expected a JSON-serializable value, got {_describe(obj)}: {exc}") from exc
 
     def decode(self, buf: Buffer) -> Any:
         return json.loads(str(buf, "utf-8"))
@@ -619,13 +621,13 @@ def get_codec(encoding: str) -> Codec:
     return codec
 
 
-def get_mds_encodings() -> list[str]:
-    """List the MDS encoding names (``ndarray`` also takes ``:<dtype>[:<shape>]``).
+def get_mds_encodings() -> set[str]:
+    """The MDS encoding names (``ndarray`` also takes ``:<dtype>[:<shape>]``).
 
     Returns:
-        The sorted names.
+        A new set of the names, as mosaicml-streaming returns them.
     """
-    return sorted(_FACTORIES)
+    return set(_FACTORIES)
 
 
 def is_mds_encoding(encoding: str) -> bool:

@@ -34,13 +34,13 @@ class Hasher(Protocol):
         """The hash of all the bytes added so far, in lowercase hex."""
 
 
-def get_hashes() -> list[str]:
-    """List the supported hash names (the xxhash ones need ``pip install 'shardflow-format[xxhash]'``).
+def get_hashes() -> set[str]:
+    """The supported hash names (the xxhash ones need ``pip install 'shardflow-format[xxhash]'``).
 
     Returns:
-        The sorted names.
+        A new set of the names, as mosaicml-streaming returns them.
     """
-    return sorted(_HASHLIB_NAMES + _XXHASH_NAMES)
+    return set(_HASHLIB_NAMES + _XXHASH_NAMES)
 
 
 def is_hash(name: str | None) -> bool:
@@ -60,7 +60,7 @@ def _constructor(name: str) -> Callable[[], Hasher]:
         return getattr(hashlib, name)
     if name in _XXHASH_NAMES:
         return getattr(require("xxhash", "xxhash", f"hash {name!r}"), name)
-    raise UnknownNameError(f"unknown hash {name!r}; valid hashes: {', '.join(get_hashes())}")
+    raise UnknownNameError(f"unknown hash {name!r}; valid hashes: {', '.join(sorted(get_hashes()))}")
 
 
 def new_hasher(name: str) -> Hasher:

@@ -17,7 +17,7 @@ from shardflow.format._atomic import write_atomic
 from shardflow.format._text_encodings import TEXT_ENCODINGS
 from shardflow.format.compression import is_compression
 from shardflow.format.encodings import get_mds_encoded_size, is_mds_encoding
-from shardflow.format.errors import IndexFormatError
+from shardflow.format.errors import IndexDecodeError, IndexFormatError
 
 if TYPE_CHECKING:
     from shardflow.format.merge import merge_index
@@ -248,8 +248,9 @@ def read_index(path: PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: There is no index at ``path``.
-        IndexFormatError: The file is not valid JSON (corrupt or truncated) or breaks one of the rules
-            above; the message names the file, the shard and the field.
+        IndexFormatError: The file is not valid JSON (corrupt or truncated: an IndexDecodeError, also a
+            ``json.JSONDecodeError``) or breaks one of the rules above; the message names the file, the
+            shard and the field.
     """
     path = Path(path)
     if path.is_dir():
@@ -266,9 +267,12 @@ def _load_index(path: Path, source: str | Path) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except json.JSONDecodeError as err:
-        raise IndexFormatError(
+        raise IndexDecodeError(
             f"{source}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}): the file is "
-            "corrupt or truncated; rewrite the dataset or restore index.json from a good copy"
+            "corrupt or truncated; rewrite the dataset or restore index.json from a good copy",
+            err.doc,
+            err.pos,
+            err.msg,
         ) from None
     except UnicodeDecodeError as err:
         raise IndexFormatError(f"{source}: not UTF-8 text ({err.reason}): the file is corrupt") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
@@ -66,7 +67,8 @@ class LocalDataset:
     ) -> None:
         if validate_hash is not None and not is_hash(validate_hash):
             raise UnknownNameError(
-                f"validate_hash={validate_hash!r} is not a known hash; use one of {get_hashes()} or None"
+                f"validate_hash={validate_hash!r} is not a known hash; use one of "
+                f"{sorted(get_hashes())} or None"
             )
         self.local = local
         self.split = split
@@ -113,6 +115,15 @@ class LocalDataset:
         k = bisect_right(self._starts, i) - 1
         get = self._gets[k] or self._getter(k)
         return get(i - self._starts[k])
+
+    def get_item(self, sample_id: int) -> dict[str, Any]:
+        """The sample ``sample_id``: mosaicml-streaming's name for ``dataset[sample_id]``.
+
+        Raises:
+            IndexError: ``sample_id`` is out of range.
+            TypeError: ``sample_id`` is not an integer.
+        """
+        return self._get(operator.index(sample_id))
 
     def __getitem__(self, at: int | slice | Sequence[Any] | np.ndarray) -> Any:
         """Get a sample by index (negative counts from the end), or a list of samples.

@@ -230,7 +230,8 @@ class ShardReader:
     ) -> None:
         if validate_hash is not None and not is_hash(validate_hash):
             raise UnknownNameError(
-                f"validate_hash={validate_hash!r} is not a known hash; use one of {get_hashes()} or None"
+                f"validate_hash={validate_hash!r} is not a known hash; use one of "
+                f"{sorted(get_hashes())} or None"
             )
         if not shard.entry:
             raise ValueError(f"shard {shard.basename} has no index entry: get shards from read_shards()")

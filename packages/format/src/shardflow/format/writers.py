@@ -13,9 +13,9 @@ from shardflow.format._atomic import temp_path
 from shardflow.format._layout import head_chunks, header_size
 from shardflow.format._text_encodings import get_text_type
 from shardflow.format._write_files import HashingFile, SizeLog
-from shardflow.format._write_shard import ShardWriter
+from shardflow.format._write_shard import ShardWriter, config_field
 from shardflow.format.encodings import Codec, get_codec
-from shardflow.format.errors import EncodingError, ShardTooLargeError, UnknownNameError
+from shardflow.format.errors import EncodingError, EncodingTypeError, ShardTooLargeError, UnknownNameError
 from shardflow.format.upload import Out
 
 __all__ = ["MDSWriter", "JSONWriter", "XSVWriter", "CSVWriter", "TSVWriter"]
@@ -35,7 +35,16 @@ _WRITER_ARGS = """
             one), ``max_workers`` and ``retry`` (passed to the uploader), ``exist_ok`` (bool: replace the
             dataset in a non-empty folder instead of raising; files that are not the dataset's stay),
             ``mode`` (``'create'``, the default, or ``'append'``: add shards to the dataset in ``out``,
-            whose format and columns must match).
+            whose format and columns must match). Another name raises UnknownArgumentError, both a
+            ``TypeError`` and a ``ValueError``.
+
+    Raises:
+        EncodingTypeError: From :meth:`write`, for a value of the wrong type (also an ``AttributeError``
+            and a ``TypeError``, as mosaicml-streaming raises); other unfit values raise EncodingError.
+
+    The configuration reads under mosaicml-streaming's names (read-only): ``get_config()``, ``columns``,
+    ``compression``, ``hashes``, ``size_limit``, ``keep_local``, ``local``, ``remote``, ``shards`` (the
+    index entries of the finished shards) and the format's column fields.
 """
 
 
@@ -67,9 +76,10 @@ class _SampleCheck:
         for name, encoding, encode in self.steps:
             try:
                 encode(sample[name])
-            except Exception as err:  # Any failure of a codec becomes a located EncodingError
-                detail = str(err) if isinstance(err, EncodingError) else f"{type(err).__name__}: {err}"
-                return EncodingError(f"column {name!r} ({encoding}) of {where}: {detail}")
+            except EncodingError as err:  # Located, and of the same class (a wrong type stays one)
+                return type(err)(f"column {name!r} ({encoding}) of {where}: {err}")
+            except Exception as err:  # Any other failure of a codec becomes a located EncodingError
+                return EncodingError(f"column {name!r} ({encoding}) of {where}: {type(err).__name__}: {err}")
         return EncodingError(f"{where} could not be encoded: {cause!r}")
 
 
@@ -97,6 +107,9 @@ class MDSWriter(ShardWriter):
 
     format = "mds"
     _per_sample = 4
+    column_names = config_field("column_names", "The column names, sorted.")
+    column_encodings = config_field("column_encodings", "The encoding of each of ``column_names``.")
+    column_sizes = config_field("column_sizes", "The fixed byte size of each column's values, or None.")
 
     def __init__(
         self,
@@ -113,6 +126,7 @@ class MDSWriter(ShardWriter):
             raise ValueError("columns is empty: name at least one column and its encoding")
         names = sorted(columns)
         codecs = [_resolve_codec(name, columns[name]) for name in names]
+        self._columns = dict(columns)
         super().__init__(
             out=out,
             columns={
@@ -226,6 +240,8 @@ class MDSWriter(ShardWriter):
 class _SplitWriter(ShardWriter):
     """A text format: each shard is a data file of lines plus a ``.meta`` file of offsets and config."""
 
+    newline = config_field("newline", "Written after every line.")
+
     def __init__(self, *, config: dict[str, Any], steps: list[tuple[str, str, type]], **kwargs: Any) -> None:
         super().__init__(columns=config, **kwargs)
         self._config_bytes = json.dumps(self._config, sort_keys=True).encode("utf-8")
@@ -283,7 +299,7 @@ def _picker(indices: list[int]) -> Callable[[list[int]], Sequence[int]]:
 def _type_checker(kind: type) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         if not isinstance(value, kind):
-            raise EncodingError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
+            raise EncodingTypeError(f"expected {kind.__name__}, got {type(value).__name__} {value!r}")
 
     return check
 
@@ -327,6 +343,7 @@ class JSONWriter(_SplitWriter):
             size_limit=size_limit,
             **kwargs,
         )
+        self._columns = dict(columns)
         self._newline = newline
 
     def _encode(self, sample: dict[str, Any]) -> bytes:
@@ -346,6 +363,8 @@ class XSVWriter(_SplitWriter):
     """
 
     format = "xsv"
+    column_names = config_field("column_names", "The column names, sorted.")
+    column_encodings = config_field("column_encodings", "The encoding of each of ``column_names``.")
 
     def __init__(
         self,
@@ -380,8 +399,14 @@ class XSVWriter(_SplitWriter):
             size_limit=size_limit,
             **kwargs,
         )
+        self._columns = dict(columns)
         self._separator = separator
         self._newline = newline
+
+    @property  # CSVWriter and TSVWriter fix it as a class attribute
+    def separator(self) -> str:
+        """Put between the values of a line."""
+        return self._separator
 
     def _header(self) -> bytes:
         return (self._separator.join(self._names) + self._newline).encode("utf-8")
