@@ -15,10 +15,17 @@ Run as ``python _dataset_rank.py CONFIG_JSON``; the test modules start one per r
 - ``state_in``: a JSON file of a state dict to resume from before iterating;
 - ``wait_for``: a file to wait for (created by the test) before iterating;
 - ``check_values``: compare every sample's columns with how the test wrote them;
+- ``epochs``: iterate this many epochs (default 1; ``batches`` is the first, ``epochs`` all of them);
+- ``sync_epochs``: after each epoch, ``all_reduce`` the samples yielded (as a trainer's collectives, which
+  hang when ranks disagree on the epoch's length) into ``totals``;
+- ``plain``: iterate torch's own ``DataLoader`` (``batch_size``, ``workers``) instead of StreamingDataLoader;
+- ``context``, ``persistent``: the loader's ``multiprocessing_context`` and ``persistent_workers``;
+- ``build_before_init``: construct the dataset before ``init_process_group`` (report ``len_before``);
 - ``try_worlds``: instead of iterating, construct a dataset with each ``[rank, world_size, local_rank,
   local_world_size]`` override and report which constructions raised what;
 - ``out``: where the JSON report goes (``{rank}`` is replaced by ``RANK``): ``batches`` (each batch's ids),
-  ``world``, ``state``, ``bad``, ``cache`` (the rank process's ``cache_stats()``).
+  ``world``, ``state``, ``bad``, ``cache`` (the rank process's ``cache_stats()``), ``len``, ``totals``
+  (per epoch, the fewest and most samples any rank yielded).
 """
 
 from __future__ import annotations
@@ -135,20 +142,20 @@ def main() -> int:
     from shardflow.dataset import DatasetConfigError, StreamingDataLoader, StreamingDataset, World
 
     mode = config["mode"]
-    if mode == "gloo":
-        import torch.distributed as dist
-
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://127.0.0.1:{config['port']}",
-            rank=config["rank"],
-            world_size=config["world_size"],
-        )
-    elif mode == "torchrun":
-        import torch.distributed as dist
-
-        dist.init_process_group("gloo")
     report: dict = {"pid": os.getpid()}
+
+    def init() -> None:
+        import torch.distributed as dist
+
+        if mode == "gloo":
+            dist.init_process_group(
+                "gloo",
+                init_method=f"tcp://127.0.0.1:{config['port']}",
+                rank=config["rank"],
+                world_size=config["world_size"],
+            )
+        elif mode == "torchrun":
+            dist.init_process_group("gloo")
 
     def make(world: World | None) -> StreamingDataset:
         return StreamingDataset(
@@ -162,6 +169,11 @@ def main() -> int:
             **{k: config[k] for k in ("cache_limit", "predownload", "shuffle_block_size") if k in config},
         )
 
+    early = None
+    if config.get("build_before_init"):
+        early = make(None)
+        report["len_before"] = len(early)
+    init()
     if config.get("try_worlds"):
         results = []
         for values in config["try_worlds"]:
@@ -181,32 +193,45 @@ def main() -> int:
                 config["local_world_size"],
             )
             world = World(rank=r, world_size=n, local_rank=lr, local_world_size=lws)
-        dataset = make(world)
+        dataset = early if early is not None else make(world)
         w = dataset.world
         report["world"] = [w.rank, w.world_size, w.local_rank, w.local_world_size]
-        loader = StreamingDataLoader(dataset, batch_size=config["batch_size"], num_workers=config["workers"])
+        report["len"] = len(dataset)
+        options = {"batch_size": config["batch_size"], "num_workers": config["workers"]}
+        if config.get("context"):
+            options["multiprocessing_context"] = config["context"]
+        if config.get("persistent"):
+            options["persistent_workers"] = True
+        if config.get("plain"):
+            from torch.utils.data import DataLoader
+
+            loader = DataLoader(dataset, **options)
+        else:
+            loader = StreamingDataLoader(dataset, **options)
         if config.get("state_in"):
             loader.load_state_dict(json.loads(Path(config["state_in"]).read_text()))
         wait_for = config.get("wait_for")
         if wait_for:
             while not os.path.exists(wait_for):  # the parent's own timeout ends a wait that never ends
                 time.sleep(0.02)
-        batches: list[list[int]] = []
+        epochs: list[list[list[int]]] = []
         bad: list[int] = []
         stop_after = config.get("stop_after")
-        for batch in loader:
-            ids = batch["id"].tolist()
-            batches.append(ids)
-            if config.get("check_values"):
-                tokens = batch["tokens"].numpy()
-                for row, (i, text) in enumerate(zip(ids, batch["text"], strict=True)):
-                    want_tokens, want_text = expected_sample(i)
-                    if text != want_text or not np.array_equal(tokens[row], np.array(want_tokens, np.uint16)):
-                        bad.append(i)
-            if stop_after is not None and len(batches) == stop_after:
-                report["state"] = loader.state_dict()
-                break
-        report["batches"] = batches
+        for _ in range(config.get("epochs", 1)):
+            batches: list[list[int]] = []
+            epochs.append(batches)
+            for batch in loader:
+                ids = batch["id"].tolist()
+                batches.append(ids)
+                if config.get("check_values"):
+                    bad.extend(wrong_values(batch, ids))
+                if stop_after is not None and len(batches) == stop_after:
+                    report["state"] = loader.state_dict()
+                    break
+            if config.get("sync_epochs"):
+                report.setdefault("totals", []).append(all_ranks_range(sum(map(len, batches))))
+        report["batches"] = epochs[0]
+        report["epochs"] = epochs
         report["bad"] = bad
         report["cache"] = dataset.cache_stats()
     Path(config["out"].replace("{rank}", os.environ.get("RANK", "0"))).write_text(json.dumps(report))
@@ -215,6 +240,28 @@ def main() -> int:
 
         dist.destroy_process_group()
     return 0
+
+
+def wrong_values(batch: dict, ids: list[int]) -> list[int]:
+    """The ids of a batch whose columns differ from how the test wrote them."""
+    tokens = batch["tokens"].numpy()
+    bad = []
+    for row, (i, text) in enumerate(zip(ids, batch["text"], strict=True)):
+        want_tokens, want_text = expected_sample(i)
+        if text != want_text or not np.array_equal(tokens[row], np.array(want_tokens, np.uint16)):
+            bad.append(i)
+    return bad
+
+
+def all_ranks_range(count: int) -> list[int]:
+    """The fewest and the most of ``count`` over the ranks (two all_reduce calls, as a trainer would make)."""
+    import torch
+    import torch.distributed as dist
+
+    low, high = torch.tensor([count]), torch.tensor([count])
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return [int(low), int(high)]
 
 
 if __name__ == "__main__":

@@ -5,12 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shardflow.dataset import DatasetConfigError, Stream, StreamingDataset, World
-from shardflow.dataset._units import parse_bytes
+from shardflow.dataset._units import format_bytes, parse_bytes
 from shardflow.format import IndexFormatError, ShardMissingError
 from shardflow.shuffle import ShuffleError
+
+from .conftest import write_tokens
 
 
 def test_missing_local_folder_without_remote(tmp_path: Path) -> None:
@@ -120,6 +123,8 @@ def test_world_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("512kb", 512 * 1024),
         ("77b", 77),
         ("9", 9),
+        ("1,234,567 bytes", 1234567),
+        ("1,234,567", 1234567),
     ],
 )
 def test_cache_limit_parses_as_the_reference(given, expected) -> None:
@@ -131,7 +136,27 @@ def test_cache_limit_is_kept_by_the_dataset(tokens_remote: Path, tmp_path: Path)
     assert ds.cache_limit == 1536 * 1024
 
 
-@pytest.mark.parametrize("given", ["lots", "10 parsecs", "5k", -1])
+def test_the_smallest_workable_cache_limit_is_accepted_as_printed(tmp_path: Path) -> None:
+    remote = write_tokens(tmp_path / "remote", 300, size_limit=7000)  # shards whose size rounds down in kb
+    with pytest.raises(DatasetConfigError, match=r"smallest workable limit is ([\d,]+ bytes) \((\S+)\)") as e:
+        StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"), cache_limit="1kb")
+    message = str(e.value)
+    printed = message.split("smallest workable limit is ")[1].split(" (")[0]  # "13,948 bytes"
+    human = message.split(printed + " (")[1].split(")")[0]  # "13.63kb": rounded up
+    smallest = int(printed.split()[0].replace(",", ""))
+    assert parse_bytes("cache_limit", f"{smallest / 1024:.4g}kb") < smallest  # rounding to nearest: too small
+    for given in (smallest, printed, printed.split()[0], human):
+        StreamingDataset(remote=str(remote), local=str(tmp_path / "cache"), cache_limit=given)
+
+
+def test_sizes_rounded_up_for_a_person_parse_back_to_no_less() -> None:
+    rng = np.random.default_rng(5)
+    for count in [1023, 1024, 1025, 12_300, 1_048_575, *rng.integers(1, 1 << 50, 2000).tolist()]:
+        text = format_bytes(count, round_up=True)
+        assert count <= parse_bytes("cache_limit", text) <= count * 1.001, (count, text)
+
+
+@pytest.mark.parametrize("given", ["lots", "10 parsecs", "5k", -1, "1,5gb", "12,34"])
 def test_cache_limit_that_is_not_a_size(tokens_remote: Path, tmp_path: Path, given) -> None:
     with pytest.raises(DatasetConfigError, match="cache_limit="):
         StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=given)

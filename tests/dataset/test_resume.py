@@ -176,7 +176,44 @@ def test_a_state_dict_of_the_reference_resumes_here(
     loader = StreamingDataLoader(ds, batch_size=10)
     loader.load_state_dict(state)
     assert _take(loader, None) == list(range(370, 1000))
-    assert loader.state_dict() == {**state, "sample_in_epoch": 1000}
+    assert loader.state_dict() == {**state, "sample_in_epoch": 1000, "global_batch_size": 10}
+
+
+OURS_IN_REFERENCE_SCRIPT = """
+import json, sys
+from streaming import StreamingDataLoader, StreamingDataset
+remote, local, state_path, out_path = sys.argv[1:5]
+ds = StreamingDataset(remote=remote, local=local, shuffle=False, batch_size=10)
+loader = StreamingDataLoader(ds, batch_size=10, num_workers=0)
+loader.load_state_dict(json.load(open(state_path)))
+json.dump([i for batch in loader for i in batch["id"].tolist()], open(out_path, "w"))
+"""
+
+
+def test_a_state_dict_of_ours_resumes_in_the_reference(
+    tokens_remote: Path, tmp_path: Path, reference_python: Path
+) -> None:
+    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path / "ours"), shuffle=False)
+    loader = StreamingDataLoader(ds, batch_size=10, num_workers=2)
+    assert _take(loader, 37) == list(range(370))
+    state = loader.state_dict()
+    assert state is not None and state["global_batch_size"] == 10  # an extra key, which the reference ignores
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    args = [
+        str(tokens_remote),
+        str(tmp_path / "ref-cache"),
+        str(tmp_path / "state.json"),
+        str(tmp_path / "out"),
+    ]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    subprocess.run(
+        [str(reference_python), "-c", OURS_IN_REFERENCE_SCRIPT, *args],
+        check=True,
+        timeout=300,
+        env=env,
+        capture_output=True,
+    )
+    assert json.loads((tmp_path / "out").read_text()) == list(range(370, 1000))
 
 
 @pytest.mark.parametrize(

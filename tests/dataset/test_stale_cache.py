@@ -194,7 +194,8 @@ def upload(server: ServerProcess, folder: Path, prefix: str) -> None:
 def test_s3_rewritten_remote_and_requests_when_nothing_changed(
     moto: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    credentials = {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in credentials.items():
         monkeypatch.setenv(name, value)
     local = str(tmp_path / "cache")
     remote = f"s3://{BUCKET}/stale"

@@ -2,7 +2,13 @@
 
 from shardflow.dataset._version import __version__
 from shardflow.dataset.dataset import BATCHING_METHODS, StreamingDataset
-from shardflow.dataset.errors import DatasetConfigError, DatasetError, ShardWaitTimeout, StateDictError
+from shardflow.dataset.errors import (
+    DatasetConfigError,
+    DatasetError,
+    EpochLedgerError,
+    ShardWaitTimeout,
+    StateDictError,
+)
 from shardflow.dataset.loader import StreamingDataLoader
 from shardflow.dataset.stream import Stream, default_cache_folder
 from shardflow.dataset.typed import (
@@ -32,5 +38,6 @@ __all__ = [
     "DatasetError",
     "DatasetConfigError",
     "StateDictError",
+    "EpochLedgerError",
     "ShardWaitTimeout",
 ]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 
@@ -10,11 +13,17 @@ from shardflow.dataset.errors import DatasetConfigError
 
 __all__ = ["parse_count", "parse_bytes", "format_bytes"]
 
-_NUMBER = r"^\s*(\d+(?:\.\d+)?)\s*"
+_NUMBER = r"^\s*(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*"  # whole numbers may group digits: "1,234,567"
 _COUNT = re.compile(_NUMBER + r"([kmbt]?)\s*$", re.IGNORECASE)
 _COUNT_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
-_BYTES = re.compile(_NUMBER + r"([kmgtpezy]?b?)\s*$", re.IGNORECASE)
-_BYTE_UNITS = {"": 1, "b": 1, **{f"{unit}b": 1024 ** (k + 1) for k, unit in enumerate("kmgtpezy")}}
+_BYTES = re.compile(_NUMBER + r"([kmgtpezy]?b?|bytes?)\s*$", re.IGNORECASE)
+_BYTE_UNITS = {
+    "": 1,
+    "b": 1,
+    "byte": 1,
+    "bytes": 1,
+    **{f"{unit}b": 1024 ** (k + 1) for k, unit in enumerate("kmgtpezy")},
+}
 
 
 def _parse(
@@ -30,7 +39,8 @@ def _parse(
     match = pattern.match(value) if isinstance(value, str) else None
     if match is None or match.group(2).lower() not in units:
         raise DatasetConfigError(f"{name}={value!r} must be {forms}")
-    return int(float(match.group(1)) * units[match.group(2).lower()])
+    number = Decimal(match.group(1).replace(",", ""))  # exact: no float rounding
+    return int(number * units[match.group(2).lower()])
 
 
 def parse_count(name: str, value: int | str | None) -> int | None:
@@ -43,7 +53,8 @@ def parse_count(name: str, value: int | str | None) -> int | None:
 
 
 def parse_bytes(name: str, value: int | str | None) -> int | None:
-    """A byte size given as an int or a string such as ``"512mb"`` or ``"1.5gb"`` (powers of 1024).
+    """A byte size given as an int or a string such as ``"512mb"``, ``"1.5gb"`` (powers of 1024) or
+    ``"1,234,567 bytes"`` (as errors print sizes).
 
     Raises:
         DatasetConfigError: Anything else, or a negative size.
@@ -53,10 +64,18 @@ def parse_bytes(name: str, value: int | str | None) -> int | None:
     )
 
 
-def format_bytes(count: int) -> str:
-    """``count`` bytes for a person, in the units :func:`parse_bytes` reads (e.g. ``"1.5mb"``)."""
+def format_bytes(count: int, round_up: bool = False) -> str:
+    """``count`` bytes for a person, in the units :func:`parse_bytes` reads (e.g. ``"1.5mb"``), to 4
+    significant digits; with ``round_up``, never less than ``count`` (:func:`parse_bytes` reads it back as
+    ``count`` or a little more), for limits a person passes back."""
     for unit in ("tb", "gb", "mb", "kb"):
         scale = _BYTE_UNITS[unit]
         if count >= scale:
-            return f"{count / scale:.4g}{unit}"
+            if not round_up:
+                return f"{count / scale:.4g}{unit}"
+            value = Fraction(count, scale)
+            decimals = max(0, 4 - len(str(int(value))))
+            step = Fraction(1, 10**decimals)
+            text = f"{float(math.ceil(value / step) * step):.{decimals}f}"
+            return (text.rstrip("0").rstrip(".") if decimals else text) + unit
     return f"{count}b"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import resource
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._bundles import batches_per_bundle, bundle
 from shardflow.dataset._cache import NodeCache, footprint
+from shardflow.dataset._epochs import EpochLedger
 from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
 from shardflow.dataset._units import format_bytes, parse_bytes, parse_count
@@ -139,8 +141,11 @@ class StreamingDataset(IterableDataset):
         self.validate_hash = validate_hash
         self.keep_zip = keep_zip
         self.epoch_size_arg = parse_count("epoch_size", epoch_size)
+        self._predownload_arg = predownload
         self.predownload = predownload if predownload is not None else (8 * batch_size if batch_size else 64)
+        self._cache_limit_arg = cache_limit
         self.cache_limit = parse_bytes("cache_limit", cache_limit)
+        self._limit_checked: tuple[World, int] | None = None  # the world and predownload it was checked for
         self.sampling_method = sampling_method
         self.sampling_granularity = sampling_granularity
         self.partition_algo = partition_algo
@@ -182,19 +187,13 @@ class StreamingDataset(IterableDataset):
             epoch_size=self.epoch_size_arg,
             seed=shuffle_seed,
         )
-        rank_world = self.world
         self.initial_physical_nodes: int | None = None
-        self.num_canonical_nodes = (
-            num_canonical_nodes
-            if num_canonical_nodes is not None
-            else default_num_canonical_nodes(shuffle_algo, rank_world.num_nodes)
-        )
-        self._order = self._make_order()
+        self._canonical_nodes = num_canonical_nodes  # None: the default for the world in force
+        self._handed_world: World | None = None  # the owner's world, in a DataLoader worker that unpickled it
+        self._unpickled_in = 0
+        self._order_cache: tuple[tuple[int, int, int | None], SampleOrder] | None = None
         self.epoch_size: int = self._order.epoch_size
-        self.length = math.ceil(self.epoch_size / rank_world.world_size)
-        self._next_epoch = 0
-        self._epoch_offset = 0
-        self._resume: tuple[int, int] | None = None
+        self._epochs = EpochLedger()  # which epoch each iteration runs, also in DataLoader workers
         self._readers: list[ShardReader | None] = [None] * len(shards)
         self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
         self._fetcher = ShardFetcher(_FETCH_THREADS)
@@ -253,13 +252,14 @@ class StreamingDataset(IterableDataset):
         fewest = min(self.shards[k].samples for k in remote) or 1
         ahead = min(_FETCH_THREADS, math.ceil(self.predownload / fewest))
         world = self.world
+        self._limit_checked = (world, self.predownload)
         ranks = world.local_world_size
         needed = ranks * (1 + ahead) * largest
         if self.cache_limit < needed:
             raise DatasetConfigError(
                 f"cache_limit={given!r} ({self.cache_limit:,} bytes) cannot hold what this node has in "
-                f"flight; "
-                f"the smallest workable limit is {needed:,} bytes ({format_bytes(needed)}): {ranks} rank(s) "
+                f"flight; the smallest workable limit is {needed:,} bytes "
+                f"({format_bytes(needed, round_up=True)}): {ranks} rank(s) "
                 f"x (1 shard read + {ahead} fetched ahead for predownload={self.predownload}) x the largest "
                 f"shard's {largest:,} bytes on disk while it arrives; raise cache_limit or lower predownload"
             )
@@ -287,6 +287,28 @@ class StreamingDataset(IterableDataset):
             spread = math.ceil(self._order.block_size / per_shard) + 1
         return min(len(shards), spread * math.ceil(self.num_canonical_nodes / num_nodes))
 
+    @property
+    def num_canonical_nodes(self) -> int:
+        """Canonical nodes of the order: as given or resumed from a state dict, else the default for the
+        world in force (one per node; 64 per node for ``py1s``/``py2s``)."""
+        if self._canonical_nodes is not None:
+            return self._canonical_nodes
+        return default_num_canonical_nodes(self.shuffle_algo, self.world.num_nodes)
+
+    @num_canonical_nodes.setter
+    def num_canonical_nodes(self, value: int) -> None:
+        self._canonical_nodes = value
+
+    @property
+    def _order(self) -> SampleOrder:
+        """The order for the canonical nodes, seed and batch size in force, rebuilt when one changes."""
+        key = (self.num_canonical_nodes, self.shuffle_seed, self.batch_size)
+        cached = self._order_cache
+        if cached is None or cached[0] != key:
+            cached = (key, self._make_order())
+            self._order_cache = cached
+        return cached[1]
+
     def _make_order(self) -> SampleOrder:
         return SampleOrder(
             samples_per_shard=self.samples_per_shard,
@@ -308,9 +330,18 @@ class StreamingDataset(IterableDataset):
 
     @property
     def world(self) -> World:
-        """The data-parallel world of distinct sample streams (after ``replication``)."""
-        world = self._world_override if self._world_override is not None else World.detect()
-        return world.replicate(self.replication)
+        """The data-parallel world of distinct sample streams (after ``replication``), as in force now."""
+        return self._full_world().replicate(self.replication)
+
+    def _full_world(self) -> World:
+        """The ``world`` given; else, in a DataLoader worker, its owner's: handed over in the pickle (spawn,
+        forkserver) or inherited with the owner's memory (fork); else detected in this process."""
+        if self._world_override is not None:
+            return self._world_override
+        handed = self._handed_world
+        if handed is not None and self._unpickled_in == os.getpid() and get_worker_info() is not None:
+            return handed
+        return World.detect()
 
     # -- random access -------------------------------------------------------------------------------
 
@@ -320,8 +351,14 @@ class StreamingDataset(IterableDataset):
         return self.num_samples
 
     def __len__(self) -> int:
-        """Samples this rank yields per epoch (the epoch split over the ranks), as torch expects."""
-        return self.length
+        """Samples this rank yields per epoch (the epoch split over the ranks of the world in force, so a
+        dataset built before ``torch.distributed`` is initialised counts right after), as torch expects."""
+        return math.ceil(self.epoch_size / self.world.world_size)
+
+    @property
+    def length(self) -> int:
+        """``len(self)``."""
+        return len(self)
 
     def _reader(self, shard: int) -> ShardReader:
         """The open reader of a shard, fetching it first (or waiting for its fetch) when needed."""
@@ -401,24 +438,109 @@ class StreamingDataset(IterableDataset):
     # -- epochs and resumption -----------------------------------------------------------------------
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration run ``epoch`` from its start (as ``DistributedSampler.set_epoch``)."""
+        """Make the next iteration run ``epoch`` from its start and the ones after it the epochs after it
+        (as ``DistributedSampler.set_epoch``), in DataLoader workers too, persistent or not."""
         if type(epoch) is not int or epoch < 0:
             raise DatasetConfigError(f"epoch={epoch!r} must be an int, 0 or more")
-        self._next_epoch = epoch
-        self._resume = None
+        self._epochs.restart(epoch, 0)
 
     def _begin_epoch(self) -> tuple[int, int]:
-        """The epoch and offset the next iteration runs (a loaded state is consumed); counts the epoch."""
-        if self._resume is not None:
-            epoch, offset = self._resume
-            self._resume = None
+        """The epoch and offset of the iteration starting now: a new run of the epoch ledger in the process
+        that owns the dataset, its DataLoader iterator's run in a worker (see ``_epochs``)."""
+        if self.cache_limit is not None and self._limit_checked != (self.world, self.predownload):
+            fits = self._check_cache_limit(self._cache_limit_arg)  # the world changed since construction
+            self._random_cap = min(open_shards_cap(), fits or self._random_cap)
+        info = get_worker_info()
+        if info is None:
+            run = self._epochs.start_run(1)
         else:
-            epoch, offset = self._next_epoch, 0
-        if offset >= self._samples_in_epoch(epoch):  # the state was saved at the very end of its epoch
+            run = self._epochs.claim(info.id, info.num_workers, info.seed - info.id)
+        return self._run_start(run)
+
+    def _run_start(self, run: int) -> tuple[int, int]:
+        """Where run ``run`` of the ledger's generation starts: the generation's base (the next epoch when
+        a state was saved at the very end of its epoch), then one epoch more per run."""
+        epoch, offset = self._epochs.base
+        if offset and offset >= self._samples_in_epoch(epoch):
             epoch, offset = epoch + 1, 0
-        self._next_epoch = epoch + 1
-        self._epoch_offset = offset
-        return epoch, offset
+        return (epoch + run, 0) if run else (epoch, offset)
+
+    def _plan_run(self, workers: int, seed: int | None) -> None:
+        """Number the run that ``StreamingDataLoader`` starts now with ``workers`` workers (``seed``: their
+        DataLoader iterator's base seed when they run already), so this copy knows its epoch at once and
+        the workers it starts now take the run from their copy; :meth:`_end_plan` ends it."""
+        run = self._epochs.start_run(workers, seed)
+        self._epochs.planned = (self._epochs.generation, run)
+
+    def _end_plan(self) -> None:
+        """The workers of the planned run have their copies: later copies must not take the plan."""
+        self._epochs.planned = None
+
+    def _agree_batch_size(self, loader_batch: int | None) -> None:
+        """Take a loader's per-device batch size (None: one sample at a time) when this dataset has none;
+        refuse another one.
+
+        Raises:
+            DatasetConfigError: The dataset's batch_size differs from the loader's.
+        """
+        if self.batch_size is None:
+            self._adopt_batch_size(loader_batch or 1)
+        elif (loader_batch or 1) != self.batch_size:
+            raise DatasetConfigError(
+                f"StreamingDataLoader(batch_size={loader_batch}) over a StreamingDataset with batch_size="
+                f"{self.batch_size}: the dataset lays each epoch out in whole batches of its batch_size for "
+                f"its workers, so a loader that batches otherwise mixes them, and a resumed run repeats some "
+                f"samples and skips others; give both the same batch_size, or leave the dataset's unset (the "
+                f"loader's is then taken)"
+            )
+
+    def _batch_size_for(self, global_batch: object) -> int:
+        """The per-device batch size that resumes a state saved with ``global_batch`` samples per step (its
+        batch_size times its ranks) on the world in force: an epoch's order is laid out in global batches.
+
+        Raises:
+            StateDictError: ``global_batch`` is not a positive int, or this dataset's batch size or ranks
+                cannot make it.
+        """
+        if (
+            not isinstance(global_batch, (int, np.integer))
+            or isinstance(global_batch, bool)
+            or global_batch < 1
+        ):
+            raise StateDictError(
+                f"state dict global_batch_size={global_batch!r} must be a positive int, or None"
+            )
+        saved, ranks = int(global_batch), self.world.world_size
+        fix = (
+            f"batch_size={saved // ranks} on {ranks} rank(s)"
+            if saved % ranks == 0
+            else f"a number of ranks that divides {saved}"
+        )
+        if self.batch_size is not None and self.batch_size * ranks != saved:
+            raise StateDictError(
+                f"the state dict was saved with a global batch of {saved} samples (batch_size x ranks), but "
+                f"this dataset reads {self.batch_size * ranks} per step (batch_size={self.batch_size} on "
+                f"{ranks} rank(s)): the epoch's order is laid out in global batches, so another one repeats "
+                f"some samples and skips others; resume with {fix}"
+            )
+        if saved % ranks:
+            raise StateDictError(
+                f"the state dict was saved with a global batch of {saved} samples (batch_size x ranks), "
+                f"which {ranks} rank(s) cannot share equally; resume with {fix}"
+            )
+        return saved // ranks
+
+    def _adopt_batch_size(self, batch_size: int) -> None:
+        """Lay epochs out in batches of ``batch_size`` from now on (the default ``predownload`` follows);
+        1 changes nothing (it is the order without a batch size)."""
+        if batch_size == 1 or batch_size == self.batch_size:
+            return
+        self.batch_size = batch_size
+        if self._predownload_arg is None:
+            self.predownload = 8 * batch_size
+        if self.cache_limit is not None:
+            fits = self._check_cache_limit(self._cache_limit_arg)
+            self._random_cap = min(open_shards_cap(), fits or self._random_cap)
 
     def _samples_in_epoch(self, epoch: int) -> int:
         """Samples the world reads in ``epoch``: the epoch size, less what non-random batching drops."""
@@ -429,34 +551,73 @@ class StreamingDataset(IterableDataset):
         return int((rows >= 0).any(axis=1).sum()) * rows.shape[1]
 
     def state_dict(self, num_samples: int = 0, from_beginning: bool = False) -> dict[str, Any]:
-        """The resumption state, with mosaicml-streaming's keys, so either library resumes the other's.
+        """The resumption state, with mosaicml-streaming's keys (so either library resumes the other's) and
+        ``global_batch_size`` (``batch_size`` times the ranks; the reference ignores it), which
+        ``load_state_dict`` checks. The epoch is the one this dataset's latest iteration runs, also when
+        DataLoader workers run it.
 
         Args:
             num_samples: Samples consumed by the whole world in the current epoch: since this run started
                 or resumed it, or (``from_beginning``) since the epoch began.
             from_beginning: Whether ``num_samples`` counts from the epoch's start.
+
+        Raises:
+            StateDictError: The position cannot be resumed exactly: DataLoader workers read the epoch
+                mid-way and the dataset has no ``batch_size`` (the loader's batches then interleave the
+                workers' samples).
         """
-        if self._resume is not None:
-            epoch, offset = self._resume
+        return self._state_dict(num_samples, from_beginning, exact=False)
+
+    def _state_dict(self, num_samples: int, from_beginning: bool, exact: bool) -> dict[str, Any]:
+        """``state_dict``; ``exact``: the caller (``StreamingDataLoader``) batches as the order does."""
+        latest = self._epochs.latest()
+        if latest is None:  # no iteration since construction, set_epoch or load_state_dict
+            (epoch, offset), workers = self._epochs.base, 1
         else:
-            epoch, offset = max(self._next_epoch - 1, 0), self._epoch_offset
+            epoch, offset = self._run_start(latest[0])
+            workers = latest[1]
+        sample_in_epoch = num_samples if from_beginning else offset + num_samples
+        if (
+            not exact
+            and self.batch_size is None
+            and workers > 1
+            and 0 < sample_in_epoch < self._samples_in_epoch(epoch)
+        ):
+            raise StateDictError(
+                f"state_dict(num_samples={num_samples}) mid-way through epoch {epoch}, which {workers} "
+                f"DataLoader workers read from a StreamingDataset without batch_size: each worker's samples "
+                f"come in the loader's batches, so the first {sample_in_epoch} samples read are not the "
+                f"first {sample_in_epoch} of the epoch's order and a resume would repeat some and skip "
+                f"others. Give StreamingDataset(batch_size=<the DataLoader's batch_size>), or use "
+                f"StreamingDataLoader (which sets it)"
+            )
         world = self.world
         return {
             "epoch": epoch,
-            "sample_in_epoch": num_samples if from_beginning else offset + num_samples,
+            "sample_in_epoch": sample_in_epoch,
             "num_canonical_nodes": self.num_canonical_nodes,
             "shuffle_seed": self.shuffle_seed,
             "initial_physical_nodes": (
                 world.num_nodes if self.initial_physical_nodes is None else self.initial_physical_nodes
             ),
+            "global_batch_size": None if self.batch_size is None else self.batch_size * world.world_size,
         }
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
         """Resume from a state dict (this library's or mosaicml-streaming's) on the next ``__iter__``, always.
 
+        A dataset without ``batch_size`` takes the state's global batch size split over the ranks in force;
+        one whose ``batch_size`` times the ranks differs refuses it.
+
         Raises:
-            StateDictError: A key is missing or its value is not a valid count.
+            StateDictError: ``obj`` is not a dict, a key is missing, a value is not a valid count, or the
+                state's batch_size differs from the dataset's.
         """
+        if not isinstance(obj, Mapping):
+            raise StateDictError(
+                f"load_state_dict takes the dict that state_dict() returned, not {type(obj).__name__} "
+                f"{obj!r:.80}: pass the saved state (with no saved state, do not call load_state_dict)"
+            )
         for key in STATE_KEYS:
             if key not in obj:
                 raise StateDictError(f"the state dict has no {key!r}: it has {sorted(obj)}")
@@ -472,11 +633,12 @@ class StreamingDataset(IterableDataset):
         epoch, sample_in_epoch, nodes, seed = (int(values[key] or 0) for key in STATE_KEYS[:4])
         if nodes < 1:
             raise StateDictError("state dict num_canonical_nodes=0 must be 1 or more")
-        if (nodes, seed) != (self.num_canonical_nodes, self.shuffle_seed):
-            self.num_canonical_nodes, self.shuffle_seed = nodes, seed
-            self._order = self._make_order()
+        saved = obj.get("global_batch_size")
+        if saved is not None:
+            self._adopt_batch_size(self._batch_size_for(saved))
+        self.num_canonical_nodes, self.shuffle_seed = nodes, seed
         self.initial_physical_nodes = values["initial_physical_nodes"]
-        self._resume = (epoch, sample_in_epoch)
+        self._epochs.restart(epoch, sample_in_epoch)
 
     # -- iteration -----------------------------------------------------------------------------------
 
@@ -566,12 +728,20 @@ class StreamingDataset(IterableDataset):
     # -- pickling into workers -----------------------------------------------------------------------
 
     def __getstate__(self) -> dict[str, Any]:
+        """What a copy needs; a DataLoader worker that unpickles it takes this process's world and epoch
+        ledger from it (a copy unpickled elsewhere, e.g. a spawned rank, finds its own)."""
         state = dict(self.__dict__)
         state["_readers"] = [None] * len(self.shards)
         state["_getters"] = [None] * len(self.shards)
         state["_holds"] = {}
         state["_recent"] = OrderedDict()
+        state["_handed_world"] = self._full_world()
+        state["_epochs"] = self._epochs.handed(get_worker_info() is not None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._unpickled_in = os.getpid()
 
     def __repr__(self) -> str:
         streams = ", ".join(stream.describe() for stream in self.streams)

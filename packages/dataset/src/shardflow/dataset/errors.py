@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "DatasetConfigError", "ShardWaitTimeout", "StateDictError"]
+__all__ = ["DatasetError", "DatasetConfigError", "EpochLedgerError", "ShardWaitTimeout", "StateDictError"]
 
 
 class DatasetError(Exception):
@@ -19,3 +19,8 @@ class StateDictError(DatasetError, ValueError):
 
 class ShardWaitTimeout(DatasetError, TimeoutError):
     """A sample's shard did not arrive in time; the message names the shard, its URL and the timeout."""
+
+
+class EpochLedgerError(DatasetError):
+    """DataLoader workers cannot count epochs (their ledger folder is not writable): the message names the
+    folder and what to do."""

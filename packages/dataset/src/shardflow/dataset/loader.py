@@ -35,8 +35,11 @@ class StreamingDataLoader(DataLoader):
 
     It takes DataLoader's arguments. Over a :class:`StreamingDataset` it also:
 
-    - advances the dataset's epoch in this process when workers run the iteration, so every
-      ``iter(loader)`` starts the next epoch even without persistent workers;
+    - numbers each ``iter(loader)``'s epoch in this process before its workers start, so that
+      ``state_dict()`` knows it at once (torch's own ``DataLoader`` advances epochs too: see the package
+      README);
+    - takes its ``batch_size`` into a dataset that has none, and refuses a dataset with another one, so
+      that its batches are the dataset's and a resumed run continues exactly;
     - makes ``load_state_dict`` take effect on the next ``iter(loader)``, restarting persistent workers
       that hold an older state;
     - reads whole batches at once (``batch_reads``, default on when the dataset's ``get_item`` and
@@ -57,6 +60,9 @@ class StreamingDataLoader(DataLoader):
     def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
         self._batch_reads: tuple[int, bool] | None = None
         self._sender = SlotSender()
+        self._loader_batch: int | None = args[0] if args else kwargs.get("batch_size", 1)
+        if isinstance(dataset, StreamingDataset):
+            dataset._agree_batch_size(self._loader_batch)
         if isinstance(dataset, StreamingDataset) and not args:
             batch_size = kwargs.get("batch_size", 1)
             eligible = (
@@ -92,20 +98,30 @@ class StreamingDataLoader(DataLoader):
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
         dataset = self.dataset
+        streaming = dataset if isinstance(dataset, StreamingDataset) else None
+        if streaming is not None:
+            streaming._agree_batch_size(self._loader_batch)  # a loaded state may have given it one
         if self._batch_reads is not None:
             # The iterator (and each worker, started now) takes the batch mode from the dataset; other
             # loaders of the same dataset must not see it.
             dataset._batch_mode = self._batch_reads  # type: ignore[attr-defined]
-        if self._starts_workers():
+        starts = self._starts_workers()
+        if starts:
             self._sender.slots = self._new_slots()
+        if streaming is not None and self.num_workers > 0:
+            # Workers started now take this run from their copy; persistent ones find it by their seed
+            # (else they number the run themselves, and the dataset reads it from its ledger).
+            seed = None if starts else getattr(self._iterator, "_base_seed", None)
+            if starts or seed is not None:
+                streaming._plan_run(self.num_workers, seed)
         slots = self._sender.slots
         try:
             iterator = super().__iter__()
         finally:
             if self._batch_reads is not None:
                 dataset._batch_mode = None  # type: ignore[attr-defined]
-        if self.num_workers > 0 and isinstance(dataset, StreamingDataset):
-            dataset._begin_epoch()  # the workers run this epoch; keep this copy's count in step with theirs
+            if streaming is not None:
+                streaming._end_plan()
         batches: Iterator[Any] = iterator
         if self._batch_reads is not None:
             assert isinstance(dataset, StreamingDataset)
@@ -137,7 +153,7 @@ class StreamingDataLoader(DataLoader):
         if not isinstance(dataset, StreamingDataset):
             return None
         num_samples = self.num_samples_yielded * dataset.world.world_size
-        return dataset.state_dict(num_samples, False)
+        return dataset._state_dict(num_samples, False, exact=True)
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
         """Resume from ``obj`` on the next ``iter(self)``; persistent workers restart to pick it up."""

@@ -195,8 +195,10 @@ class Stream:
                 claim_folder(root, self.remote_root)  # under the lock `cache clean --all` takes to unclaim it
                 remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
                 try:
-                    version = self._storage().stat(INDEX_BASENAME).version
                     self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
+                    # After the download, so that a missing bucket or index gets the GET's own error; the
+                    # content digest beside it tells a rewrite in between apart.
+                    version = self._storage().stat(INDEX_BASENAME).version
                 except ObjectNotFoundError as exc:
                     raise DatasetConfigError(
                         f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
