@@ -24,6 +24,8 @@ next64(s)``: kept in registers, twice as fast as reading the array each draw) an
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -63,8 +65,7 @@ def initial_state(seed: int) -> np.ndarray:
     )
 
 
-@intrinsic
-def _mul_hi(typingctx, a, b):  # noqa: ANN001, ANN202 (numba intrinsic)
+def _mul_hi_typing(typingctx, a, b):  # noqa: ANN001, ANN202 (numba intrinsic)
     """The high 64 bits of the 128-bit product ``a * b`` (one machine multiply)."""
     signature = types.uint64(types.uint64, types.uint64)
 
@@ -74,6 +75,10 @@ def _mul_hi(typingctx, a, b):  # noqa: ANN001, ANN202 (numba intrinsic)
         return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
 
     return signature, codegen
+
+
+# Called as ``_mul_hi(a, b)`` in jitted code (numba supplies the typing context).
+_mul_hi: Any = intrinsic(_mul_hi_typing)
 
 
 @inline

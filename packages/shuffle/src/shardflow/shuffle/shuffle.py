@@ -76,6 +76,7 @@ def make_shuffler(
     np.cumsum(unit_sizes, out=unit_start[1:])
     code = NO_SHUFFLE if algo is None else ALGO_CODES[algo]
     if code >= FIRST_EXACT:
+        assert algo is not None  # NO_SHUFFLE is below FIRST_EXACT
         return _exact_shuffler(
             algo, code, unit_sizes, unit_start, num_canonical_nodes, seed, epoch, block_size, touched, units
         )
