@@ -6,10 +6,13 @@ from shardflow.dataset.errors import (
     DatasetConfigError,
     DatasetError,
     EpochLedgerError,
+    IndexNotFoundError,
+    NoShardsError,
     ShardWaitTimeout,
     StateDictError,
 )
 from shardflow.dataset.loader import StreamingDataLoader
+from shardflow.dataset.registry import StreamRegistry, streams_registry
 from shardflow.dataset.stream import Stream, default_cache_folder
 from shardflow.dataset.typed import (
     StreamingC4,
@@ -39,5 +42,9 @@ __all__ = [
     "DatasetConfigError",
     "StateDictError",
     "EpochLedgerError",
+    "IndexNotFoundError",
+    "NoShardsError",
+    "StreamRegistry",
+    "streams_registry",
     "ShardWaitTimeout",
 ]

@@ -280,6 +280,11 @@ class NodeCache:
         if usage > self.limit:
             logger.debug("cache over its limit by %d bytes of downloads in flight", usage - self.limit)
 
+    def evict(self, entry: Entry) -> bool:
+        """Delete a shard's files and entry now (its readers keep their maps), unless it is being
+        downloaded; True when it was deleted."""
+        return self._evict(entry, readers_too=True)
+
     def _evict(self, entry: Entry, readers_too: bool) -> bool:
         """Delete a shard's files and entry, unless it is being downloaded (or read: ``readers_too``)."""
         held = try_lock(lock_path(entry.root, entry.name))

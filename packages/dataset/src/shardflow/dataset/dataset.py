@@ -8,7 +8,7 @@ import os
 import resource
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -16,12 +16,13 @@ from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._bundles import batches_per_bundle, bundle
-from shardflow.dataset._cache import NodeCache, footprint
+from shardflow.dataset._cache import NodeCache, footprint, read_entries
 from shardflow.dataset._epochs import EpochLedger
 from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
 from shardflow.dataset._units import format_bytes, parse_bytes, parse_count
 from shardflow.dataset.errors import DatasetConfigError, StateDictError
+from shardflow.dataset.registry import streams_registry
 from shardflow.dataset.stream import Stream
 from shardflow.dataset.world import World
 from shardflow.format import ShardInfo, ShardLocator, ShardReader
@@ -30,7 +31,7 @@ from shardflow.shuffle import (
     SampleOrder,
     WorldShape,
     default_num_canonical_nodes,
-    resolve_stream_weights,
+    epoch_units,
 )
 
 __all__ = ["StreamingDataset", "BATCHING_METHODS"]
@@ -91,6 +92,10 @@ class StreamingDataset(IterableDataset):
         replication: Consecutive ranks of a node that read the same samples (tensor parallelism).
         world: The data-parallel world, when detection (torch.distributed, then ``RANK``/``WORLD_SIZE``/
             ``LOCAL_WORLD_SIZE``) would not give it.
+        stream_name: Without ``streams``: the name in ``streams_registry`` of the ``Stream`` class that
+            reads ``remote``/``local``/``split``.
+        stream_config: Without ``streams``: more arguments of that class (not ``remote``, ``local``,
+            ``split`` or the download options, which the dataset's own arguments give).
     """
 
     def __init__(
@@ -120,6 +125,8 @@ class StreamingDataset(IterableDataset):
         allow_unsafe_types: bool = False,
         replication: int | None = None,
         world: World | None = None,
+        stream_name: str = "stream",
+        stream_config: Mapping[str, Any] | None = None,
     ) -> None:
         if batching_method not in BATCHING_METHODS:
             raise DatasetConfigError(
@@ -160,7 +167,9 @@ class StreamingDataset(IterableDataset):
         if world is not None:
             world.check_against_distributed()
         self._world_override = world
-        self.streams = self._resolve_streams(streams, remote, local, split)
+        self.streams = self._resolve_streams(streams, remote, local, split, stream_name, stream_config)
+        Stream.validate_weights(self.streams)  # before any index is fetched
+        self.num_streams = len(self.streams)
 
         shards: list[ShardInfo] = []
         self._shard_stream: list[int] = []
@@ -169,23 +178,22 @@ class StreamingDataset(IterableDataset):
             shards.extend(found)
             self._shard_stream.extend([k] * len(found))
         self.shards: tuple[ShardInfo, ...] = tuple(shards)
+        self.num_shards = len(shards)
         self.samples_per_shard = np.array([shard.samples for shard in shards], np.int64)
+        self.sample_offset_per_shard = self.samples_per_shard.cumsum() - self.samples_per_shard
+        self.stream_per_shard = np.array(self._shard_stream, np.int64)
         self.shards_per_stream = [int(self._shard_stream.count(k)) for k in range(len(self.streams))]
+        self.shard_offset_per_stream = np.cumsum([0, *self.shards_per_stream[:-1]]).astype(np.int64)
+        self.samples_per_stream = np.add.reduceat(self.samples_per_shard, self.shard_offset_per_stream)
+        self.sample_offset_per_stream = self.samples_per_stream.cumsum() - self.samples_per_stream
         self._locator = ShardLocator(self.samples_per_shard)
         self.num_samples: int = int(self.samples_per_shard.sum())
         stored = sum(file.bytes for shard in shards for file in shard.raw_files)
         self._sample_bytes = stored / max(1, self.num_samples)  # on average, for sizing workers' bundles
         self._starts: list[int] = self._locator.starts.tolist()
-        samples_per_stream = np.add.reduceat(
-            self.samples_per_shard, np.cumsum([0, *self.shards_per_stream[:-1]])
-        )
-        self.weights = resolve_stream_weights(
-            samples_per_stream,
-            proportion=[s.proportion for s in self.streams],
-            repeat=[s.repeat for s in self.streams],
-            choose=[s.choose for s in self.streams],
-            epoch_size=self.epoch_size_arg,
-            seed=shuffle_seed,
+        # Writes each stream's resolved proportion, repeat and choose back onto it, as the reference does.
+        self.weights = Stream._resolve_weights(
+            self.streams, self.samples_per_stream, self.epoch_size_arg, shuffle_seed
         )
         self.initial_physical_nodes: int | None = None
         self._canonical_nodes = num_canonical_nodes  # None: the default for the world in force
@@ -213,9 +221,16 @@ class StreamingDataset(IterableDataset):
     # -- construction helpers ------------------------------------------------------------------------
 
     def _resolve_streams(
-        self, streams: Sequence[Stream] | None, remote: str | None, local: str | None, split: str | None
+        self,
+        streams: Sequence[Stream] | None,
+        remote: str | None,
+        local: str | None,
+        split: str | None,
+        stream_name: str,
+        stream_config: Mapping[str, Any] | None,
     ) -> list[Stream]:
         defaults = {
+            "split": split,
             "download_retry": self.download_retry,
             "download_timeout": self.download_timeout,
             "validate_hash": self.validate_hash,
@@ -226,18 +241,35 @@ class StreamingDataset(IterableDataset):
                 raise DatasetConfigError(
                     "give either streams or remote/local, not both: put remote/local into a Stream"
                 )
+            if stream_config or stream_name != "stream":
+                raise DatasetConfigError(
+                    f"stream_name={stream_name!r} and stream_config={stream_config!r} choose the class of "
+                    f"the one stream built from remote/local; with streams=, build each Stream yourself"
+                )
             if isinstance(streams, Stream) or not len(streams):
                 raise DatasetConfigError(f"streams={streams!r} must be a non-empty sequence of Stream")
             for stream in streams:
                 if not isinstance(stream, Stream):
                     raise DatasetConfigError(f"streams holds {stream!r}, which is not a Stream")
-            resolved = [stream.with_defaults(**defaults) for stream in streams]
-            if split is not None:
-                resolved = [s if s.split is not None else replace(s, split=split) for s in resolved]
-            return resolved
+            return [stream.with_defaults(**defaults) for stream in streams]
         if remote is None and local is None:
             raise DatasetConfigError("give remote, local or streams: all are None")
-        return [Stream(remote=remote, local=local, split=split).with_defaults(**defaults)]
+        config = dict(stream_config or {})
+        taken = sorted(set(config) & {"remote", "local", *defaults})
+        if taken:
+            raise DatasetConfigError(
+                f"stream_config sets {taken}, which StreamingDataset's own arguments give: pass them to "
+                f"StreamingDataset instead"
+            )
+        cls = streams_registry.get(stream_name)
+        try:
+            stream = cls(remote=remote, local=local, split=split, **config)
+        except TypeError as exc:
+            raise DatasetConfigError(
+                f"stream_config={stream_config!r} does not fit {cls.__name__} (stream_name={stream_name!r}): "
+                f"{exc}"
+            ) from None
+        return [stream.with_defaults(**defaults)]
 
     def _check_cache_limit(self, given: int | str | None) -> int | None:
         """Refuse a limit below one shard being read plus those fetched ahead, per rank of the node; warn of
@@ -724,6 +756,105 @@ class StreamingDataset(IterableDataset):
             self._cache.let_go(self._holds.pop(shard, None))
             stream = self.streams[self._shard_stream[shard]]
             self._cache.touch(stream.local_root, self.shards[shard].basename)
+
+    # -- mosaicml-streaming's cache and epoch names -------------------------------------------------
+
+    @property
+    def cache_usage(self) -> int:
+        """Bytes this dataset has in its local folders now: every stream's ``index.json`` and the shard
+        files (raw and compressed) present, as the index sizes them. Counted from the folders at each
+        call (shardflow shares no memory between processes), so it includes other processes' downloads."""
+        usage = sum(stream.get_index_size() for stream in self.streams)
+        return usage + sum(
+            self.streams[self._shard_stream[k]].local_bytes(shard) for k, shard in enumerate(self.shards)
+        )
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """Make shard ``shard_id`` local (download, decompress, check), within ``cache_limit``. Without
+        ``blocking``, a shard another process is downloading is left to it."""
+        stream = self.streams[self._shard_stream[shard_id]]
+        stream.prepare_shard(self.shards[shard_id], self._cache, blocking)
+
+    def evict_shard(self, shard_id: int) -> None:
+        """Remove shard ``shard_id``'s files from the cache, if shardflow downloaded them (files that were
+        in the folder before, and local-only streams, are never deleted: see the README). A process that
+        has it open keeps reading its map; this one unmaps it first."""
+        self._release(shard_id)
+        stream = self.streams[self._shard_stream[shard_id]]
+        name = self.shards[shard_id].basename
+        for entry in read_entries(stream.local_root):
+            if entry.name == name:
+                self._cache.evict(entry)
+                return
+        logger.info("evict_shard(%d): shardflow did not download %s, so it stays", shard_id, name)
+
+    def evict_coldest_shard(self) -> None:
+        """Evict the least recently used shard that shardflow downloaded into this dataset's folders.
+
+        Raises:
+            DatasetConfigError: No downloaded shard is present.
+        """
+        entries = [entry for root in self._cache.roots for entry in read_entries(root)]
+        if not entries:
+            raise DatasetConfigError(
+                "evict_coldest_shard found no shard that shardflow downloaded into "
+                f"{[str(root) for root in self._cache.roots]}: nothing to evict"
+            )
+        coldest = min(entries, key=lambda entry: entry.last_use)
+        for k, shard in enumerate(self.shards):
+            stream = self.streams[self._shard_stream[k]]
+            if shard.basename == coldest.name and stream.local_root == coldest.root:
+                self._release(k)
+        self._cache.evict(coldest)
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next iteration runs (after the ones this dataset's iterations ran, also in its
+        DataLoader workers)."""
+        latest = self._epochs.latest()
+        if latest is None:
+            return self._run_start(0)[0]
+        return self._run_start(latest[0])[0] + 1
+
+    @next_epoch.setter
+    def next_epoch(self, epoch: int) -> None:
+        self.set_epoch(epoch)
+
+    def on_exception(self, future: Future[Any]) -> None:
+        """Re-raise the error of a finished background task (a ``Future``), if it failed."""
+        error = future.exception()
+        if error is not None:
+            raise error
+
+    def resample_streams(
+        self, epoch: int, stream_id: int | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """The epoch's up/down-sampling, as mosaicml-streaming's: the shuffle units (samples drawn per
+        whole or partial repeat of each shard) and the global sample ids drawn, unit after unit.
+
+        Args:
+            epoch: The epoch (seeds the draws with ``sampling_method="balanced"``).
+            stream_id: Only that stream's units (drawn from a generator of their own), or every stream's.
+        """
+        balanced = self.sampling_method == "balanced"
+        units = epoch_units(
+            self.samples_per_shard,
+            np.array(self.shards_per_stream, np.int64),
+            self.weights.choose,
+            int(self.sampling_granularity),
+            int(self.shuffle_seed),
+            int(epoch),
+            vary_counts=balanced and self.shuffle,
+            vary_subsets=balanced,
+            stream=stream_id,
+        )
+        sizes, ids = units.sizes, units.ids
+        local = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        base = np.repeat(ids.base, sizes)
+        table_start = np.repeat(ids.table_start, sizes)
+        picked = table_start >= 0
+        local[picked] = ids.table[table_start[picked] + local[picked]]
+        return sizes.astype(np.int64), (base + local).astype(np.int64)
 
     # -- pickling into workers -----------------------------------------------------------------------
 

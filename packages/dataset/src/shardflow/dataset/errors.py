@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "DatasetConfigError", "EpochLedgerError", "ShardWaitTimeout", "StateDictError"]
+__all__ = [
+    "DatasetError",
+    "DatasetConfigError",
+    "IndexNotFoundError",
+    "NoShardsError",
+    "EpochLedgerError",
+    "ShardWaitTimeout",
+    "StateDictError",
+]
 
 
 class DatasetError(Exception):
@@ -11,6 +19,16 @@ class DatasetError(Exception):
 
 class DatasetConfigError(DatasetError, ValueError):
     """An argument that cannot work; the message names it, its value and a fix."""
+
+
+class IndexNotFoundError(DatasetConfigError, FileNotFoundError):
+    """A stream's remote has no ``index.json`` (also a ``FileNotFoundError``, as mosaicml-streaming raises);
+    the message names the file, ``remote`` and ``split``."""
+
+
+class NoShardsError(DatasetConfigError, RuntimeError):
+    """A stream offers nothing to read: its index lists no shards (or no samples), or a local-only stream
+    has no index (also a ``RuntimeError``, as mosaicml-streaming raises there)."""
 
 
 class StateDictError(DatasetError, ValueError):

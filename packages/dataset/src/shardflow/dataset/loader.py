@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from shardflow.dataset._bundles import unbundle
 from shardflow.dataset._collate import read_spans, to_tensors
@@ -30,6 +31,27 @@ def batch_length(batch: Any) -> int:
     return len(batch[0])
 
 
+class _BatchReads:
+    """The loader as torch's iterator sees it on the batch path: the loader's attributes, except that the
+    dataset yields whole batches itself (no batch_size, drop_last or batch sampler for torch to apply) and
+    workers send them through ``sender``. The loader keeps reporting the user's arguments."""
+
+    def __init__(self, loader: StreamingDataLoader, sender: SlotSender) -> None:
+        self._loader = loader
+        self.batch_size = None
+        self.drop_last = False
+        self.collate_fn = sender
+        self.sampler = self._index_sampler = _InfiniteConstantSampler()
+        self.batch_sampler = None
+        self._auto_collation = False
+        self._IterableDataset_len_called = None  # the iterator counts bundles, not batches
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_loader":  # not yet set (a copy being made)
+            raise AttributeError(name)
+        return getattr(self._loader, name)
+
+
 class StreamingDataLoader(DataLoader):
     """A ``torch.utils.data.DataLoader`` with ``state_dict()`` / ``load_state_dict()`` to resume mid-epoch.
 
@@ -48,7 +70,10 @@ class StreamingDataLoader(DataLoader):
       batches a few at a time (``prefetch_factor`` counts these bundles), yielded in the one-by-one
       order; forked workers hand their arrays over through shared memory rather than the pipe, and
       ``bytes`` columns as where they lie in the shard files, copied out here (see the package README
-      for when). Batches equal what the per-sample path with ``default_collate`` yields.
+      for when). Batches equal what the per-sample path with ``default_collate`` yields. The loader's
+      attributes (``batch_size``, ``drop_last``, ``collate_fn``, ``sampler``, ``batch_sampler``, ...)
+      still read as a plain DataLoader's with the same arguments: only torch's iterator sees the batch
+      path's own.
 
     Args:
         dataset: The dataset.
@@ -57,9 +82,17 @@ class StreamingDataLoader(DataLoader):
         **kwargs: DataLoader's keyword arguments.
     """
 
+    _is_accelerate_prepared = True
+    """Hugging Face accelerate's ``Accelerator.prepare`` returns the loader as it is: the dataset shards by
+    rank itself, and accelerate's own sharding or batch dispatching would read only part of the data."""
+
+    use_stateful_dataloader = True
+    """accelerate's ``save_state`` / ``load_state`` then save and restore :meth:`state_dict`."""
+
     def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
         self._batch_reads: tuple[int, bool] | None = None
         self._sender = SlotSender()
+        self._inner: _BatchReads | None = None
         self._loader_batch: int | None = args[0] if args else kwargs.get("batch_size", 1)
         if isinstance(dataset, StreamingDataset):
             dataset._agree_batch_size(self._loader_batch)
@@ -81,19 +114,11 @@ class StreamingDataLoader(DataLoader):
                         "dataset that does not override get_item or __getitem__"
                     )
                 self._batch_reads = (batch_size, bool(kwargs.get("drop_last", False)))
-                kwargs["batch_size"] = None
-                kwargs["drop_last"] = False
-                kwargs["collate_fn"] = self._sender
+                self._inner = _BatchReads(self, self._sender)
+        # DataLoader gets the user's arguments as given, so that batch_size, drop_last, collate_fn, sampler,
+        # batch_sampler and len() read as a plain DataLoader's; only torch's iterator sees the batch path's.
         super().__init__(dataset, *args, **kwargs)
         self.num_samples_yielded = 0
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank, reckoned as torch does for an iterable dataset."""
-        if self._batch_reads is None:
-            return super().__len__()
-        batch_size, drop_last = self._batch_reads
-        samples = len(self.dataset)  # type: ignore[arg-type]
-        return samples // batch_size if drop_last else -(-samples // batch_size)
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         self.num_samples_yielded = 0
@@ -116,7 +141,7 @@ class StreamingDataLoader(DataLoader):
                 streaming._plan_run(self.num_workers, seed)
         slots = self._sender.slots
         try:
-            iterator = super().__iter__()
+            iterator = self._torch_iterator()
         finally:
             if self._batch_reads is not None:
                 dataset._batch_mode = None  # type: ignore[attr-defined]
@@ -133,8 +158,22 @@ class StreamingDataLoader(DataLoader):
             self.num_samples_yielded += batch_length(batch)
             yield batch
 
+    def _get_iterator(self) -> Any:
+        """torch's iterator; on the batch path it reads the loader through :class:`_BatchReads`."""
+        if self._inner is None:
+            return super()._get_iterator()
+        return DataLoader._get_iterator(self._inner)  # type: ignore[arg-type]
+
+    def _torch_iterator(self) -> Any:
+        """``DataLoader.__iter__``; a persistent iterator on the batch path is reset through
+        :class:`_BatchReads` too."""
+        if self._inner is not None and self.persistent_workers and self._iterator is not None:
+            self._iterator._reset(self._inner)
+            return self._iterator
+        return super().__iter__()
+
     def _starts_workers(self) -> bool:
-        """Whether the next ``super().__iter__()`` starts worker processes."""
+        """Whether the next ``_torch_iterator()`` starts worker processes."""
         return self.num_workers > 0 and not (self.persistent_workers and self._iterator is not None)
 
     def _new_slots(self) -> BatchSlots | None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from shardflow.dataset._cache import (
     NodeCache,
@@ -17,8 +21,8 @@ from shardflow.dataset._cache import (
     read_identity,
     remove_stale_temps,
 )
-from shardflow.dataset._locks import file_lock, lock_path
-from shardflow.dataset.errors import DatasetConfigError
+from shardflow.dataset._locks import file_lock, lock_path, release, try_lock
+from shardflow.dataset.errors import DatasetConfigError, IndexNotFoundError, NoShardsError
 from shardflow.format import (
     ShardFormatError,
     ShardHashError,
@@ -29,6 +33,7 @@ from shardflow.format import (
     read_shards,
 )
 from shardflow.format.hashing import hash_file
+from shardflow.shuffle import ShuffleError, StreamWeights, resolve_stream_weights
 from shardflow.storage import ObjectNotFoundError, Store, from_url
 
 __all__ = ["Stream", "default_cache_folder"]
@@ -119,13 +124,97 @@ class Stream:
             raise DatasetConfigError(
                 f"download_timeout={self.download_timeout!r} must be a positive number of seconds"
             )
+        self._given = (self.proportion, self.repeat, self.choose)  # before apply_weights writes them back
         self._store: Store | None = None
         self._index_version = ""  # the remote index's content digest and store version (load_shards)
         self._checked: set[str] = set()  # shards found in the folder whose digests this process checked
 
     def with_defaults(self, **defaults: Any) -> Stream:
-        """A copy whose unset download options take ``defaults`` (the dataset's)."""
-        return replace(self, **{name: defaults[name] for name in _INHERITED if getattr(self, name) is None})
+        """A copy, with the weights it was given (not those a dataset wrote back), whose unset options take
+        ``defaults`` (the dataset's: see :meth:`apply_default`)."""
+        proportion, repeat, choose = self._given
+        copy = replace(self, proportion=proportion, repeat=repeat, choose=choose)
+        copy.apply_default(defaults)
+        return copy
+
+    def apply_default(self, default: Mapping[str, Any]) -> None:
+        """Give this stream's unset ``split``, ``download_retry``, ``download_timeout``, ``validate_hash``
+        and ``keep_zip`` the values of ``default`` (a dataset's arguments; missing keys are skipped), in
+        place, as mosaicml-streaming's ``Stream.apply_default``."""
+        if not self.split and default.get("split"):
+            self.split = default["split"]
+        for name in _INHERITED:
+            if getattr(self, name) is None and default.get(name) is not None:
+                setattr(self, name, default[name])
+
+    @property
+    def safe_keep_zip(self) -> bool:
+        """Whether the compressed form of a shard stays beside its decompressed form: with ``keep_zip``, or
+        when the stream is read in place (its folder is the dataset itself, never pruned)."""
+        return bool(self.keep_zip) or self.remote_root is None
+
+    # -- weights -------------------------------------------------------------------------------------
+
+    @classmethod
+    def validate_weights(cls, streams: Sequence[Stream]) -> tuple[bool, bool]:
+        """Check the weights the streams were given: ``(relative, unspecified)``, whether they are weighted
+        by ``proportion``, and whether none has a weight.
+
+        Raises:
+            ShuffleError: No stream, or a stream has a proportion and another has none (as
+                :func:`~shardflow.shuffle.resolve_stream_weights` raises).
+        """
+        given = [stream._given for stream in streams]
+        if not given:
+            raise ShuffleError("validate_weights needs at least one stream; got none")
+        relative = given[0][0] is not None
+        for k, (proportion, _, _) in enumerate(given):
+            if (proportion is not None) != relative:
+                raise ShuffleError(
+                    f"stream {k} {'sets' if proportion is not None else 'lacks'} a proportion and stream 0 "
+                    f"does not: relative (proportion) and absolute (repeat, choose, none) weights cannot be "
+                    f"mixed; give every stream a proportion or none"
+                )
+        return relative, all(value is None for weights in given for value in weights)
+
+    @classmethod
+    def apply_weights(
+        cls,
+        streams: Sequence[Stream],
+        samples_per_stream: ArrayLike,
+        choose_per_epoch: int | None,
+        seed: int,
+    ) -> int:
+        """Resolve every stream's ``proportion``, ``repeat`` and ``choose`` from those given and write them
+        onto the streams (numpy scalars, as mosaicml-streaming does); returns the samples per epoch.
+
+        Args:
+            streams: Every stream of the dataset.
+            samples_per_stream: Samples each stream holds.
+            choose_per_epoch: The dataset's ``epoch_size``, or None.
+            seed: The ``shuffle_seed`` (it rounds proportions to whole samples).
+        """
+        return cls._resolve_weights(streams, samples_per_stream, choose_per_epoch, seed).epoch_size
+
+    @classmethod
+    def _resolve_weights(
+        cls, streams: Sequence[Stream], samples_per_stream: ArrayLike, epoch_size: int | None, seed: int
+    ) -> StreamWeights:
+        """:meth:`apply_weights`, returning every stream's resolved weights."""
+        cls.validate_weights(streams)
+        weights = resolve_stream_weights(
+            samples_per_stream,
+            proportion=[stream._given[0] for stream in streams],
+            repeat=[stream._given[1] for stream in streams],
+            choose=[stream._given[2] for stream in streams],
+            epoch_size=epoch_size or None,
+            seed=seed,
+        )
+        for k, stream in enumerate(streams):
+            stream.proportion = weights.proportion[k]
+            stream.repeat = weights.repeat[k]
+            stream.choose = weights.choose[k]
+        return weights
 
     # -- where things are ---------------------------------------------------------------------------
 
@@ -146,13 +235,18 @@ class Stream:
         return remote.rstrip("/") + "/" + self.split if _is_url(remote) else os.path.join(remote, self.split)
 
     @property
+    def cache_folder(self) -> Path:
+        """The local folder: ``local`` as given, or (``local=None``, which stays None) the one
+        :func:`default_cache_folder` picks for the remote. The split lies below it (:attr:`local_root`)."""
+        if self.local is not None:
+            return Path(os.path.expanduser(os.fspath(self.local)))
+        assert self.remote is not None
+        return default_cache_folder(os.fspath(self.remote))
+
+    @property
     def local_root(self) -> Path:
         """The local folder of the split."""
-        if self.local is not None:
-            base = Path(os.path.expanduser(os.fspath(self.local)))
-        else:
-            assert self.remote is not None
-            base = default_cache_folder(os.fspath(self.remote))
+        base = self.cache_folder
         return base / self.split if self.split else base
 
     @property
@@ -170,8 +264,11 @@ class Stream:
     def _storage(self) -> Store:
         if self._store is None:
             assert self.remote_root is not None
+            retry, timeout = self.download_retry, self.download_timeout  # None: a stream used on its own
             self._store = from_url(
-                self.remote_root, download_retry=self.download_retry, download_timeout=self.download_timeout
+                self.remote_root,
+                download_retry=2 if retry is None else retry,
+                download_timeout=60 if timeout is None else timeout,
             )
         return self._store
 
@@ -200,21 +297,62 @@ class Stream:
                     # content digest beside it tells a rewrite in between apart.
                     version = self._storage().stat(INDEX_BASENAME).version
                 except ObjectNotFoundError as exc:
-                    raise DatasetConfigError(
+                    raise IndexNotFoundError(
                         f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
                         f"split={self.split!r} (the store said: {exc})"
                     ) from None
                 digest = hashlib.sha256((root / INDEX_BASENAME).read_bytes()).hexdigest()[:32]
                 self._index_version = f"{digest} {version or ''}".strip()
         elif not (root / INDEX_BASENAME).is_file():
-            raise DatasetConfigError(
+            raise NoShardsError(
                 f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
                 f"{self.local!r} and split={self.split!r}, or give remote"
             )
         shards = read_shards(root, allow_unsafe_types=allow_unsafe_types)
         if not shards:
-            raise DatasetConfigError(f"{self.describe(INDEX_BASENAME)} lists no shards")
+            raise NoShardsError(f"{self.describe(INDEX_BASENAME)} lists no shards")
+        if not any(shard.samples for shard in shards):
+            raise NoShardsError(f"{self.describe(INDEX_BASENAME)} lists {len(shards)} shard(s), all empty")
         return shards
+
+    def get_shards(self, world: object = None, allow_unsafe_types: bool = False) -> list[ShardInfo]:
+        """:meth:`load_shards` as a list, under mosaicml-streaming's name. ``world`` is accepted and unused:
+        every process fetches the index itself, under a lock shared with the node's other processes."""
+        return list(self.load_shards(allow_unsafe_types))
+
+    def get_index_size(self) -> int:
+        """Bytes of the local copy of ``index.json`` (raises FileNotFoundError before :meth:`get_shards`)."""
+        return (self.local_root / INDEX_BASENAME).stat().st_size
+
+    def local_bytes(self, shard: ShardInfo) -> int:
+        """Bytes of the shard's files (raw and compressed) in the local folder, as the index sizes them."""
+        root = self.local_root
+        return sum(
+            file.bytes for file in (*shard.raw_files, *shard.zip_files) if (root / file.basename).is_file()
+        )
+
+    def set_up_local(self, shards: Sequence[ShardInfo], cache_usage_per_shard: NDArray[np.int64]) -> None:
+        """Fill ``cache_usage_per_shard`` with the bytes each shard has in the local folder now. Nothing is
+        removed: whether cached files may be used is decided when a shard is opened (:meth:`is_current`)."""
+        for k, shard in enumerate(shards):
+            cache_usage_per_shard[k] = self.local_bytes(shard)
+
+    def prepare_shard(self, shard: ShardInfo, cache: NodeCache | None = None, blocking: bool = True) -> int:
+        """Make the shard local (downloaded, decompressed and checked when its files are not current) and
+        return the change in the bytes it has in the local folder. ``cache``: the dataset's, which records
+        the download and keeps to its limit (None: the download is recorded without a limit). Without
+        ``blocking``, a shard another process is downloading is left to it (0 is returned at once)."""
+        root = self.local_root
+        if not blocking and self.remote_root is not None:
+            held = try_lock(lock_path(root, shard.basename))
+            if held is None:
+                return 0
+            release(held)
+        before = self.local_bytes(shard)
+        if cache is None:
+            cache = NodeCache([root] if self.remote_root is not None else [], None, self.wait_timeout)
+        self.open_shard(shard, cache).close()
+        return self.local_bytes(shard) - before
 
     def fetch_file(self, name: str) -> Path | None:
         """A file beside the index (e.g. ``classes.json``), fetched from the remote if any; None if absent."""

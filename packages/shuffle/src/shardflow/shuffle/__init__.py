@@ -18,7 +18,13 @@ from shardflow.shuffle.order import (
     default_shuffle_block_size,
 )
 from shardflow.shuffle.partition import PARTITION_ALGOS, get_partition_slice, get_partitions
-from shardflow.shuffle.sampling import SAMPLING_METHODS, StreamWeights, get_sampling, resolve_stream_weights
+from shardflow.shuffle.sampling import (
+    SAMPLING_METHODS,
+    StreamWeights,
+    epoch_units,
+    get_sampling,
+    resolve_stream_weights,
+)
 from shardflow.shuffle.shuffle import SHUFFLE_ALGOS, get_shuffle
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "SAMPLING_METHODS",
     "StreamWeights",
     "get_sampling",
+    "epoch_units",
     "resolve_stream_weights",
     "SHUFFLE_ALGOS",
     "get_shuffle",
