@@ -4,7 +4,8 @@
 shapes, batch sizes, shuffle algorithms, seeds, epochs, block sizes, partition and sampling methods,
 resume points) are ordered by both libraries at the level the dataset composes: the whole epoch of
 ``random`` batching (the reference's ``generate_work``: ``resample_streams``, ``get_partitions``,
-``get_shuffle``) against ``SampleOrder.epoch_sample_ids`` and each worker's ``worker_sample_ids``; plus
+``get_shuffle``) against ``SampleOrder.epoch_sample_ids`` and each worker's ``worker_sample_ids``, and
+60 more of the ``stratified``, ``per_stream`` and ``device_per_stream`` batching methods; plus
 ``get_shuffle``, ``get_sampling`` and the stream weights (``Stream.apply_weights``) alone. The reference
 runs every case of a kind in one process.
 """
@@ -20,6 +21,7 @@ import pytest
 
 from shardflow.shuffle import (
     SampleOrder,
+    ShuffleError,
     WorldShape,
     get_sampling,
     get_shuffle,
@@ -27,13 +29,14 @@ from shardflow.shuffle import (
 )
 
 ALGOS = ("py1e", "py1br", "py1s", "py2s", "naive")
+BATCHING = ("stratified", "per_stream", "device_per_stream")
 
 _REFERENCE = r"""
 import json, logging, sys, types, warnings
 import numpy as np
 warnings.simplefilter("ignore")
 logging.disable(logging.WARNING)
-from streaming.base.batching.random import generate_work_random_batching
+from streaming.base.batching import batching_methods
 from streaming.base.dataset import StreamingDataset
 from streaming.base.sampling import get_sampling
 from streaming.base.shuffle import get_shuffle
@@ -65,13 +68,17 @@ def epoch(case):
         shuffle_algo=case["algo"], shuffle_block_size=case["block"])
     dataset.resample_streams = types.MethodType(StreamingDataset.resample_streams, dataset)
     world = World(*case["world"], 0)
-    return generate_work_random_batching(dataset, world, case["epoch"], case["sample_in_epoch"])
+    method = batching_methods[case.get("batching", "random")]
+    try:
+        return method(dataset, world, case["epoch"], case["sample_in_epoch"])
+    except ValueError:  # a refusal (e.g. a stream too small for its part of a batch)
+        return np.array([], np.int64)
 
 kind, path = sys.argv[1], sys.argv[2]
 cases = json.load(open(path))
 out = {}
 for i, case in enumerate(cases):
-    if kind == "epoch":
+    if kind in ("epoch", "batching"):
         out[str(i)] = epoch(case)
     elif kind == "weights":
         streams, size = weights(case)
@@ -115,8 +122,9 @@ def _weights_case(rng: np.random.Generator, streams: int) -> dict:
     return case
 
 
-def _epoch_cases(count: int) -> list[dict]:
-    rng = np.random.default_rng(20)
+def _epoch_cases(count: int, batching: bool = False) -> list[dict]:
+    """``count`` random settings; ``batching``: of the per-stream batching methods (a seed of their own)."""
+    rng = np.random.default_rng(23 if batching else 20)
     cases = []
     while len(cases) < count:
         streams = int(rng.integers(1, 4))
@@ -140,6 +148,8 @@ def _epoch_cases(count: int) -> list[dict]:
             "initial": None,
             **_weights_case(rng, streams),
         }
+        if batching:
+            case["batching"] = str(rng.choice(BATCHING))
         weights = resolve_stream_weights(
             np.add.reduceat(sizes, np.cumsum([0, *per_stream[:-1]])),
             case["proportion"],
@@ -156,6 +166,8 @@ def _epoch_cases(count: int) -> list[dict]:
             if rng.random() < 0.6
             else int(rng.integers(0, weights.epoch_size // global_batch + 1)) * global_batch
         )
+        if batching and rng.random() < 0.2:  # off a global batch boundary: both round it down
+            case["sample_in_epoch"] += int(rng.integers(0, global_batch))
         cases.append(case)
     return cases
 
@@ -183,6 +195,8 @@ def _order(case: dict) -> SampleOrder:
         partition_algo=case["partition"],
         sampling_method=case["sampling"],
         sampling_granularity=case["granularity"],
+        batching_method=case.get("batching", "random"),
+        proportion_per_stream=weights.proportion.tolist(),
     )
 
 
@@ -198,6 +212,29 @@ def test_epochs_and_worker_slices_equal_the_reference(reference_python: Path, tm
             node, rank, worker = (n - 1 for n in case["world"])
             alone = order.worker_sample_ids(case["epoch"], world, node, rank, worker, case["sample_in_epoch"])
             assert np.array_equal(alone, ours[node, rank, worker].ravel()), f"case {i}: {case}"
+
+
+def test_batching_methods_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:
+    """``stratified``, ``per_stream``, ``device_per_stream``: the same epochs, and the same refusals."""
+    cases = _epoch_cases(60, batching=True)
+    reference = _reference(reference_python, tmp_path, "batching", cases)
+    refused = 0
+    for i, case in enumerate(cases):
+        order = _order(case)
+        world = WorldShape(*case["world"])
+        expected = reference[str(i)]
+        if expected.ndim == 1:  # the reference raised ValueError
+            refused += 1
+            with pytest.raises(ShuffleError):
+                order.epoch_sample_ids(case["epoch"], world, case["sample_in_epoch"])
+            continue
+        ours = order.epoch_sample_ids(case["epoch"], world, case["sample_in_epoch"])
+        assert np.array_equal(ours, expected), f"case {i}: {case}"
+        if i % 5 == 0:
+            node, rank, worker = (n - 1 for n in case["world"])
+            alone = order.worker_sample_ids(case["epoch"], world, node, rank, worker, case["sample_in_epoch"])
+            assert np.array_equal(alone, ours[node, rank, worker].ravel()), f"case {i}: {case}"
+    assert refused < len(cases) // 3, f"{refused} of {len(cases)} cases refused: the generator needs tuning"
 
 
 def test_shuffles_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +44,11 @@ def remote_bytes(remote: Path) -> int:
     return sum(p.stat().st_size for p in remote.glob("shard.*"))
 
 
+def index_bytes(remote: Path) -> int:
+    """The index.json bytes that cache_limit counts (as the reference does), besides the shards."""
+    return (remote / "index.json").stat().st_size
+
+
 def check_sample(sample: dict) -> None:
     want = token_sample(int(sample["id"]))
     assert sample["text"] == want["text"]
@@ -55,7 +61,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_an_epoch_within_a_quarter_of_the_dataset(tokens_remote: Path, tmp_path: Path) -> None:
-    limit = remote_bytes(tokens_remote) // 4
+    limit = remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote)
     ds = StreamingDataset(
         remote=str(tokens_remote),
         local=str(tmp_path),
@@ -79,7 +85,7 @@ def test_an_epoch_within_a_quarter_of_the_dataset(tokens_remote: Path, tmp_path:
 def test_a_second_epoch_downloads_evicted_shards_again_and_counts_them(
     tokens_remote: Path, tmp_path: Path
 ) -> None:
-    limit = remote_bytes(tokens_remote) // 4
+    limit = remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote)
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
     for _ in range(2):
         assert sorted(int(s["id"]) for s in ds) == list(range(1000))
@@ -92,7 +98,7 @@ def test_a_second_epoch_downloads_evicted_shards_again_and_counts_them(
 def test_compressed_shards_count_both_files_while_they_arrive(zstd_remote: Path, tmp_path: Path) -> None:
     ds0 = StreamingDataset(remote=str(zstd_remote), local=str(tmp_path / "probe"))
     largest = max(sum(f.bytes for f in (*s.raw_files, *s.zip_files)) for s in ds0.shards)
-    limit = 4 * largest
+    limit = 4 * largest + index_bytes(zstd_remote)
     for keep_zip in (False, True):
         local = tmp_path / f"keep-{keep_zip}"
         ds = StreamingDataset(
@@ -121,7 +127,11 @@ def test_local_only_streams_are_never_evicted(tokens_remote: Path, tmp_path: Pat
     local = tmp_path / "local"
     shutil.copytree(tokens_remote, local)
     before = snapshot(local)
-    ds = StreamingDataset(local=str(local), cache_limit=remote_bytes(tokens_remote) // 4, shuffle=True)
+    ds = StreamingDataset(
+        local=str(local),
+        cache_limit=remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote),
+        shuffle=True,
+    )
     assert sorted(int(s["id"]) for s in ds) == list(range(1000))
     assert {k: v for k, v in snapshot(local).items() if not BOOKKEEPING & set(Path(k).parts)} == before
     assert ds.cache_stats() == {"downloads": 0, "redownloads": 0, "evictions": 0}
@@ -134,7 +144,7 @@ def test_files_in_local_before_the_run_are_never_evicted(tokens_remote: Path, tm
     for path in mine:
         shutil.copy2(path, local / path.name)
     before = snapshot(local)
-    limit = remote_bytes(tokens_remote) // 4
+    limit = remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote)
     ds = StreamingDataset(remote=str(tokens_remote), local=str(local), cache_limit=limit, shuffle=True)
     assert sorted(int(s["id"]) for s in ds) == list(range(1000))
     after = snapshot(local)
@@ -156,7 +166,7 @@ def test_what_a_killed_download_left_is_cleaned_and_recounted(tokens_remote: Pat
         json.dumps({"name": shard.basename, "files": [shard.basename], "bytes": 10**6})
     )
     (entries / f".{shard.basename}.json.999999-0badf00d.tmp").write_text("{")
-    limit = remote_bytes(tokens_remote) // 4
+    limit = remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote)
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
     for sample in ds:
         check_sample(sample)
@@ -208,7 +218,7 @@ def test_a_shard_evicted_while_open_is_unmapped_once_its_stretch_of_samples_is_r
     ds = StreamingDataset(
         remote=str(tokens_remote),
         local=str(tmp_path),
-        cache_limit=total // 4,
+        cache_limit=total // 4 + index_bytes(tokens_remote),
         shuffle=True,
         shuffle_block_size=200,
         predownload=8,
@@ -227,33 +237,34 @@ def test_a_shard_evicted_while_open_is_unmapped_once_its_stretch_of_samples_is_r
 
 
 def test_a_shuffle_that_reads_more_shards_at_once_than_the_limit_holds_is_warned_of(
-    tokens_remote: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tokens_remote: Path, tmp_path: Path
 ) -> None:
-    limit = remote_bytes(tokens_remote) // 4
-    with caplog.at_level("WARNING", logger="shardflow.dataset.dataset"):
+    limit = remote_bytes(tokens_remote) // 4 + index_bytes(tokens_remote)
+    with pytest.warns(UserWarning, match="reads at once") as caught:
         StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit, shuffle=True)
-    (warning,) = [r.getMessage() for r in caplog.records if "reads at once" in r.getMessage()]
+    (warning,) = [str(w.message) for w in caught if "reads at once" in str(w.message)]
     assert (
         "shuffle_block_size=4000000" in warning and "lower shuffle_block_size or raise cache_limit" in warning
     )
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="shardflow.dataset.dataset"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         StreamingDataset(
             remote=str(tokens_remote),
             local=str(tmp_path),
-            cache_limit=2 * limit,  # 5.5 shards; a block of 100 samples spans 3
+            cache_limit=2 * limit,  # 5.5 shards and the index; a block of 100 samples spans 3
             shuffle=True,
             shuffle_block_size=100,
         )
         StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=limit)  # in order: 2
-    assert not [r for r in caplog.records if "reads at once" in r.getMessage()]
 
 
 def test_random_access_under_a_limit_keeps_only_what_the_limit_holds_open(
     tokens_remote: Path, tmp_path: Path
 ) -> None:
     total = remote_bytes(tokens_remote)
-    ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), cache_limit=total // 4)
+    ds = StreamingDataset(
+        remote=str(tokens_remote), local=str(tmp_path), cache_limit=total // 4 + index_bytes(tokens_remote)
+    )
     largest = max(s.raw_files[0].bytes for s in ds.shards)
     holds = total // 4 // largest
     for i in np.random.default_rng(3).permutation(1000).tolist():

@@ -16,7 +16,7 @@ from shardflow.format import TEMP_NAME, read_shards
 
 from ._dataset_rank import clean_env, run_ranks
 from .conftest import write_tokens
-from .test_cache import shard_bytes
+from .test_cache import index_bytes, shard_bytes
 
 NUM_SAMPLES = 2000
 TIMEOUT = 300  # seconds for every process of a test; only a hang gets near it
@@ -74,7 +74,7 @@ def reader_config(remote: Path, local: Path, seed: int, **extra: object) -> dict
 def test_four_processes_share_a_cache_that_holds_three_shards(remote: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     largest = largest_shard(remote)
-    limit = 3 * largest
+    limit = 3 * largest + index_bytes(remote)  # the index counts too, as in the reference
     configs = [reader_config(remote, cache, 100 + k, cache_limit=limit, predownload=8) for k in range(4)]
     with FolderSampler(cache) as sampler:
         reports = run_ranks(configs, [clean_env()] * 4, tmp_path, TIMEOUT)
@@ -95,7 +95,7 @@ def test_four_processes_share_a_cache_that_holds_three_shards(remote: Path, tmp_
 @pytest.mark.slow
 def test_twenty_processes_at_once_ten_sharing_a_folder(remote: Path, tmp_path: Path) -> None:
     shared = tmp_path / "shared"
-    limit = NUM_SAMPLES // 2 * 60  # about half the dataset (60 bytes a sample)
+    limit = NUM_SAMPLES // 2 * 60 + index_bytes(remote)  # about half the dataset (60 bytes a sample)
     configs = [
         reader_config(remote, shared, k, cache_limit=limit, predownload=8)
         if k < 10

@@ -16,9 +16,12 @@ Everything lives in files, so nothing survives a process but files that the next
 - ``<root>/.shardflow-locks/cache-budget.lock``: held while a process adds up the entries and makes room.
 - ``<root>/.shardflow-cache/limit.json``: the last limit a dataset set on the folder (for ``shardflow
   cache status``).
-- ``<root>/.shardflow-cache/remote.json``: the remote the folder caches; another remote is refused.
+- ``<root>/.shardflow-cache/remote.json``: the remote the folder caches (another remote is refused) and the
+  version of the ``index.json`` last downloaded into it (what a run that cannot reach the remote falls back
+  to).
 
-The usage is added up from the entries each time room is made, never remembered. Eviction takes a
+The usage is the folders' ``index.json`` bytes plus the entries', added up each time room is made, never
+remembered. Eviction takes a
 shard's download lock without waiting (a shard being downloaded is never evicted), prefers shards whose
 use lock is free, and otherwise unlinks a shard that is open: its readers keep a valid map of the
 unlinked file, whose blocks the kernel frees when the last reader unmaps it (at its next window, or when
@@ -49,6 +52,8 @@ __all__ = [
     "read_entries",
     "read_identity",
     "claim_folder",
+    "note_index_version",
+    "read_index_version",
     "inside",
     "remove_stale_temps",
 ]
@@ -119,6 +124,23 @@ def claim_folder(root: Path, remote: str) -> None:
         )
 
 
+def note_index_version(root: Path, remote: str, version: str) -> None:
+    """Record in the folder's marker the version of the ``index.json`` just downloaded from ``remote``."""
+    _write_json(root / CACHE_FOLDER / _REMOTE_FILE, {"remote": remote, "index_version": version})
+
+
+def read_index_version(root: Path, remote: str) -> str | None:
+    """The version :func:`note_index_version` recorded for ``remote``'s index in ``root``, or None."""
+    try:
+        data = json.loads((root / CACHE_FOLDER / _REMOTE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("remote") != remote:
+        return None
+    version = data.get("index_version")
+    return version if isinstance(version, str) else None
+
+
 def read_identity(root: Path, name: str) -> dict[str, Any] | None:
     """What a cached shard was downloaded as (see :meth:`NodeCache.record`); None without a readable entry
     (files the cache did not download, or an entry of a release that recorded no identity)."""
@@ -167,12 +189,17 @@ class NodeCache:
         roots: The local folders of the streams that have a remote.
         limit: The budget in bytes over all ``roots``, or None.
         timeout: Seconds to wait for the budget lock and a shard's use lock.
+        index_bytes: Bytes of the ``index.json`` files in ``roots``: part of the usage, never evicted (as
+            the reference counts them).
     """
 
-    def __init__(self, roots: Sequence[Path], limit: int | None, timeout: float) -> None:
+    def __init__(
+        self, roots: Sequence[Path], limit: int | None, timeout: float, index_bytes: int = 0
+    ) -> None:
         self.roots = sorted(set(roots))
         self.limit = limit
         self.timeout = timeout
+        self.index_bytes = index_bytes
         self.downloads = 0
         self.redownloads = 0
         self.evictions = 0
@@ -267,7 +294,7 @@ class NodeCache:
         entries = sorted(
             (entry for root in self.roots for entry in read_entries(root)), key=lambda e: e.last_use
         )
-        usage = sum(entry.bytes for entry in entries)
+        usage = self.index_bytes + sum(entry.bytes for entry in entries)
         candidates = [entry for entry in entries if (entry.root, entry.name) != exclude]
         for readers_too in (False, True):
             kept = []

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import resource
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -150,6 +151,13 @@ class StreamingDataset(IterableDataset):
         self.epoch_size_arg = parse_count("epoch_size", epoch_size)
         self._predownload_arg = predownload
         self.predownload = predownload if predownload is not None else (8 * batch_size if batch_size else 64)
+        if predownload is not None and batch_size is not None and predownload < batch_size:
+            warnings.warn(
+                f"predownload={predownload} is below batch_size={batch_size}: a batch may wait for shards "
+                f"that were not fetched ahead; give predownload at least batch_size",
+                UserWarning,
+                stacklevel=2,
+            )
         self._cache_limit_arg = cache_limit
         self.cache_limit = parse_bytes("cache_limit", cache_limit)
         self._limit_checked: tuple[World, int] | None = None  # the world and predownload it was checked for
@@ -208,10 +216,13 @@ class StreamingDataset(IterableDataset):
         self._holds: dict[int, int | None] = {}
         self._recent: OrderedDict[int, None] = OrderedDict()  # shards random reads opened, oldest first
         self._random_cap = open_shards_cap()  # how many of them stay open
+        downloading = {stream.local_root: stream for stream in self.streams if stream.remote_root is not None}
+        self._index_bytes = sum(stream.get_index_size() for stream in downloading.values())
         self._cache = NodeCache(
-            [stream.local_root for stream in self.streams if stream.remote_root is not None],
+            list(downloading),
             self.cache_limit,
             max(stream.wait_timeout for stream in self.streams),
+            self._index_bytes,
         )
         if self.cache_limit is not None:
             self._random_cap = min(self._random_cap, self._check_cache_limit(cache_limit) or self._random_cap)
@@ -286,27 +297,31 @@ class StreamingDataset(IterableDataset):
         world = self.world
         self._limit_checked = (world, self.predownload)
         ranks = world.local_world_size
-        needed = ranks * (1 + ahead) * largest
+        index = self._index_bytes
+        needed = index + ranks * (1 + ahead) * largest
         if self.cache_limit < needed:
             raise DatasetConfigError(
                 f"cache_limit={given!r} ({self.cache_limit:,} bytes) cannot hold what this node has in "
                 f"flight; the smallest workable limit is {needed:,} bytes "
-                f"({format_bytes(needed, round_up=True)}): {ranks} rank(s) "
+                f"({format_bytes(needed, round_up=True)}): the streams' index.json files ({index:,} bytes, "
+                f"counted as the reference counts them) + {ranks} rank(s) "
                 f"x (1 shard read + {ahead} fetched ahead for predownload={self.predownload}) x the largest "
                 f"shard's {largest:,} bytes on disk while it arrives; raise cache_limit or lower predownload"
             )
         spread = self._shards_in_use_per_node(remote, world.num_nodes)
         working = spread * sum(sizes) // len(sizes)
-        if working > self.cache_limit:
-            logger.warning(
-                "cache_limit=%r (%s bytes) is below what this node reads at once: about %d shards (%s "
-                "bytes) with shuffle_algo=%r, shuffle_block_size=%d and %d canonical node(s) per node; "
-                "expect shards downloaded again and evicted shards held on disk by their readers: lower "
-                "shuffle_block_size or raise cache_limit",
-                given, f"{self.cache_limit:,}", spread, f"{working:,}", self.shuffle_algo,
-                self._order.block_size, math.ceil(self.num_canonical_nodes / world.num_nodes),
-            )  # fmt: skip
-        return max(1, self.cache_limit // largest // ranks)
+        if index + working > self.cache_limit:
+            warnings.warn(
+                f"cache_limit={given!r} ({self.cache_limit:,} bytes) is below what this node reads at once: "
+                f"about {spread} shards ({working:,} bytes) with shuffle_algo={self.shuffle_algo!r}, "
+                f"shuffle_block_size={self._order.block_size} and "
+                f"{math.ceil(self.num_canonical_nodes / world.num_nodes)} canonical node(s) per node, plus "
+                f"{index:,} bytes of index.json; expect shards downloaded again and evicted shards held on "
+                f"disk by their readers: lower shuffle_block_size or raise cache_limit",
+                UserWarning,
+                stacklevel=3,
+            )
+        return max(1, (self.cache_limit - index) // largest // ranks)
 
     def _shards_in_use_per_node(self, shards: list[int], num_nodes: int) -> int:
         """About how many shards one of ``num_nodes`` nodes reads from at any moment, given the shuffle."""
@@ -348,6 +363,7 @@ class StreamingDataset(IterableDataset):
             batch_size=self.batch_size or 1,
             shards_per_stream=self.shards_per_stream,
             choose_per_stream=self.weights.choose.tolist(),
+            proportion_per_stream=self.weights.proportion.tolist(),
             shuffle=self.shuffle,
             shuffle_algo=self.shuffle_algo,
             shuffle_seed=self.shuffle_seed,

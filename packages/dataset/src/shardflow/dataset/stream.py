@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +19,9 @@ from shardflow.dataset._cache import (
     claim_folder,
     footprint,
     inside,
+    note_index_version,
     read_identity,
+    read_index_version,
     remove_stale_temps,
 )
 from shardflow.dataset._locks import file_lock, lock_path, release, try_lock
@@ -34,7 +37,7 @@ from shardflow.format import (
 )
 from shardflow.format.hashing import hash_file
 from shardflow.shuffle import ShuffleError, StreamWeights, resolve_stream_weights
-from shardflow.storage import ObjectNotFoundError, Store, from_url
+from shardflow.storage import ObjectNotFoundError, Store, TransientStorageError, from_url
 
 __all__ = ["Stream", "default_cache_folder"]
 
@@ -58,6 +61,11 @@ def default_cache_folder(remote: str) -> Path:
     )
     digest = hashlib.sha256(remote.rstrip("/").encode("utf-8")).hexdigest()[:20]
     return Path(base) / "datasets" / digest
+
+
+def _digest(path: Path) -> str:
+    """The content digest of a local ``index.json``, the first part of its recorded version."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
 
 
 def _is_url(text: str) -> bool:
@@ -301,8 +309,12 @@ class Stream:
                         f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
                         f"split={self.split!r} (the store said: {exc})"
                     ) from None
-                digest = hashlib.sha256((root / INDEX_BASENAME).read_bytes()).hexdigest()[:32]
-                self._index_version = f"{digest} {version or ''}".strip()
+                except TransientStorageError as exc:  # unreachable after the store's own retries
+                    self._index_version = self._fall_back_to_local_index(exc)
+                else:
+                    digest = _digest(root / INDEX_BASENAME)
+                    self._index_version = f"{digest} {version or ''}".strip()
+                    note_index_version(root, self.remote_root, self._index_version)
         elif not (root / INDEX_BASENAME).is_file():
             raise NoShardsError(
                 f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
@@ -314,6 +326,23 @@ class Stream:
         if not any(shard.samples for shard in shards):
             raise NoShardsError(f"{self.describe(INDEX_BASENAME)} lists {len(shards)} shard(s), all empty")
         return shards
+
+    def _fall_back_to_local_index(self, exc: TransientStorageError) -> str:
+        """The recorded version of the local ``index.json`` from an earlier download, with a UserWarning,
+        when the remote cannot be reached; ``exc`` again when there is no such copy (or it was changed)."""
+        assert self.remote_root is not None
+        path = self.local_root / INDEX_BASENAME
+        recorded = read_index_version(self.local_root, self.remote_root)
+        if recorded is None or not path.is_file() or recorded.split(" ")[0] != _digest(path):
+            raise exc
+        warnings.warn(
+            f"{self.describe(INDEX_BASENAME)} cannot be reached ({type(exc).__name__}: {exc}): using the "
+            f"copy in {path} downloaded by an earlier run (index version {recorded}); its cached shards are "
+            f"checked against it as usual",
+            UserWarning,
+            stacklevel=4,
+        )
+        return recorded
 
     def get_shards(self, world: object = None, allow_unsafe_types: bool = False) -> list[ShardInfo]:
         """:meth:`load_shards` as a list, under mosaicml-streaming's name. ``world`` is accepted and unused:

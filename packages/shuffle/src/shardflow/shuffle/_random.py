@@ -8,10 +8,7 @@ How keys are derived (the numbers are tags; changing one changes every order of 
 
 * ``run_key(seed)``: draws fixed for a whole run (of the ``*_fast`` shuffles; the exact ones draw from
   numpy's PCG64 as the reference does, ``_exact``). From it: the units' run order (tag 1), py2s's unit
-  shuffles (11) and naive's affine map (12). The per-stream batching methods (``batching``) add each
-  stream's own shuffle seed (24, then the stream), the order of streams' global batches (25, then the
-  epoch, or ``FIXED_EPOCH`` for an order that never changes) and of each node's device batches (26, then
-  the node, then the epoch).
+  shuffles (11) and naive's affine map (12).
 * ``epoch_key(seed, epoch)``: draws that change every epoch. From it: the spans' order within each
   canonical node (tag 2, then the node), each span's shuffle (10, then the span), the per-node streams
   (13, then the node, then ``NODE_*``; chunks then by chunk index) and py1e's window sizes (14).
@@ -38,10 +35,6 @@ __all__ = [
     "span_order_key",
     "epoch_keys",
     "node_stream_key",
-    "stream_shuffle_seed",
-    "global_batch_order_key",
-    "device_batch_order_key",
-    "FIXED_EPOCH",
     "KEY_SPAN",
     "KEY_UNIT_RUN",
     "KEY_NAIVE_RUN",
@@ -63,15 +56,12 @@ _TWO_POW_MINUS_53 = 1.0 / 9007199254740992.0
 # Tags of the streams derived from the run key and the epoch key (see the module docstring).
 _TAG_RUN_ORDER, _TAG_SPAN_ORDER = 1, 2
 _TAG_SPAN, _TAG_UNIT_RUN, _TAG_NAIVE_RUN, _TAG_NODE, _TAG_SPAN_WINDOW = 10, 11, 12, 13, 14
-_TAG_STREAM_SEED, _TAG_GLOBAL_BATCH_ORDER, _TAG_DEVICE_BATCH_ORDER = 24, 25, 26
 
 # Slots of the array of one epoch's keys that the kernels take (``epoch_keys``).
 KEY_SPAN, KEY_UNIT_RUN, KEY_NAIVE_RUN, KEY_NODE, KEY_SPAN_WINDOW = range(5)
 _NUM_KEYS = 5
 # Sub-streams of a canonical node's key (``node_stream_key``).
 NODE_BLOCK_SIZES, NODE_TILES, NODE_PHASE, NODE_CHUNKS = range(4)
-# The "epoch" of stream draws that stay the same for the whole run.
-FIXED_EPOCH = -1
 
 
 # --- counter-based hashes and draws ----------------------------------------------------------------
@@ -218,27 +208,3 @@ def epoch_keys(seed: int, epoch: int) -> np.ndarray:
 def node_stream_key(nodes_key: np.uint64, node: int, stream: int) -> np.uint64:
     """Canonical node ``node``'s stream ``stream`` (a ``NODE_*``), from the epoch's ``keys[KEY_NODE]``."""
     return derive_key(derive_key(nodes_key, node), stream)
-
-
-@jit
-def _stream_key(seed: int, tag: int, first: int, second: int) -> np.uint64:
-    return derive_key(derive_key(derive_key(run_key(seed), tag), first), second)
-
-
-def stream_shuffle_seed(seed: int, stream: int) -> int:
-    """The seed of stream ``stream``'s own shuffle under the per-stream batching methods, in ``[0, 2**63)``.
-
-    Each stream is shuffled on its own there; a seed per stream keeps equal-sized streams from being
-    shuffled alike.
-    """
-    return int(_stream_key(seed, _TAG_STREAM_SEED, stream, 0)) >> 1  # numba returns a Python int
-
-
-def global_batch_order_key(seed: int, epoch: int) -> np.uint64:
-    """The key of the order of streams' global batches (``per_stream``) in ``epoch`` (or ``FIXED_EPOCH``)."""
-    return np.uint64(_stream_key(seed, _TAG_GLOBAL_BATCH_ORDER, 0, epoch))
-
-
-def device_batch_order_key(seed: int, node: int, epoch: int) -> np.uint64:
-    """The key of the order of node ``node``'s device batches (``device_per_stream``) in ``epoch``."""
-    return np.uint64(_stream_key(seed, _TAG_DEVICE_BATCH_ORDER, node, epoch))

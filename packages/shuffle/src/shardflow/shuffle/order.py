@@ -108,8 +108,13 @@ class SampleOrder:
         batching_method: How samples are grouped into batches: ``random`` (one shuffle of all streams
             together), ``stratified`` (every global batch holds each stream's share), ``per_stream``
             (every global batch from one stream) or ``device_per_stream`` (every device batch from one
-            stream); see ``shardflow.shuffle.batching``. The last three ignore ``partition_algo`` and
-            ``initial_physical_nodes`` and cost O(epoch) time and memory per call.
+            stream); see ``shardflow.shuffle.batching``. The last three cost O(epoch) time and memory
+            per call.
+        proportion_per_stream: Each stream's resolved proportion (``resolve_stream_weights(...).proportion``,
+            the reference's ``Stream.proportion``), used by ``stratified`` (each stream's share of a global
+            batch) and by the per-stream shuffles of the last three methods (block ``int(shuffle_block_size
+            x proportion)``); default: ``choose_per_stream`` over its sum, which is the reference's value
+            unless the streams were weighted by ``proportion``.
     """
 
     samples_per_shard: ArrayLike
@@ -125,9 +130,11 @@ class SampleOrder:
     sampling_method: str = "balanced"
     sampling_granularity: int = 1
     batching_method: str = "random"
+    proportion_per_stream: Sequence[float] | None = None
     _shards: NDArray[np.int64] = field(init=False, repr=False)
     _streams: NDArray[np.int64] = field(init=False, repr=False)
     _choose: NDArray[np.int64] | None = field(init=False, repr=False)
+    _proportions: tuple[float, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         shards = as_sizes("samples_per_shard", self.samples_per_shard)
@@ -184,6 +191,21 @@ class SampleOrder:
         object.__setattr__(self, "_shards", shards)
         object.__setattr__(self, "_streams", streams)
         object.__setattr__(self, "_choose", choose)
+        object.__setattr__(self, "_proportions", self._resolved_proportions())
+
+    def _resolved_proportions(self) -> tuple[float, ...]:
+        if self.proportion_per_stream is None:
+            starts = np.concatenate([[0], np.cumsum(self._streams)[:-1]])
+            chosen = np.add.reduceat(self._shards, starts) if self._choose is None else self._choose
+            return tuple((chosen / chosen.sum()).tolist())
+        given = np.asarray(self.proportion_per_stream, np.float64)
+        if given.shape != self._streams.shape or not np.all(np.isfinite(given)) or np.any(given < 0):
+            raise ShuffleError(
+                f"proportion_per_stream={list(self.proportion_per_stream)!r}: give one finite, "
+                f"non-negative proportion per stream ({self._streams.shape[0]}), e.g. "
+                f"resolve_stream_weights(...).proportion"
+            )
+        return tuple(given.tolist())
 
     @property
     def epoch_size(self) -> int:
@@ -197,8 +219,11 @@ class SampleOrder:
             return int(self.shuffle_block_size)
         return default_shuffle_block_size(self.num_canonical_nodes)
 
-    def units(self, epoch: int) -> EpochUnits:
-        """The epoch's resampled shards: O(shards + repeats), plus O(samples drawn) for partial repeats."""
+    def units(self, epoch: int, stream: int | None = None) -> EpochUnits:
+        """The epoch's resampled shards: O(shards + repeats), plus O(samples drawn) for partial repeats.
+
+        ``stream``: only that stream's, resampled alone (as the per-stream batching methods do).
+        """
         check_non_negative("epoch", epoch)
         balanced = self.sampling_method == "balanced"
         return epoch_units(
@@ -210,6 +235,7 @@ class SampleOrder:
             int(epoch),
             vary_counts=balanced and self.shuffle,
             vary_subsets=balanced,
+            stream=stream,
         )
 
     def plan(
@@ -287,7 +313,9 @@ class SampleOrder:
         """
         if self.batching_method != "random":
             _check_worker(world, node, rank_of_node, worker_of_rank)
-            return self._dealt_worker_ids(epoch, world, node, rank_of_node, worker_of_rank, sample_in_epoch)
+            return self._dealt_worker_ids(
+                epoch, world, (node, rank_of_node, worker_of_rank), sample_in_epoch, initial_physical_nodes
+            )
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
         positions = partition_slice(plan, node, rank_of_node, worker_of_rank)
@@ -350,7 +378,9 @@ class SampleOrder:
         else:
             per_chunk = int(chunk_batches)
         if self.batching_method != "random":
-            ids = self._dealt_worker_ids(epoch, world, node, rank_of_node, worker_of_rank, sample_in_epoch)
+            ids = self._dealt_worker_ids(
+                epoch, world, (node, rank_of_node, worker_of_rank), sample_in_epoch, initial_physical_nodes
+            )
             return _slices(ids, per_chunk * int(self.batch_size))
         units = self.units(epoch)
         plan = self.plan(world, sample_in_epoch, initial_physical_nodes)
@@ -375,8 +405,7 @@ class SampleOrder:
         """
         if self.batching_method != "random":
             return deal_epoch(
-                self._batches_left(epoch, world, sample_in_epoch),
-                self.batching_method,
+                self._batches_left(epoch, world, sample_in_epoch, initial_physical_nodes),
                 world.num_physical_nodes,
                 world.ranks_per_node,
                 world.workers_per_rank,
@@ -406,42 +435,41 @@ class SampleOrder:
         self,
         epoch: int,
         world: WorldShape,
-        node: int,
-        rank_of_node: int,
-        worker_of_rank: int,
+        worker: tuple[int, int, int],
         sample_in_epoch: int,
+        initial_physical_nodes: int | None,
     ) -> NDArray[np.int64]:
         """One worker's ids under a per-stream batching method (coordinates already checked)."""
         return deal_worker(
-            self._batches_left(epoch, world, sample_in_epoch),
-            self.batching_method,
+            self._batches_left(epoch, world, sample_in_epoch, initial_physical_nodes),
             world.num_physical_nodes,
             world.ranks_per_node,
             world.workers_per_rank,
             int(self.batch_size),
-            node,
-            rank_of_node,
-            worker_of_rank,
+            *worker,
         )
 
-    def _batches_left(self, epoch: int, world: WorldShape, sample_in_epoch: int) -> NDArray[np.int64]:
+    def _batches_left(
+        self, epoch: int, world: WorldShape, sample_in_epoch: int, initial_physical_nodes: int | None
+    ) -> NDArray[np.int64]:
         """The global batches of a per-stream batching method left after ``sample_in_epoch``."""
-        units = self.units(epoch)
+        streams = [self.units(epoch, stream) for stream in range(self._streams.shape[0])]
         setup = BatchingSetup(
             method=self.batching_method,
-            stream_starts=np.concatenate([[0], np.cumsum(self._shards)])[
-                np.concatenate([[0], np.cumsum(self._streams)])
-            ],
+            proportions=self._proportions,
             num_canonical_nodes=int(self.num_canonical_nodes),
             shuffle_algo=self.shuffle_algo if self.shuffle else None,
             seed=int(self.shuffle_seed),
             block_size=self.block_size,
             vary_order=self.shuffle and self.sampling_method == "balanced",
+            partition_algo=self.partition_algo,
+            initial_physical_nodes=initial_physical_nodes,
             batch_size=int(self.batch_size),
             num_physical_nodes=world.num_physical_nodes,
             ranks_per_node=world.ranks_per_node,
+            workers_per_rank=world.workers_per_rank,
         )
-        table = global_batch_table(setup, units, int(epoch))
+        table = global_batch_table(setup, streams, int(epoch))
         return resume(table, sample_in_epoch, self.epoch_size, self.batching_method)
 
 
