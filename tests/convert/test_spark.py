@@ -222,6 +222,51 @@ def test_bad_columns_argument() -> None:
         infer_columns(schema, {"a": "int65"})
 
 
+def test_array_encoding_must_match_the_array_type() -> None:
+    schema = T.StructType(
+        [
+            T.StructField("seq", T.ArrayType(T.IntegerType())),
+            T.StructField("flags", T.ArrayType(T.BooleanType())),
+            T.StructField("blob", T.BinaryType()),
+        ]
+    )
+    matching = {"seq": "ndarray:int32:3", "flags": "ndarray:uint8", "blob": "bytes"}
+    assert infer_columns(schema, matching) == matching
+    assert infer_columns(schema, {"seq": "ndarray"})["seq"] == "ndarray"
+    wrong = [
+        ({"seq": "ndarray:int64"}, "array<int>, whose values are ndarray:int32, but columns names "
+         r"'ndarray:int64': cast the column .* or declare 'ndarray:int32'"),
+        ({"seq": "ndarray:float32:3"}, r"array<int>, .* 'ndarray:float32:3': .* declare 'ndarray:int32:3'"),
+        ({"flags": "ndarray:int8"}, "array<boolean>, whose values are ndarray:uint8"),
+        ({"blob": "ndarray:uint8"}, "binary, not an array of numbers, so it cannot be stored as"),
+    ]  # fmt: skip
+    for columns, message in wrong:
+        name = next(iter(columns))
+        with pytest.raises(InputError, match=rf"column '{name}' has Spark type {message}"):
+            infer_columns(schema, columns)
+        with pytest.raises(ValueError):  # what mosaicml-streaming raises there
+            infer_columns(schema, columns, listed_only=True)
+
+
+def test_mds_kwargs_columns_are_the_columns_written(spark: SparkSession, tmp_path: Path) -> None:
+    frame = spark.range(0, 6, 1, 2).selectExpr(
+        "id", "concat('row-', id) as text", "sequence(0, cast(id as int)) as seq", "map('k', id) as meta"
+    )
+    out = tmp_path / "out"
+    # As in mosaicml-streaming: only the listed columns; meta (no encoding) is not written.
+    dataframe_to_mds(frame, mds_kwargs={"out": str(out), "columns": {"text": "str", "id": "int64"}})
+    index = json.loads((out / "index.json").read_text())  # names sorted, as MDSWriter stores them
+    assert {tuple(shard["column_names"]) for shard in index["shards"]} == {("id", "text")}
+    dataset = LocalDataset(str(out))
+    assert [dataset[i] for i in range(6)] == [{"text": f"row-{i}", "id": i} for i in range(6)]
+    # The reference raises before any job for an array declared with another dtype: no cast.
+    with pytest.raises(InputError, match="column 'seq' has Spark type array<int>, whose values are"):
+        dataframe_to_mds(
+            frame, mds_kwargs={"out": str(tmp_path / "cast"), "columns": {"seq": "ndarray:int64"}}
+        )
+    assert not (tmp_path / "cast").exists()
+
+
 def test_unsupported_type_fails_before_any_job(spark: SparkSession, tmp_path: Path) -> None:
     frame = spark.range(3).selectExpr("id", "current_timestamp() as seen")
     with pytest.raises(InputError, match=r"column 'seen' has Spark type timestamp"):
@@ -271,14 +316,12 @@ def test_existing_out_refused_unless_exist_ok(spark: SparkSession, tmp_path: Pat
 
 def test_columns_override_and_empty_partitions(spark: SparkSession, tmp_path: Path) -> None:
     frame = _frame(spark, 20, 4).where("id < 6").select("id", "s16", "seq", "text")  # 2 and 3 empty
-    dataframe_to_mds(
-        frame, str(tmp_path / "out"), columns={"s16": "int", "seq": "ndarray:int64", "text": "json"}
-    )
+    dataframe_to_mds(frame, str(tmp_path / "out"), columns={"s16": "int", "seq": "ndarray", "text": "json"})
     dataset = LocalDataset(str(tmp_path / "out"))
     assert len(dataset) == 6
     sample = dataset[4]
     assert sample["s16"] == -32764 and type(sample["s16"]) is int
-    assert sample["seq"].dtype == np.int64 and sample["seq"].tolist() == [0, 1, 2, 3, 4]
+    assert sample["seq"].dtype == np.int32 and sample["seq"].tolist() == [0, 1, 2, 3, 4]
     assert sample["text"] == "row-4-é"
     assert dataset[5]["id"] == 5
 

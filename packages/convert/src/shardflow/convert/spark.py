@@ -101,7 +101,33 @@ def _encoding_of(data_type: DataType) -> str | None:
     return None
 
 
-def infer_columns(schema: DataFrame | StructType, columns: Mapping[str, str] | None = None) -> dict[str, str]:
+def _check_array_encoding(name: str, data_type: DataType, encoding: str) -> None:
+    """Refuse an ``ndarray`` encoding that does not match column ``name``'s Spark type: no silent cast."""
+    parts = encoding.split(":")
+    if parts[0] != "ndarray":
+        return
+    inferred = _encoding_of(data_type)
+    if inferred is None or not inferred.startswith("ndarray:"):
+        raise InputError(
+            f"column {name!r} has Spark type {data_type.simpleString()}, not an array of numbers, so it "
+            f"cannot be stored as {encoding!r}: convert it to an array first, or choose another encoding"
+        )
+    dtype = inferred.split(":")[1]
+    if len(parts) > 1 and parts[1] != dtype:
+        raise InputError(
+            f"column {name!r} has Spark type {data_type.simpleString()}, whose values are "
+            f"ndarray:{dtype}, but columns names {encoding!r}: cast the column "
+            f"(dataframe.withColumn({name!r}, dataframe[{name!r}].cast('array<...>'))) or declare "
+            f"{':'.join(['ndarray', dtype, *parts[2:]])!r}"
+        )
+
+
+def infer_columns(
+    schema: DataFrame | StructType,
+    columns: Mapping[str, str] | None = None,
+    *,
+    listed_only: bool = False,
+) -> dict[str, str]:
     """The MDS column encodings of a DataFrame (or its schema), every column in schema order.
 
     ``ByteType`` -> ``int8``, ``ShortType`` -> ``int16``, ``IntegerType`` -> ``int32``, ``LongType`` ->
@@ -112,14 +138,19 @@ def infer_columns(schema: DataFrame | StructType, columns: Mapping[str, str] | N
     Args:
         schema: A DataFrame or a ``StructType``.
         columns: Encodings that replace the inferred ones, for some or all columns; they also name an
-            encoding for a column whose type has none (e.g. ``{'meta': 'json'}`` for a map).
+            encoding for a column whose type has none (e.g. ``{'meta': 'json'}`` for a map). An
+            ``ndarray`` encoding must match the column's array type (``ndarray:int64`` for
+            ``array<bigint>``): arrays are not cast.
+        listed_only: Only the columns in ``columns`` (mosaicml-streaming's
+            ``mds_kwargs['columns']``); the other columns are not written.
 
     Returns:
         Column name to MDS encoding.
 
     Raises:
-        InputError: ``columns`` names a column that does not exist or an unknown encoding, or a column
-            not in ``columns`` has a type with no MDS encoding (the message names both).
+        InputError: ``columns`` names a column that does not exist or an unknown encoding, an
+            ``ndarray`` encoding does not match the column's array type, or a column written but not in
+            ``columns`` has a type with no MDS encoding (the message names both).
     """
     struct: StructType = schema.schema if hasattr(schema, "schema") else schema  # a DataFrame's, or itself
     fields = {field.name: field.dataType for field in struct.fields}
@@ -135,6 +166,9 @@ def infer_columns(schema: DataFrame | StructType, columns: Mapping[str, str] | N
                 f"columns: {encoding!r} for column {name!r} is not an MDS encoding "
                 "(see shardflow.format.get_mds_encodings())"
             )
+        _check_array_encoding(name, fields[name], encoding)
+    if listed_only:
+        return overrides
     encodings: dict[str, str] = {}
     for name, data_type in fields.items():
         chosen = overrides.get(name) or _encoding_of(data_type)
@@ -199,7 +233,7 @@ def _column_values(array: Any, encoding: str, dtype: Any) -> list[Any]:
         return list(array.to_pylist())  # nulls as None, at any depth
     if encoding.startswith("ndarray") and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
         values = array.values.to_numpy(zero_copy_only=False)
-        if dtype is not None and values.dtype != dtype:
+        if dtype is not None and values.dtype != dtype:  # only booleans -> uint8: infer_columns checked
             values = values.astype(dtype)
         offsets = array.offsets.to_numpy().tolist()
         return [values[start:end] for start, end in zip(offsets[:-1], offsets[1:], strict=True)]
@@ -331,7 +365,8 @@ def dataframe_to_mds(
         out: A local folder (shared by every executor, e.g. a mounted volume), a remote URL (each task
             writes through a local temporary folder and uploads), or a ``(local, remote)`` pair.
         columns: Encodings replacing the inferred ones for some or all columns (every other column is
-            still written with its inferred encoding; select columns first to write fewer).
+            still written with its inferred encoding; select columns first to write fewer). An
+            ``ndarray`` encoding must match the column's array type (no cast).
         compression: Shard compression, e.g. ``'zstd'``; ``None`` (the default) for none.
         hashes: Hash algorithms recorded in the index for every file.
         size_limit: Shard size limit in bytes (or ``'64mb'``).
@@ -339,9 +374,10 @@ def dataframe_to_mds(
         merge_index: Write ``out/index.json`` over the partitions (else each partition stays a dataset
             of its own).
         mds_kwargs: MDSWriter arguments as mosaicml-streaming's ``dataframe_to_mds`` takes them: ``out``,
-            ``columns``, ``compression``, ``hashes``, ``size_limit``, ``keep_local`` (each given here or
-            as an argument, not both), and ``progress_bar``, ``max_workers``, ``retry``, ``exist_ok``
-            (``True``: write into a non-empty ``out``, replacing the dataset there).
+            ``columns`` (here, as in the reference, exactly the columns written), ``compression``,
+            ``hashes``, ``size_limit``, ``keep_local`` (each given here or as an argument, not both), and
+            ``progress_bar``, ``max_workers``, ``retry``, ``exist_ok`` (``True``: write into a non-empty
+            ``out``, replacing the dataset there).
         udf_iterable: Turns the rows into samples: called as ``udf_iterable(pandas_frame, **udf_kwargs)``
             for each Arrow batch of a partition, it returns an iterable of sample dicts that match
             ``columns``, which is then required and complete (no inference).
@@ -352,7 +388,8 @@ def dataframe_to_mds(
         ``out`` does not have.
 
     Raises:
-        InputError: A column type has no MDS encoding, ``columns`` is wrong, or (from the Spark job) a
+        InputError: A column type has no MDS encoding, ``columns`` is wrong (an unknown column or
+            encoding, an ``ndarray`` encoding that does not match the array type), or (from the Spark job) a
             value holds a null (itself, an array element, a struct field) in a column not stored as
             ``json`` or ``pkl``.
         OutputExistsError: ``out`` is not empty and ``exist_ok`` was not given.
@@ -379,7 +416,8 @@ def dataframe_to_mds(
             raise TypeError("dataframe_to_mds: udf_iterable makes the samples, so columns must name them all")
         encodings = dict(args["columns"])
     else:
-        encodings = infer_columns(dataframe, args["columns"])
+        listed_only = (mds_kwargs or {}).get("columns") is not None  # the reference's call form
+        encodings = infer_columns(dataframe, args["columns"], listed_only=listed_only)
     logger.info("dataframe_to_mds: columns %s", encodings)
     _check_out(local, remote, exist_ok)
 
