@@ -22,8 +22,10 @@ from shardflow.format import (
     JSONWriter,
     LocalDataset,
     MDSWriter,
+    SampleKeysError,
     TSVWriter,
     UnknownArgumentError,
+    UnknownEncodingError,
     XSVWriter,
     mds_encode,
     read_index,
@@ -187,3 +189,21 @@ def test_get_item(tmp_path: Path) -> None:
         dataset.get_item(10)
     with pytest.raises(TypeError):
         dataset.get_item(1.0)  # type: ignore[arg-type]
+
+
+def test_an_unknown_column_encoding_is_also_a_type_error(tmp_path: Path) -> None:
+    """mosaicml-streaming raises TypeError for a column encoding it does not know."""
+    with pytest.raises(UnknownEncodingError) as caught:
+        MDSWriter(out=str(tmp_path / "ds"), columns={"x": "int33"})
+    assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
+    assert "'x'" in str(caught.value) and not (tmp_path / "ds").exists()
+
+
+def test_a_sample_without_a_column_is_also_a_key_error(tmp_path: Path) -> None:
+    """mosaicml-streaming raises KeyError for a sample that lacks a column; the message stays unquoted."""
+    with MDSWriter(out=str(tmp_path / "ds"), columns={"x": "int", "y": "str"}) as writer:
+        with pytest.raises(KeyError) as caught:
+            writer.write({"x": 1})
+        writer.write({"x": 1, "y": "kept"})
+    assert isinstance(caught.value, SampleKeysError) and isinstance(caught.value, EncodingError)
+    assert str(caught.value).startswith("sample 0 has missing columns ['y']")

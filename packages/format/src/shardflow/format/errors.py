@@ -2,7 +2,8 @@
 
 Where mosaicml-streaming raises a builtin (``json.JSONDecodeError`` for a corrupt ``index.json``,
 ``FileNotFoundError`` for a missing shard, ``AttributeError`` for a value of the wrong type, ``ValueError``
-for an unknown writer argument), the error raised here is also an instance of it, so code written for
+for an unknown writer argument, ``TypeError`` for an unknown column encoding, ``KeyError`` for a sample
+without a column), the error raised here is also an instance of it, so code written for
 either library catches it.
 """
 
@@ -15,7 +16,9 @@ __all__ = [
     "FormatError",
     "EncodingError",
     "EncodingTypeError",
+    "SampleKeysError",
     "UnknownNameError",
+    "UnknownEncodingError",
     "UnknownArgumentError",
     "IndexFormatError",
     "IndexDecodeError",
@@ -37,6 +40,10 @@ class UnknownNameError(FormatError):
     """An encoding, compression or hash name that does not exist; the message lists the valid ones."""
 
 
+class UnknownEncodingError(UnknownNameError, TypeError):
+    """A writer column whose encoding does not exist: also the ``TypeError`` mosaicml-streaming raises."""
+
+
 class UnknownArgumentError(FormatError, TypeError):
     """A writer argument that does not exist: a ``TypeError``, as Python's own, and a ``ValueError``, as
     mosaicml-streaming raises; the message lists the valid ones."""
@@ -49,6 +56,14 @@ class EncodingError(FormatError):
 class EncodingTypeError(EncodingError, AttributeError, TypeError):
     """A value of the wrong type for its encoding (a ``str`` for an ``int`` column, a list for an
     ``ndarray``): also an ``AttributeError`` and a ``TypeError``, which mosaicml-streaming raises there."""
+
+
+class SampleKeysError(EncodingError, KeyError):
+    """A sample without one of the writer's columns (or with keys it does not have): also the ``KeyError``
+    mosaicml-streaming raises for a missing column. ``str()`` is the message, unquoted."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class IndexFormatError(FormatError):

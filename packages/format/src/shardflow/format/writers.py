@@ -15,7 +15,14 @@ from shardflow.format._text_encodings import get_text_type
 from shardflow.format._write_files import HashingFile, SizeLog
 from shardflow.format._write_shard import ShardWriter, config_field
 from shardflow.format.encodings import Codec, get_codec
-from shardflow.format.errors import EncodingError, EncodingTypeError, ShardTooLargeError, UnknownNameError
+from shardflow.format.errors import (
+    EncodingError,
+    EncodingTypeError,
+    SampleKeysError,
+    ShardTooLargeError,
+    UnknownEncodingError,
+    UnknownNameError,
+)
 from shardflow.format.upload import Out
 
 __all__ = ["MDSWriter", "JSONWriter", "XSVWriter", "CSVWriter", "TSVWriter"]
@@ -69,7 +76,7 @@ class _SampleCheck:
         missing = [name for name in self.names if name not in sample]
         extra = [key for key in sample if key not in self.names]
         if missing or extra:
-            return EncodingError(
+            return SampleKeysError(
                 f"{where} has missing columns {missing} and unexpected keys {extra}; the writer's columns "
                 f"are {self.names}: give every sample exactly these keys"
             )
@@ -87,7 +94,7 @@ def _resolve_codec(name: str, encoding: str) -> Codec:
     try:
         return get_codec(encoding)
     except UnknownNameError as err:
-        raise UnknownNameError(f"column {name!r}: {err}") from None
+        raise UnknownEncodingError(f"column {name!r}: {err}") from None
 
 
 @_with_args

@@ -533,15 +533,32 @@ def materialize_all(shuffler: Shuffler, units: UnitMap) -> np.ndarray:
 
 
 def lookup(shuffler: Shuffler, units: UnitMap, positions: np.ndarray) -> np.ndarray:
-    """The id at each of ``positions`` (-1 stays -1), building each needed chunk once, in O(chunk) memory.
+    """The id at each of ``positions`` (-1 stays -1), building each needed chunk once, in O(chunk) memory
+    (the exact algorithms: a gather from the node tables, which are in memory already).
 
     The tables of every canonical node that holds one of the positions must be built.
     """
     positions = np.ascontiguousarray(positions, np.int64)
     if shuffler.algo == NO_SHUFFLE and units.identity:  # ids are the positions: no kernel to load or run
         return positions.copy()
+    if shuffler.algo >= FIRST_EXACT:  # the ids are in the node tables: a gather, no kernel to compile
+        return _table_lookup(shuffler, positions)
     order = np.argsort(positions, kind="stable")
     out = np.empty_like(positions)
     chunk, scratch = chunk_capacity(shuffler)
     _lookup(shuffler, units, positions, order, out, np.empty(chunk, np.int64), np.empty(scratch, np.int64))
+    return out
+
+
+def _table_lookup(shuffler: Shuffler, positions: np.ndarray) -> np.ndarray:
+    """``lookup`` for the exact algorithms, in numpy: the table entry of each position's canonical node.
+
+    Done without ``_lookup`` so that a cold process compiles none of the fast algorithms' kernels (about
+    4 s of numba's time; see the README's "Cold start").
+    """
+    out = np.full_like(positions, -1)
+    valid = positions >= 0
+    wanted = positions[valid]
+    node = np.searchsorted(shuffler.bounds[:-1], wanted, side="right") - 1
+    out[valid] = shuffler.table[shuffler.node_table[node] + wanted - shuffler.bounds[node]]
     return out
