@@ -102,18 +102,12 @@ def test_per_stream_global_batches_come_from_one_stream(
     streams: list[list[int]], shape: tuple[int, int, int], batch: int, shuffle: bool
 ) -> None:
     world = WorldShape([1, 2, 4][shape[0] - 1], shape[1], shape[2])  # the partition needs them to divide 4
-    global_batch = batch * world.num_physical_nodes * shape[1]
     order = make_order(streams, "per_stream", batch_size=batch, shuffle=shuffle)
-    if any(sum(s) < global_batch for s in streams):
-        small = next(k for k, s in enumerate(streams) if sum(s) < global_batch)
-        with pytest.raises(ShuffleError, match=f"stream {small} "):
-            order.global_batch_ids(0, world)
-        return
     try:
         batches = order.global_batch_ids(0, world)
-    except ShuffleError as error:  # a stream without a global batch free of partition padding
-        assert "does not fill one global batch" in str(error)
-        return
+    except ShuffleError as error:  # a stream without a global batch free of partition padding (the
+        assert "does not fill one global batch" in str(error)  # partition may repeat samples to fill one,
+        return  # so a stream smaller than a global batch is not always refused: as in the reference)
     for row in batches:
         origin = stream_of(order, row[row >= 0])
         assert (origin == origin[:1]).all(), "a global batch mixes streams"
