@@ -133,3 +133,9 @@ def test_identical_to_mosaicml_streaming(tmp_path: Path, reference_python: Path)
         ours = get_partitions(*case)
         assert ours.shape == reference[str(i)].shape and np.array_equal(ours, reference[str(i)]), case
     assert sys.executable  # the comparison ran in this interpreter, the reference in its own venv
+
+
+def test_fewer_samples_than_canonical_nodes_is_a_user_warning() -> None:
+    """As in the reference: most samples are repeated, and warnings.warn says so."""
+    with pytest.warns(UserWarning, match="3 samples over 8 canonical nodes"):
+        get_partitions("orig", 3, 8, 1, 1, 1, 1)

@@ -117,3 +117,10 @@ def test_bad_input_says_which_number_is_wrong(kwargs: dict, match: str) -> None:
     with pytest.raises(ShuffleError, match=match) as caught:
         get_shuffle(**args)
     assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("algo", ["py1e", "py1e_fast"])
+def test_a_block_smaller_than_a_shard_is_a_user_warning(algo: str) -> None:
+    """As in the reference: warnings.warn, so that scripts filtering UserWarning see it."""
+    with pytest.warns(UserWarning, match="shuffle_block_size=10 is smaller than some shards"):
+        get_shuffle(algo, np.array([100, 100], np.int64), 1, 5, 0, 10)

@@ -48,6 +48,7 @@ Unlike ``random``, these build the whole epoch in every process that asks: time 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -296,12 +297,14 @@ def resume(table: NDArray[np.int64], sample_in_epoch: int, epoch_size: int, meth
             f"({epoch_size} samples, global batch {global_batch}); is the checkpoint from another dataset or "
             f"epoch size?"
         )
-    if sample_in_epoch % global_batch:
-        _warn_once(
+    if sample_in_epoch % global_batch:  # a UserWarning, as the reference's (Python shows it once a place)
+        warnings.warn(
             f"batching_method={method!r} resumes on whole global batches: sample_in_epoch="
             f"{sample_in_epoch} is not a multiple of the global batch size {global_batch}, so the epoch "
             f"resumes at sample "
-            f"{sample_in_epoch // global_batch * global_batch} and the partly read batch is read again"
+            f"{sample_in_epoch // global_batch * global_batch} and the partly read batch is read again",
+            UserWarning,
+            stacklevel=2,
         )
     return table[int(sample_in_epoch) // global_batch :]
 

@@ -17,7 +17,7 @@ of the node count (the reference rounds it down, repeating samples on resume).
 
 from __future__ import annotations
 
-import logging
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -29,8 +29,6 @@ from shardflow.shuffle._memory import empty_int64
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = ["PARTITION_ALGOS", "get_partitions", "get_partition_slice", "PartitionPlan", "plan_partition"]
-
-logger = logging.getLogger(__name__)
 
 PARTITION_ALGOS = ("orig", "relaxed")
 _NO_IDS = np.empty(0, np.int64)
@@ -102,11 +100,11 @@ def _plan_orig(
         or (num_samples == num_canonical_nodes and num_canonical_nodes >= num_physical_nodes)
     )
     if not regular:
-        logger.warning(
-            "%d samples over %d canonical nodes: most samples will be repeated; check the dataset "
-            "size or lower num_canonical_nodes",
-            num_samples,
-            num_canonical_nodes,
+        warnings.warn(  # a UserWarning, as the reference's
+            f"{num_samples} samples over {num_canonical_nodes} canonical nodes: most samples will be "
+            "repeated; check the dataset size or lower num_canonical_nodes",
+            UserWarning,
+            stacklevel=2,
         )
     stream = num_canonical_nodes * padded_row
     node_length = max(0, -(-(stream - drop_first) // num_physical_nodes))

@@ -10,7 +10,7 @@ building the rest.
 
 from __future__ import annotations
 
-import logging
+import warnings
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -33,8 +33,6 @@ from shardflow.shuffle._random import _NUM_KEYS, epoch_keys
 from shardflow.shuffle.errors import ShuffleError
 
 __all__ = ["SHUFFLE_ALGOS", "get_shuffle", "make_shuffler", "identity_units"]
-
-logger = logging.getLogger(__name__)
 
 SHUFFLE_ALGOS = tuple(ALGO_CODES)
 _EMPTY = np.empty(0, np.int64)
@@ -108,12 +106,18 @@ def make_shuffler(
             touched = np.ones(num_nodes, np.bool_)
         shuffler, oversized = build_node_tables(shuffler, touched)
         if oversized:
-            logger.warning(
-                "shuffle_block_size=%d is smaller than some shards: their samples only move within "
-                "their own shard; raise shuffle_block_size for a better shuffle",
-                block_size,
-            )
+            _warn_small_block(block_size)
     return shuffler
+
+
+def _warn_small_block(block_size: int) -> None:
+    """A UserWarning, as the reference's: some shards outgrow the shuffle's blocks."""
+    warnings.warn(
+        f"shuffle_block_size={block_size} is smaller than some shards: their samples only move within "
+        "their own shard; raise shuffle_block_size for a better shuffle",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _exact_shuffler(
@@ -150,11 +154,7 @@ def _exact_shuffler(
         np.ascontiguousarray(touched, np.bool_),
     )
     if oversized:
-        logger.warning(
-            "shuffle_block_size=%d is smaller than some shards: their samples only move within "
-            "their own shard; raise shuffle_block_size for a better shuffle",
-            block_size,
-        )
+        _warn_small_block(block_size)
     bounds = np.arange(num_canonical_nodes + 1, dtype=np.int64) * unit_start[-1] // num_canonical_nodes
     return Shuffler(
         algo=code,
