@@ -19,24 +19,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
-from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
-
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+from _storage_servers import BUCKET, ServerProcess, moto_bucket, moto_client  # noqa: E402
+from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     pytest.importorskip("boto3")
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    try:
-        moto_client(server.endpoint).create_bucket(Bucket=BUCKET)
+    with moto_bucket(tmp_path_factory.mktemp("moto")) as (server, _):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -46,8 +37,6 @@ def s3(moto: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> Any:
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     return moto_client(moto.endpoint)
-
-
 
 
 def _keys(client: Any, prefix: str) -> list[str]:

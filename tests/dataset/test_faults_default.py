@@ -23,17 +23,12 @@ from .conftest import token_sample, write_tokens
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
 from _storage_faults import FaultProxy  # noqa: E402
-from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
+from _storage_servers import BUCKET, MOTO_CREDENTIALS, ServerProcess, moto_bucket, upload_folder  # noqa: E402
 
 SAMPLES = 1800
 SHARDS = 100
 PREFIX = "faults"
 FAULTS = ("500", "503", "reset", "truncate")
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +37,9 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     folder = write_tokens(tmp_path_factory.mktemp("faults-dataset") / "ds", SAMPLES, size_limit=1024)
     shards = sorted(folder.glob("shard.*.mds"))
     assert len(shards) == SHARDS, f"{len(shards)} shards: adjust SAMPLES or size_limit"
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    try:
-        client = moto_client(server.endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        for path in sorted(folder.iterdir()):
-            client.upload_file(str(path), BUCKET, f"{PREFIX}/{path.name}")
+    with moto_bucket(tmp_path_factory.mktemp("moto")) as (server, client):
+        upload_folder(client, folder, PREFIX)
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -60,7 +49,7 @@ def test_an_epoch_through_30_percent_faults_with_the_default_settings(
     local = tmp_path / "cache"
     with FaultProxy(moto.port, rate=0.3, faults=FAULTS, seed=seed) as proxy:
         monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
-        for name, value in CREDENTIALS.items():
+        for name, value in MOTO_CREDENTIALS.items():
             monkeypatch.setenv(name, value)
         dataset = StreamingDataset(remote=f"s3://{BUCKET}/{PREFIX}", local=str(local))
         ids = []

@@ -15,10 +15,9 @@ from shardflow.dataset import DatasetConfigError, StreamingDataset
 from shardflow.dataset._cache import CACHE_FOLDER
 
 from ._dataset_rank import free_port
-from .test_s3 import CREDENTIALS
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
-from _storage_servers import BUCKET, moto_client, start_moto  # noqa: E402
+from _storage_servers import BUCKET, MOTO_CREDENTIALS, moto_bucket, upload_folder  # noqa: E402
 
 
 def folder_bytes(root: Path) -> int:
@@ -95,21 +94,15 @@ def test_an_unreachable_remote_falls_back_to_the_index_an_earlier_run_downloaded
     """A closed loopback port is unreachable (after the store's retries): the earlier copy is used, with a
     UserWarning naming the remote; without such a copy, or for a missing index, the error stays."""
     (tmp_path / "moto").mkdir()
-    server = start_moto(tmp_path / "moto")
-    try:
-        client = moto_client(server.endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        for path in sorted(tokens_remote.iterdir()):
-            client.upload_file(str(path), BUCKET, f"ds/{path.name}")
-        for name, value in CREDENTIALS.items():
+    with moto_bucket(tmp_path / "moto") as (server, client):
+        upload_folder(client, tokens_remote, "ds")
+        for name, value in MOTO_CREDENTIALS.items():
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("S3_ENDPOINT_URL", server.endpoint)
         remote, local = f"s3://{BUCKET}/ds", tmp_path / "cache"
         first = StreamingDataset(remote=remote, local=str(local))
         expected = [first[k]["id"] for k in (0, 5)]
         version = first.streams[0]._index_version
-    finally:
-        server.stop()
     monkeypatch.setenv("S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     with pytest.warns(UserWarning, match=rf"s3://{BUCKET}/ds.*cannot be reached") as caught:
         again = StreamingDataset(remote=remote, local=str(local), download_retry=1, download_timeout=2)

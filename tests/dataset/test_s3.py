@@ -31,36 +31,26 @@ from .test_cache_processes import FolderSampler
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
 from _storage_faults import FaultProxy  # noqa: E402
-from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
+from _storage_servers import BUCKET, ServerProcess, moto_bucket, moto_client, upload_folder  # noqa: E402
+from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 
 NUM_SAMPLES = 1000
 BIG_SAMPLES = 4000  # the ``big/`` dataset: about 90 shards of 2 KiB, for the cache_limit runs
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "test",
-    "AWS_SECRET_ACCESS_KEY": "test",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 TIMEOUT = 240  # seconds for both ranks; only a hang gets near it
 
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """moto's S3 server, bucket ``shardflow-test``: ``ds/`` holds the dataset, ``broken/`` lacks a shard."""
-    server = start_moto(tmp_path_factory.mktemp("moto"))
-    try:
-        client = moto_client(server.endpoint)
-        client.create_bucket(Bucket=BUCKET)
+    with moto_bucket(tmp_path_factory.mktemp("moto")) as (server, client):
         folder = write_tokens(tmp_path_factory.mktemp("s3-dataset") / "ds", NUM_SAMPLES)
+        upload_folder(client, folder, "ds")
         for path in sorted(folder.iterdir()):
-            client.upload_file(str(path), BUCKET, f"ds/{path.name}")
             if path.name != "shard.00003.mds":
                 client.upload_file(str(path), BUCKET, f"broken/{path.name}")
         big = write_tokens(tmp_path_factory.mktemp("s3-big") / "big", BIG_SAMPLES, size_limit=2048)
-        for path in sorted(big.iterdir()):
-            client.upload_file(str(path), BUCKET, f"big/{path.name}")
+        upload_folder(client, big, "big")
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from shardflow.format import MDSWriter, ShardHashError
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
 from _storage_faults import FaultProxy  # noqa: E402
-from _storage_servers import BUCKET, ServerProcess, moto_client, start_moto  # noqa: E402
+from _storage_servers import BUCKET, MOTO_CREDENTIALS, ServerProcess, moto_bucket, moto_client, upload_folder  # noqa: E402
 
 SAMPLES = 600
 COLUMNS = {"id": "int", "value": "int", "tag": "str"}
@@ -177,29 +177,19 @@ def test_eviction_never_deletes_through_a_symlinked_folder(tmp_path: Path) -> No
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_moto(tmp_path_factory.mktemp("moto-stale"))
-    try:
-        moto_client(server.endpoint).create_bucket(Bucket=BUCKET)
+    with moto_bucket(tmp_path_factory.mktemp("moto-stale")) as (server, _):
         yield server
-    finally:
-        server.stop()
-
-
-def upload(server: ServerProcess, folder: Path, prefix: str) -> None:
-    client = moto_client(server.endpoint)
-    for path in sorted(folder.iterdir()):
-        client.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")
 
 
 def test_s3_rewritten_remote_and_requests_when_nothing_changed(
     moto: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    credentials = {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}
-    for name, value in credentials.items():
+    for name, value in MOTO_CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     local = str(tmp_path / "cache")
     remote = f"s3://{BUCKET}/stale"
-    upload(moto, write_version(tmp_path / "v1", 1), "stale")
+    client = moto_client(moto.endpoint)
+    upload_folder(client, write_version(tmp_path / "v1", 1), "stale")
     with FaultProxy(moto.port) as proxy:
         monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
         assert versions_read(StreamingDataset(remote=remote, local=local, shuffle=True)) == {1}
@@ -209,7 +199,7 @@ def test_s3_rewritten_remote_and_requests_when_nothing_changed(
         warm = proxy.total_requests - cold
     assert len(ds.shards) > 10
     assert warm <= 3, f"a second run over an unchanged remote made {warm} requests: {dict(proxy.requests)}"
-    upload(moto, write_version(tmp_path / "v2", 2), "stale")
+    upload_folder(client, write_version(tmp_path / "v2", 2), "stale")
     monkeypatch.setenv("S3_ENDPOINT_URL", moto.endpoint)
     for validate_hash in (None, "sha1"):
         assert versions_read(StreamingDataset(remote=remote, local=local, validate_hash=validate_hash)) == {2}

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,14 @@ def start_moto(workdir: Path) -> ServerProcess:
     return _spawn("moto", [_script("moto_server"), "-H", "127.0.0.1", "-p", str(port)], port, workdir)
 
 
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": "test",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+"""The environment that points boto3 (and shardflow's S3 backend) at moto's test account."""
+
+
 def moto_client(endpoint: str) -> Any:
     """A boto3 S3 client of the moto server at ``endpoint`` (its test credentials and region)."""
     import boto3
@@ -115,10 +125,28 @@ def moto_client(endpoint: str) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
+        region_name=MOTO_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=MOTO_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=MOTO_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+@contextmanager
+def moto_bucket(workdir: Path) -> Iterator[tuple[ServerProcess, Any]]:
+    """A moto server with the test bucket :data:`BUCKET` made, and a client of it; stopped on exit."""
+    server = start_moto(workdir)
+    try:
+        client = moto_client(server.endpoint)
+        client.create_bucket(Bucket=BUCKET)
+        yield server, client
+    finally:
+        server.stop()
+
+
+def upload_folder(client: Any, folder: Path, prefix: str) -> None:
+    """Upload every file of ``folder`` to ``prefix/<name>`` in :data:`BUCKET`."""
+    for path in sorted(folder.iterdir()):
+        client.upload_file(str(path), BUCKET, f"{prefix}/{path.name}")
 
 
 def start_gcs_emulator(workdir: Path) -> ServerProcess:
