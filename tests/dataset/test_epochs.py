@@ -29,6 +29,8 @@ from shardflow.dataset import (
 from shardflow.dataset._epochs import EpochLedgerError, epochs_folder, sweep
 from shardflow.shuffle import SampleOrder, WorldShape
 
+from .test_resume import take_ids
+
 BATCH = 8
 LOADERS = {
     "0 workers": {"num_workers": 0},
@@ -43,22 +45,13 @@ def _dataset(remote: Path, local: Path, batch_size: int | None = BATCH, **kwargs
     )
 
 
-def _ids(loader, batches: int | None = None) -> list[int]:
-    ids: list[int] = []
-    for k, batch in enumerate(loader):
-        ids.extend(batch["id"].tolist())
-        if batches is not None and k + 1 == batches:
-            break
-    return ids
-
-
 @pytest.fixture(scope="module")
 def reference_epochs(tokens_remote: Path, tmp_path_factory: pytest.TempPathFactory) -> list[list[int]]:
     """Three epochs as StreamingDataLoader yields them."""
     loader = StreamingDataLoader(
         _dataset(tokens_remote, tmp_path_factory.mktemp("reference")), batch_size=BATCH, num_workers=2
     )
-    epochs = [_ids(loader) for _ in range(3)]
+    epochs = [take_ids(loader) for _ in range(3)]
     assert len({tuple(epoch) for epoch in epochs}) == 3
     return epochs
 
@@ -73,7 +66,7 @@ def test_torch_dataloader_runs_the_next_epoch_at_each_iter(
     for epoch, expected in enumerate(reference_epochs):
         if set_epoch:
             ds.set_epoch(epoch)
-        assert _ids(loader) == expected, f"epoch {epoch}"
+        assert take_ids(loader) == expected, f"epoch {epoch}"
         # The owner's copy knows the epoch its workers ran.
         assert ds.state_dict(len(expected), True)["epoch"] == epoch
 
@@ -82,8 +75,8 @@ def test_loaders_of_one_dataset_share_its_epochs(
     tokens_remote: Path, tmp_path: Path, reference_epochs: list[list[int]]
 ) -> None:
     ds = _dataset(tokens_remote, tmp_path)
-    assert _ids(StreamingDataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
-    assert _ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[1]
+    assert take_ids(StreamingDataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
+    assert take_ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[1]
     assert [int(s["id"]) for s in ds] == reference_epochs[2]  # the dataset iterated in this process
 
 
@@ -91,10 +84,10 @@ def test_a_copy_of_a_dataset_counts_its_own_epochs(
     tokens_remote: Path, tmp_path: Path, reference_epochs: list[list[int]]
 ) -> None:
     ds = _dataset(tokens_remote, tmp_path)
-    assert _ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
+    assert take_ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
     twin = copy.deepcopy(ds)
-    assert _ids(DataLoader(twin, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
-    assert _ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[1]
+    assert take_ids(DataLoader(twin, batch_size=BATCH, num_workers=2)) == reference_epochs[0]
+    assert take_ids(DataLoader(ds, batch_size=BATCH, num_workers=2)) == reference_epochs[1]
 
 
 def test_persistent_workers_follow_set_epoch_and_load_state_dict(
@@ -102,12 +95,12 @@ def test_persistent_workers_follow_set_epoch_and_load_state_dict(
 ) -> None:
     ds = _dataset(tokens_remote, tmp_path)
     loader = DataLoader(ds, batch_size=BATCH, num_workers=2, persistent_workers=True)
-    assert _ids(loader) == reference_epochs[0]
+    assert take_ids(loader) == reference_epochs[0]
     ds.set_epoch(2)  # the workers' copies are older: they learn it from the ledger
-    assert _ids(loader) == reference_epochs[2]
+    assert take_ids(loader) == reference_epochs[2]
     ds.load_state_dict({**ds.state_dict(), "epoch": 1, "sample_in_epoch": 3 * BATCH})
-    assert _ids(loader) == reference_epochs[1][3 * BATCH :]
-    assert _ids(loader) == reference_epochs[2]
+    assert take_ids(loader) == reference_epochs[1][3 * BATCH :]
+    assert take_ids(loader) == reference_epochs[2]
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -116,13 +109,13 @@ def test_torch_dataloader_resumes_exactly_from_the_owners_state(
 ) -> None:
     ds = _dataset(tokens_remote, tmp_path)
     loader = DataLoader(ds, batch_size=BATCH, num_workers=workers)
-    _ids(loader)
-    head = _ids(loader, 7)
+    take_ids(loader)
+    head = take_ids(loader, 7)
     state = ds.state_dict(len(head))
     assert state["epoch"] == 1 and state["sample_in_epoch"] == 7 * BATCH
     resumed = _dataset(tokens_remote, tmp_path)
     resumed.load_state_dict(json.loads(json.dumps(state)))
-    assert head + _ids(DataLoader(resumed, batch_size=BATCH, num_workers=workers)) == reference_epochs[1]
+    assert head + take_ids(DataLoader(resumed, batch_size=BATCH, num_workers=workers)) == reference_epochs[1]
 
 
 RESUME_SCRIPT = """
@@ -148,10 +141,10 @@ def test_a_dataset_without_batch_size_resumes_exactly_in_a_new_process(
             num_workers=2,
         )
 
-    whole = _ids(loader())
+    whole = take_ids(loader())
     first = loader()
     assert first.dataset.batch_size == 32 and first.dataset.predownload == 256  # taken from the loader
-    head = _ids(first, 7)
+    head = take_ids(first, 7)
     state = first.state_dict()
     assert state is not None and state["global_batch_size"] == 32
     (tmp_path / "state.json").write_text(json.dumps(state))
@@ -191,18 +184,19 @@ def test_a_state_that_a_torch_dataloader_cannot_resume_exactly_is_refused(
 ) -> None:
     ds = _dataset(tokens_remote, tmp_path, batch_size=None)
     loader = DataLoader(ds, batch_size=32, num_workers=2)
-    head = _ids(loader, 3)  # worker 0's first batch, worker 1's, worker 0's second: not the order's first 96
+    # worker 0's first batch, worker 1's, worker 0's second: not the order's first 96
+    head = take_ids(loader, 3)
     with pytest.raises(StateDictError, match=r"StreamingDataset\(batch_size=<the DataLoader's batch_size>\)"):
         ds.state_dict(len(head))
     assert ds.state_dict(0)["sample_in_epoch"] == 0  # the start and the end of the epoch are exact
     assert ds.state_dict(1000)["sample_in_epoch"] == 1000
     # One process reads the order as it is: any stop resumes exactly.
-    whole = _ids(DataLoader(_dataset(tokens_remote, tmp_path, batch_size=None), batch_size=32))
+    whole = take_ids(DataLoader(_dataset(tokens_remote, tmp_path, batch_size=None), batch_size=32))
     alone = _dataset(tokens_remote, tmp_path, batch_size=None)
-    head = _ids(DataLoader(alone, batch_size=32), 3)
+    head = take_ids(DataLoader(alone, batch_size=32), 3)
     resumed = _dataset(tokens_remote, tmp_path, batch_size=None)
     resumed.load_state_dict(alone.state_dict(len(head)))
-    assert head + _ids(DataLoader(resumed, batch_size=32)) == whole
+    assert head + take_ids(DataLoader(resumed, batch_size=32)) == whole
 
 
 @pytest.mark.parametrize("state", [None, [], "epoch", 3])
@@ -221,11 +215,11 @@ def test_workers_that_cannot_count_epochs_fail_saying_what_to_do(
     blocker.write_text("")
     monkeypatch.setenv("SHARDFLOW_CACHE_DIR", str(blocker))
     ds = _dataset(tokens_remote, tmp_path / "cache")
-    assert len(_ids(DataLoader(ds, batch_size=BATCH))) == 1000  # in this process: counted in memory
+    assert len(take_ids(DataLoader(ds, batch_size=BATCH))) == 1000  # in this process: counted in memory
     with pytest.raises(EpochLedgerError, match="SHARDFLOW_CACHE_DIR to a writable folder"):
-        _ids(DataLoader(ds, batch_size=BATCH, num_workers=2))
+        take_ids(DataLoader(ds, batch_size=BATCH, num_workers=2))
     # StreamingDataLoader hands fresh workers their epoch in their copy: no file needed.
-    assert _ids(StreamingDataLoader(ds, batch_size=BATCH, num_workers=2)) != []
+    assert take_ids(StreamingDataLoader(ds, batch_size=BATCH, num_workers=2)) != []
 
 
 KILLED_OWNER = """

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +21,8 @@ def _loader(remote: Path, local: Path, workers: int, **kwargs) -> StreamingDataL
     return StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers)
 
 
-def _take(loader: StreamingDataLoader, batches: int | None) -> list[int]:
+def take_ids(loader: Iterable[Any], batches: int | None = None) -> list[int]:
+    """The ids of the loader's batches, stopping after ``batches`` batches when given."""
     ids: list[int] = []
     for k, batch in enumerate(loader):
         ids.extend(batch["id"].tolist())
@@ -35,27 +38,27 @@ def test_resume_mid_epoch_in_a_new_object(
     tokens_remote: Path, tmp_path: Path, stop: int, workers: tuple[int, int]
 ) -> None:
     before, after = workers
-    whole = _take(_loader(tokens_remote, tmp_path, before), None)
+    whole = take_ids(_loader(tokens_remote, tmp_path, before), None)
     first = _loader(tokens_remote, tmp_path, before)
-    head = _take(first, stop)
+    head = take_ids(first, stop)
     state = first.state_dict()
     assert state is not None and state["epoch"] == 0 and state["sample_in_epoch"] == stop * BATCH
     second = _loader(tokens_remote, tmp_path, after)
     second.load_state_dict(json.loads(json.dumps(state)))
-    tail = _take(second, None)
+    tail = take_ids(second, None)
     assert head + tail == whole
 
 
 def test_next_epochs_follow_the_resumed_one(tokens_remote: Path, tmp_path: Path) -> None:
     reference = _loader(tokens_remote, tmp_path, 2)
-    epochs = [_take(reference, None) for _ in range(3)]
+    epochs = [take_ids(reference, None) for _ in range(3)]
     first = _loader(tokens_remote, tmp_path, 2)
-    _take(first, None)
-    head = _take(first, 30)
+    take_ids(first, None)
+    head = take_ids(first, 30)
     resumed = _loader(tokens_remote, tmp_path, 0)
     resumed.load_state_dict(first.state_dict())  # type: ignore[arg-type]
-    assert head + _take(resumed, None) == epochs[1]
-    assert _take(resumed, None) == epochs[2]
+    assert head + take_ids(resumed, None) == epochs[1]
+    assert take_ids(resumed, None) == epochs[2]
 
 
 def test_load_state_dict_takes_effect_on_an_iterated_dataset(tokens_remote: Path, tmp_path: Path) -> None:
@@ -78,7 +81,7 @@ def test_load_state_dict_takes_effect_on_an_iterated_dataset(tokens_remote: Path
 def test_persistent_workers_pick_up_a_loaded_state(tokens_remote: Path, tmp_path: Path) -> None:
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path), shuffle=True, batch_size=BATCH)
     loader = StreamingDataLoader(ds, batch_size=BATCH, num_workers=2, persistent_workers=True)
-    whole = _take(loader, None)
+    whole = take_ids(loader, None)
     loader.load_state_dict(
         {
             "epoch": 0,
@@ -88,20 +91,20 @@ def test_persistent_workers_pick_up_a_loaded_state(tokens_remote: Path, tmp_path
             "initial_physical_nodes": 1,
         }
     )
-    assert _take(loader, None) == whole[200:]
+    assert take_ids(loader, None) == whole[200:]
 
 
 def test_state_saved_at_the_end_of_an_epoch_starts_the_next(tokens_remote: Path, tmp_path: Path) -> None:
     loader = _loader(tokens_remote, tmp_path, 2)
-    _take(loader, None)
-    second = _take(loader, None)
+    take_ids(loader, None)
+    second = take_ids(loader, None)
     done = _loader(tokens_remote, tmp_path, 2)
-    _take(done, None)
+    take_ids(done, None)
     state = done.state_dict()
     assert state == {**state, "epoch": 0, "sample_in_epoch": 1000}
     resumed = _loader(tokens_remote, tmp_path, 0)
     resumed.load_state_dict(state)  # type: ignore[arg-type]
-    assert _take(resumed, None) == second
+    assert take_ids(resumed, None) == second
 
 
 RESUME_SCRIPT = """
@@ -117,9 +120,9 @@ json.dump(ids, open(out_path, "w"))
 
 
 def test_resume_in_a_fresh_process(tokens_remote: Path, tmp_path: Path) -> None:
-    whole = _take(_loader(tokens_remote, tmp_path, 2), None)
+    whole = take_ids(_loader(tokens_remote, tmp_path, 2), None)
     first = _loader(tokens_remote, tmp_path, 2)
-    head = _take(first, 33)
+    head = take_ids(first, 33)
     (tmp_path / "state.json").write_text(json.dumps(first.state_dict()))
     args = [str(tokens_remote), str(tmp_path), str(tmp_path / "state.json"), str(tmp_path / "out.json"), "1"]
     subprocess.run([sys.executable, "-c", RESUME_SCRIPT, *args], check=True, timeout=120)
@@ -175,7 +178,7 @@ def test_a_state_dict_of_the_reference_resumes_here(
     )
     loader = StreamingDataLoader(ds, batch_size=10)
     loader.load_state_dict(state)
-    assert _take(loader, None) == list(range(370, 1000))
+    assert take_ids(loader, None) == list(range(370, 1000))
     assert loader.state_dict() == {**state, "sample_in_epoch": 1000, "global_batch_size": 10}
 
 
@@ -195,7 +198,7 @@ def test_a_state_dict_of_ours_resumes_in_the_reference(
 ) -> None:
     ds = StreamingDataset(remote=str(tokens_remote), local=str(tmp_path / "ours"), shuffle=False)
     loader = StreamingDataLoader(ds, batch_size=10, num_workers=2)
-    assert _take(loader, 37) == list(range(370))
+    assert take_ids(loader, 37) == list(range(370))
     state = loader.state_dict()
     assert state is not None and state["global_batch_size"] == 10  # an extra key, which the reference ignores
     (tmp_path / "state.json").write_text(json.dumps(state))
