@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shardflow.shuffle._jit import jit
+from shardflow.shuffle._jit import inline, jit
 from shardflow.shuffle._pcg64 import (
     advance,
     bounded,
@@ -225,33 +225,62 @@ def _py1br(
 _COARSE_BITS = 12  # py1e's sort: buckets of 4096 whole positions, then of one
 
 
+@inline
+def _span_key(i: int, lower: float, width: float, fraction: float) -> float:
+    """Sample ``i``'s sort key: its position plus its shift in the span's window (the reference's sum)."""
+    return np.float64(i) + (lower + width * fraction)
+
+
+@inline
+def _whole(key: float, n: int) -> int:
+    return min(max(np.int64(key), 0), n - 1)
+
+
 @jit
 def _sort_by_key(
-    keys: np.ndarray,
+    span_state: np.ndarray,
+    span_lower: np.ndarray,
+    span_width: np.ndarray,
+    span_length: np.ndarray,
     values: np.ndarray,
     coarse: np.ndarray,
-    out: np.ndarray,
     sorted_keys: np.ndarray,
     sorted_values: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """``out = values[argsort(keys, kind="stable")]`` for keys in ``[0, len(keys))``, in O(len) time.
+    """One py1e node's keys drawn and ``out = values[argsort(keys, kind="stable")]``, in O(len) time.
 
-    ``coarse[b + 1]`` counts the keys of bucket ``b`` (whole positions ``b * 4096`` to ``b * 4096 +
-    4095``; counted while the keys were drawn). Keys move at most about a block from their index, so
-    both bucket passes stay within a few cache-friendly streams. ``sorted_*``: scratch of at least
-    ``len(keys)`` (reused across nodes: fresh pages cost as much as the sort).
+    Span ``k``'s uniform shifts are drawn from its recorded state ``span_state[k]`` (so nodes, and the
+    sequential draws of later nodes, run in parallel), twice: once to count the keys of each bucket of
+    4096 whole positions (``coarse``: zeros, one more than the buckets), once to place them in their
+    bucket. Keys move at most about a block from their index, so that pass writes a few cache-friendly
+    streams; each bucket is then counting-sorted by whole position and its keys of one position (about
+    one each) insertion-sorted, stably. ``sorted_*``: scratch of at least ``len(values)``, reused.
     """
-    n = keys.shape[0]
+    n = values.shape[0]
+    position = 0
+    for k in range(span_length.shape[0]):
+        s = load(span_state[k])
+        for i in range(position, position + span_length[k]):
+            s, fraction = next_double(s)
+            coarse[(_whole(_span_key(i, span_lower[k], span_width[k], fraction), n) >> _COARSE_BITS) + 1] += 1
+        position += span_length[k]
     buckets = coarse.shape[0] - 1
     for b in range(buckets):
         coarse[b + 1] += coarse[b]
     fill = coarse[:buckets].copy()
-    for i in range(n):
-        b = min(max(np.int64(keys[i]), 0), n - 1) >> _COARSE_BITS
-        p = fill[b]
-        sorted_keys[p] = keys[i]
-        sorted_values[p] = values[i]
-        fill[b] = p + 1
+    position = 0
+    for k in range(span_length.shape[0]):
+        s = load(span_state[k])
+        for i in range(position, position + span_length[k]):
+            s, fraction = next_double(s)
+            key = _span_key(i, span_lower[k], span_width[k], fraction)
+            b = _whole(key, n) >> _COARSE_BITS
+            p = fill[b]
+            sorted_keys[p] = key
+            sorted_values[p] = values[i]
+            fill[b] = p + 1
+        position += span_length[k]
     width = 1 << _COARSE_BITS
     local = np.empty(width + 1, np.int64)
     bucket_keys = np.empty(0, np.float64)
@@ -260,13 +289,13 @@ def _sort_by_key(
         base = b << _COARSE_BITS
         local[:] = 0
         for p in range(low, high):
-            local[min(max(np.int64(sorted_keys[p]), 0), n - 1) - base + 1] += 1
+            local[_whole(sorted_keys[p], n) - base + 1] += 1
         for u in range(width):
             local[u + 1] += local[u]
         if bucket_keys.shape[0] < high - low:
             bucket_keys = np.empty(2 * (high - low), np.float64)
         for p in range(low, high):
-            u = min(max(np.int64(sorted_keys[p]), 0), n - 1) - base
+            u = _whole(sorted_keys[p], n) - base
             q = local[u]
             bucket_keys[q] = sorted_keys[p]
             out[low + q] = sorted_values[p]
@@ -310,12 +339,17 @@ def _py1e_node(
     size: int,
     low: int,
     high: int,
-    keys: np.ndarray,
     values: np.ndarray,
-    coarse: np.ndarray,
+    span_state: np.ndarray,
+    span_lower: np.ndarray,
+    span_width: np.ndarray,
 ) -> bool:
-    """One node's draws; with ``keys`` (its size, else empty) also its shuffled ids and sort keys."""
-    build = keys.shape[0] > 0
+    """One node's sequential draws; with ``values`` (its size, else empty) also its shuffled ids.
+
+    The spans' shuffles and windows are drawn here; each span's uniform shifts (one 64-bit draw per
+    sample) are jumped over, their start state and window recorded in ``span_*`` for ``_sort_by_key``.
+    """
+    build = values.shape[0] > 0
     if build:
         _fill_spans(units, unit, offset, length, first, stop, values)
     s = load(now)
@@ -337,15 +371,11 @@ def _py1e_node(
             oversized = True
         lower = max(-cutoff, np.float64(-position))
         upper = min(cutoff, np.float64(size - position - span_size))
-        width = upper - lower
         if build:
-            for i in range(position, position + span_size):
-                s, fraction = next_double(s)
-                key = np.float64(i) + (lower + width * fraction)
-                keys[i] = key
-                coarse[(min(max(np.int64(key), 0), size - 1) >> _COARSE_BITS) + 1] += 1
-        else:
-            s = _skip_doubles(s, span_size)
+            store(span_state[span - first], s)
+            span_lower[span - first] = lower
+            span_width[span - first] = upper - lower
+        s = _skip_doubles(s, span_size)
         position += span_size
     store(now, s)
     return oversized
@@ -363,59 +393,44 @@ def _py1e(
     low: int,
     high: int,
 ) -> bool:
-    """Draws node after node in this thread; each touched node's sort runs in a pool meanwhile."""
+    """Sequential draws node after node in this thread; each touched node's keys and sort in a pool."""
     unit, offset, length, node_span = _spans(sizes, num_nodes, run, now)
     bounds = _node_bounds(sizes.sum(), num_nodes)
     oversized = False
     largest = int(np.diff(bounds)[touched].max(initial=0))
     lanes = max(1, min(_threads(), int(touched.sum())))
-    # Each lane owns keys, values and sort scratch for one node at a time, reused node after node.
-    buffers = [tuple(np.empty(largest, dtype) for dtype in (np.float64, np.int64) * 2) for _ in range(lanes)]
+    # Each lane owns ids and sort scratch for one node at a time, reused node after node.
+    buffers = [
+        tuple(np.empty(largest, dtype) for dtype in (np.int64, np.float64, np.int64)) for _ in range(lanes)
+    ]
+    no_ids = np.empty(0, np.int64)
     with ThreadPoolExecutor(lanes, "shardflow-py1e") as pool:
         pending: list = [None] * lanes
         lane = 0
         for node in range(num_nodes):
             size = int(bounds[node + 1] - bounds[node])
-            coarse = np.zeros(((size - 1) >> _COARSE_BITS) + 2, np.int64)
-            if not touched[node]:
-                _py1e_node(
-                    now,
-                    units,
-                    unit,
-                    offset,
-                    length,
-                    node_span[node],
-                    node_span[node + 1],
-                    size,
-                    low,
-                    high,
-                    buffers[0][0][:0],
-                    buffers[0][1][:0],
-                    coarse,
-                )
-                continue
-            if pending[lane] is not None:
+            first, stop = int(node_span[node]), int(node_span[node + 1])
+            spans = stop - first if touched[node] else 0
+            span_state = np.empty((spans, 6), np.uint64)
+            span_lower, span_width = np.empty(spans), np.empty(spans)
+            if touched[node] and pending[lane] is not None:
                 pending[lane].result()  # the lane's buffers are free again
-            keys, values, sorted_keys, sorted_values = (array[:size] for array in buffers[lane])
+            values, sorted_keys, sorted_values = buffers[lane]
+            values = values[:size] if touched[node] else no_ids
             oversized |= bool(
                 _py1e_node(
-                    now,
-                    units,
-                    unit,
-                    offset,
-                    length,
-                    node_span[node],
-                    node_span[node + 1],
-                    size,
-                    low,
-                    high,
-                    keys,
-                    values,
-                    coarse,
+                    now, units, unit, offset, length, first, stop, size, low, high,
+                    values, span_state, span_lower, span_width,
                 )
-            )
+            )  # fmt: skip
+            if not touched[node]:
+                continue
+            coarse = np.zeros(((size - 1) >> _COARSE_BITS) + 2, np.int64)
             part = out[node_table[node] : node_table[node] + size]
-            pending[lane] = pool.submit(_sort_by_key, keys, values, coarse, part, sorted_keys, sorted_values)
+            pending[lane] = pool.submit(
+                _sort_by_key, span_state, span_lower, span_width, length[first:stop],
+                values, coarse, sorted_keys[:size], sorted_values[:size], part,
+            )  # fmt: skip
             lane = (lane + 1) % lanes
         for done in pending:
             if done is not None:
