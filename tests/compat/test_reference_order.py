@@ -237,6 +237,40 @@ def test_batching_methods_equal_the_reference(reference_python: Path, tmp_path: 
     assert refused < len(cases) // 3, f"{refused} of {len(cases)} cases refused: the generator needs tuning"
 
 
+def test_streams_smaller_than_the_canonical_nodes_as_the_reference(
+    reference_python: Path, tmp_path: Path
+) -> None:
+    """A stream with fewer samples than canonical nodes, ordered alone (per-stream batching): the reference
+    leaves canonical nodes empty for naive, py1s, py1br and py2s and refuses py1e; so does shardflow."""
+    cases = []
+    for algo in (*ALGOS, None):
+        for batching in ("per_stream", "device_per_stream"):
+            for canonical, sizes in ((4, [3, 40, 40]), (6, [2, 1, 30, 57])):
+                cases.append({
+                    "sizes": sizes, "streams": [len(sizes) - 2, 2], "canonical": canonical,
+                    "world": [1, 2, 1],
+                    "batch": 2, "algo": algo, "seed": 5 + canonical, "epoch": 1, "block": 64,
+                    "partition": "relaxed", "sampling": "balanced", "granularity": 1, "initial": None,
+                    "proportion": [None, None], "repeat": [None, None], "choose": [None, None],
+                    "epoch_size": None, "sample_in_epoch": 0, "batching": batching,
+                })  # fmt: skip
+    reference = _reference(reference_python, tmp_path, "batching", cases)
+    ordered = 0
+    for i, case in enumerate(cases):
+        order = _order(case)
+        expected = reference[str(i)]
+        if expected.ndim == 1:  # the reference raised ValueError
+            assert case["algo"] == "py1e", f"case {i}: the reference refused {case}"
+            with pytest.raises(ShuffleError, match="py1e"):
+                order.epoch_sample_ids(case["epoch"], WorldShape(*case["world"]), 0)
+            continue
+        ordered += 1
+        assert np.array_equal(
+            order.epoch_sample_ids(case["epoch"], WorldShape(*case["world"]), 0), expected
+        ), f"case {i}: {case}"
+    assert ordered == len(cases) - 4, "the reference orders every case but py1e's"
+
+
 def test_shuffles_equal_the_reference(reference_python: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(21)
     cases = []

@@ -39,6 +39,10 @@ _EMPTY = np.empty(0, np.int64)
 _NO_KEYS = np.zeros(_NUM_KEYS, np.uint64)  # unshuffled: no kernel reads a key (and none is loaded for them)
 
 
+# The reference's algorithms that order an epoch with empty canonical nodes (fewer samples than nodes).
+_EMPTY_NODES_OK = ("naive", "py1s", "py1br", "py2s")
+
+
 def make_shuffler(
     algo: str | None,
     unit_sizes: NDArray[np.int64],
@@ -58,17 +62,19 @@ def make_shuffler(
     The caller (a public function) has validated ``algo``, ``seed``, ``epoch`` and ``block_size``.
 
     Raises:
-        ShuffleError: an epoch without samples, fewer samples than canonical nodes (a canonical node
-            would have nothing to shuffle), or a block size the reference's ``py1br`` refuses.
+        ShuffleError: an epoch without samples, fewer samples than canonical nodes for ``py1e`` and the
+            ``*_fast`` algorithms (the reference's other algorithms leave such nodes empty, and so do these),
+            or a block size the reference's ``py1br`` refuses.
     """
     total = int(unit_sizes.sum())
     if total < 1:
         raise ShuffleError("the epoch has no samples to shuffle: every shard (or stream weight) is empty")
-    if algo is not None and num_canonical_nodes > total:
+    if algo is not None and num_canonical_nodes > total and algo not in _EMPTY_NODES_OK:
         raise ShuffleError(
             f"num_canonical_nodes={num_canonical_nodes} is more than the {total} samples of the epoch, so a "
-            f"canonical node would get no samples: use at most {total} canonical nodes (or check that the "
-            f"dataset's index lists every shard)"
+            f"canonical node would get no samples, which shuffle_algo={algo!r} cannot shuffle: use at most "
+            f"{total} canonical nodes, or py1s, py1br, py2s or naive (or check that the dataset's index "
+            f"lists every shard)"
         )
     unit_start = np.zeros(unit_sizes.shape[0] + 1, np.int64)
     np.cumsum(unit_sizes, out=unit_start[1:])
