@@ -23,6 +23,9 @@ _LAZY = {
     "jsonl_to_mds": "jsonl",
     "parquet_to_mds": "parquet",
     "webdataset_to_mds": "webdataset",
+    "laion_to_mds": "laion",
+    "ade20k_to_mds": "ade20k",
+    "coco_to_mds": "coco",
 }
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "jsonl_to_mds",
     "parquet_to_mds",
     "webdataset_to_mds",
+    "coco_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",
@@ -46,6 +50,9 @@ if TYPE_CHECKING:
     from shardflow.convert.jsonl import jsonl_to_mds
     from shardflow.convert.parquet import parquet_to_mds
     from shardflow.convert.webdataset import webdataset_to_mds
+    from shardflow.convert.laion import laion_to_mds
+    from shardflow.convert.ade20k import ade20k_to_mds
+    from shardflow.convert.coco import coco_to_mds
 
 
 def __getattr__(name: str) -> Any:

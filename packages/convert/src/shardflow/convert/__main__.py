@@ -8,7 +8,7 @@ import sys
 
 __all__ = ["CONVERTERS", "main"]
 
-CONVERTERS = ["imagefolder", "cifar10", "jsonl", "parquet", "webdataset"]
+CONVERTERS = ["imagefolder", "cifar10", "jsonl", "parquet", "webdataset", "coco", "ade20k", "laion"]
 
 
 def main() -> int:
