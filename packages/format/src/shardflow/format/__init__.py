@@ -1,4 +1,5 @@
-"""shardflow.format: MDS (byte-compatible with mosaicml-streaming), JSONL, CSV and TSV shards."""
+"""shardflow.format: MDS (byte-compatible with mosaicml-streaming), JSONL, CSV and TSV shards, and the
+registry of shard formats (:mod:`shardflow.format.formats`) that readers of other formats join."""
 
 from shardflow.format._atomic import TEMP_NAME, write_atomic
 from shardflow.format._version import __version__
@@ -25,10 +26,12 @@ from shardflow.format.errors import (
     ShardTooLargeError,
     UnknownArgumentError,
     UnknownEncodingError,
+    UnknownFormatError,
     UnknownNameError,
     UnsafeEncodingError,
     UnsupportedColumnError,
 )
+from shardflow.format.formats import Capability, ShardFormat, get_format, known_formats, register_format
 from shardflow.format.hashing import get_hash, get_hashes, is_hash
 from shardflow.format.index import read_index
 from shardflow.format.merge import merge_index
@@ -52,6 +55,11 @@ __all__ = [
     "Columns",
     "ShardLocator",
     "read_shards",
+    "ShardFormat",
+    "Capability",
+    "register_format",
+    "get_format",
+    "known_formats",
     "parse_size",
     "TEMP_NAME",
     "write_atomic",
@@ -74,6 +82,7 @@ __all__ = [
     "UnknownNameError",
     "UnknownArgumentError",
     "UnknownEncodingError",
+    "UnknownFormatError",
     "IndexFormatError",
     "IndexDecodeError",
     "ShardFormatError",

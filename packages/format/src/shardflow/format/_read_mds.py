@@ -1,20 +1,26 @@
-"""Random access to the samples of one MDS shard through a memory map and a precomputed column plan."""
+"""The MDS format: its index entries checked, and random access to the samples of one shard through a
+memory map and a precomputed column plan."""
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
 from shardflow.format._layout import COUNT, header_size, offsets_array, read_count
 from shardflow.format._read_files import check_header, check_offsets, map_file, prepare_file, uint32_table
-from shardflow.format.encodings import get_codec
+from shardflow.format.encodings import get_codec, get_mds_encoded_size, is_mds_encoding
 from shardflow.format.errors import MissingDependencyError, ShardFormatError
+from shardflow.format.formats import Capability, ShardFormat
 
-__all__ = ["MDSPlan", "MDSShard"]
+if TYPE_CHECKING:
+    from shardflow.format.index import IndexChecker
+    from shardflow.format.shards import ShardInfo
+
+__all__ = ["MDS_FORMAT", "MDSFormat", "MDSPlan", "MDSShard"]
 
 # One column step: (name, decode, fixed size or None, index into the sample's size prefix or -1).
 _Step = tuple[str, Callable[[Any], Any], "int | None", int]
@@ -301,3 +307,49 @@ class MDSShard:
             self._buf.close()
         except BufferError:
             pass  # decoded arrays still view the map: it is unmapped when the last of them goes
+
+
+class MDSFormat(ShardFormat):
+    """MDS shards: one file, every column's encoded bytes per sample (see :class:`MDSShard`)."""
+
+    name = "mds"
+    capabilities = frozenset({Capability.COLUMNS, Capability.ARRAYS, Capability.SPANS})
+
+    @property
+    def label(self) -> str:
+        return "an MDS shard"
+
+    def check_entry(self, entry: dict[str, Any], check: IndexChecker, where: str) -> None:
+        names, encodings = check.column_lists(entry, where)
+        sizes = check.field(entry, "column_sizes", where, (list,))
+        if len(sizes) != len(names):
+            raise check.fail(where, f"{len(names)} column_names but {len(sizes)} column_sizes")
+        for name, encoding, size in zip(names, encodings, sizes, strict=True):
+            if not is_mds_encoding(encoding):
+                raise check.fail(where, f"column {name!r} has unknown encoding {encoding!r}")
+            if size != get_mds_encoded_size(encoding):
+                raise check.fail(
+                    where,
+                    f"column {name!r} ({encoding}) has size {size!r}, the encoding fixes "
+                    f"{get_mds_encoded_size(encoding)!r}",
+                )
+
+    def plan(self, entry: dict[str, Any], index_path: Path) -> MDSPlan:
+        return MDSPlan(entry)
+
+    def array_columns(self, shard: ShardInfo) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """The columns with a fixed-size number or array encoding (``int``, ``int8`` ... ``float64``,
+        ``ndarray:<dtype>:<shape>``)."""
+        found = {}
+        for name, encoding in shard.columns.items():
+            layout = get_codec(encoding).array_layout()
+            if layout is not None:
+                found[name] = layout
+        return found
+
+    def byte_columns(self, shard: ShardInfo) -> dict[str, str]:
+        """The ``bytes`` columns: stored as the values themselves."""
+        return {name: encoding for name, encoding in shard.columns.items() if encoding == "bytes"}
+
+
+MDS_FORMAT = MDSFormat()

@@ -1,11 +1,12 @@
-"""Random access to the lines of one JSONL, CSV, TSV or XSV shard (a data file plus a ``.meta`` table)."""
+"""The JSONL, CSV, TSV and XSV formats: their index entries checked, and random access to the lines of
+one shard (a data file plus a ``.meta`` table)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shardflow.format._layout import COUNT, header_size, offsets_array, read_count
 from shardflow.format._read_files import (
@@ -16,10 +17,15 @@ from shardflow.format._read_files import (
     read_file,
     uint32_table,
 )
-from shardflow.format._text_encodings import get_text_type
+from shardflow.format._text_encodings import TEXT_ENCODINGS, get_text_type
 from shardflow.format.errors import IndexFormatError, ShardFormatError
+from shardflow.format.formats import ShardFormat
+from shardflow.format.index import FILE_KEYS
 
-__all__ = ["TextPlan", "TextShard"]
+if TYPE_CHECKING:
+    from shardflow.format.index import IndexChecker
+
+__all__ = ["JSON_FORMAT", "CSV_FORMAT", "TSV_FORMAT", "XSV_FORMAT", "TextFormat", "TextPlan", "TextShard"]
 
 _SEPARATORS = {"csv": ",", "tsv": "\t"}
 
@@ -138,3 +144,45 @@ class TextShard:
         """Unmap the data file."""
         if hasattr(self._data, "close"):
             self._data.close()
+
+
+class TextFormat(ShardFormat):
+    """Text shards, one sample per line: ``json`` (JSON objects), ``csv``, ``tsv`` and ``xsv`` (values
+    split by a separator the entry names). No capabilities: samples are parsed line by line.
+
+    Args:
+        name: One of ``json``, ``csv``, ``tsv``, ``xsv``.
+    """
+
+    file_keys = FILE_KEYS
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def label(self) -> str:
+        return f"a {self.name} shard (a text shard, one sample per line)"
+
+    def check_entry(self, entry: dict[str, Any], check: IndexChecker, where: str) -> None:
+        if self.name == "json":
+            columns = check.field(entry, "columns", where, (dict,))
+            pairs = list(columns.items())
+        else:
+            pairs = list(zip(*check.column_lists(entry, where), strict=True))
+        for name, encoding in pairs:
+            if not isinstance(encoding, str) or encoding not in TEXT_ENCODINGS:
+                raise check.fail(
+                    where, f"column {name!r} has encoding {encoding!r}; valid: {sorted(TEXT_ENCODINGS)}"
+                )
+        check.field(entry, "newline", where, (str,))
+        if self.name == "xsv":
+            check.field(entry, "separator", where, (str,))
+
+    def plan(self, entry: dict[str, Any], index_path: Path) -> TextPlan:
+        return TextPlan(entry, index_path)
+
+
+JSON_FORMAT = TextFormat("json")
+CSV_FORMAT = TextFormat("csv")
+TSV_FORMAT = TextFormat("tsv")
+XSV_FORMAT = TextFormat("xsv")

@@ -19,6 +19,7 @@ __all__ = [
     "SampleKeysError",
     "UnknownNameError",
     "UnknownEncodingError",
+    "UnknownFormatError",
     "UnknownArgumentError",
     "IndexFormatError",
     "IndexDecodeError",
@@ -42,6 +43,10 @@ class UnknownNameError(FormatError):
 
 class UnknownEncodingError(UnknownNameError, TypeError):
     """A writer column whose encoding does not exist: also the ``TypeError`` mosaicml-streaming raises."""
+
+
+class UnknownFormatError(UnknownNameError):
+    """A shard format name that no format serves; the message lists the known ones."""
 
 
 class UnknownArgumentError(FormatError, TypeError):

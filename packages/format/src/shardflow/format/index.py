@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from shardflow.format._atomic import write_atomic
-from shardflow.format._text_encodings import TEXT_ENCODINGS
 from shardflow.format.compression import is_compression
-from shardflow.format.encodings import get_mds_encoded_size, is_mds_encoding
-from shardflow.format.errors import IndexDecodeError, IndexFormatError
+from shardflow.format.errors import IndexDecodeError, IndexFormatError, UnknownFormatError
+from shardflow.format.formats import get_format, known_formats
 
 if TYPE_CHECKING:
     from shardflow.format.merge import merge_index
@@ -26,6 +25,8 @@ __all__ = [
     "INDEX_BASENAME",
     "INDEX_VERSION",
     "FILE_KEYS",
+    "IndexChecker",
+    "shard_file_keys",
     "encode_index",
     "write_index",
     "read_index",
@@ -41,7 +42,6 @@ INDEX_VERSION = 2
 # The keys of a shard entry that describe one file each, in the order the writers produce the files.
 FILE_KEYS = ("raw_data", "zip_data", "raw_meta", "zip_meta")
 
-_SPLIT_FORMATS = ("json", "xsv", "csv", "tsv")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -77,24 +77,35 @@ def write_index(folder: PathLike, shards: Sequence[dict[str, Any]], *, merged: b
     return path
 
 
+def shard_file_keys(shard: dict[str, Any]) -> tuple[str, ...]:
+    """The keys of a (validated) shard entry that may name its files: its format's ``file_keys``."""
+    return get_format(shard["format"]).file_keys
+
+
 def shard_files(shard: dict[str, Any]) -> list[str]:
     """The basenames of every file a shard entry names (raw and compressed, data and meta)."""
-    return [shard[key]["basename"] for key in FILE_KEYS if shard.get(key)]
+    return [shard[key]["basename"] for key in shard_file_keys(shard) if shard.get(key)]
 
 
-class _Checker:
-    """Validates one parsed index, raising IndexFormatError that names the file (or URL) and the field."""
+class IndexChecker:
+    """Validates one parsed index, raising IndexFormatError that names the file (or URL) and the field.
+
+    A shard format's ``check_entry`` gets one to check its own fields with: :meth:`fail`, :meth:`field`,
+    :meth:`string_list` and :meth:`column_lists`.
+    """
 
     def __init__(self, source: str | Path) -> None:
         self.source = source
 
     def fail(self, where: str, problem: str) -> IndexFormatError:
+        """The error to raise: ``problem`` at ``where`` (e.g. ``'shard 3'``) of this index."""
         return IndexFormatError(
             f"{self.source}: {where}: {problem}. The index is corrupt or was not written by a compatible "
             "writer: rewrite the dataset, or restore index.json from a good copy"
         )
 
     def field(self, obj: dict[str, Any], key: str, where: str, kinds: tuple[type, ...]) -> Any:
+        """``obj[key]``, which must be present and of one of ``kinds`` (``bool`` only when listed)."""
         if key not in obj:
             raise self.fail(where, f"the field {key!r} is missing")
         value = obj[key]
@@ -104,6 +115,7 @@ class _Checker:
         return value
 
     def string_list(self, obj: dict[str, Any], key: str, where: str) -> list[str]:
+        """``obj[key]``, which must be a list of strings."""
         values = self.field(obj, key, where, (list,))
         if not all(isinstance(value, str) for value in values):
             raise self.fail(where, f"field {key!r} is {values!r}, expected a list of strings")
@@ -130,9 +142,11 @@ class _Checker:
         version = self.field(shard, "version", where, (int,))
         if version != INDEX_VERSION:
             raise self.fail(where, f"version {version} is not supported (only version {INDEX_VERSION})")
-        fmt = self.field(shard, "format", where, (str,))
-        if fmt != "mds" and fmt not in _SPLIT_FORMATS:
-            raise self.fail(where, f"format {fmt!r} is unknown; valid formats: {['mds', *_SPLIT_FORMATS]}")
+        name = self.field(shard, "format", where, (str,))
+        try:
+            fmt = get_format(name)
+        except UnknownFormatError:
+            raise self.fail(where, f"format {name!r} is unknown; known formats: {known_formats()}") from None
         if self.field(shard, "samples", where, (int,)) < 0:
             raise self.fail(where, f"samples is {shard['samples']}, expected a count >= 0")
         shard.setdefault("compression", None)
@@ -143,13 +157,12 @@ class _Checker:
             raise self.fail(where, f"compression {compression!r} is unknown")
         self.string_list(shard, "hashes", where)
         self.field(shard, "size_limit", where, (int, type(None)))
-        keys = FILE_KEYS if fmt in _SPLIT_FORMATS else FILE_KEYS[:2]
-        for key in keys:
+        for key in fmt.file_keys:
             shard.setdefault(key, None)
             compressed = key.startswith("zip_")
             required = not compressed or compression is not None
             self.file_info(shard, key, f"{where} {key}", required)
-        getattr(self, f"columns_{'xsv' if fmt in ('csv', 'tsv') else fmt}")(shard, where)
+        fmt.check_entry(shard, self, where)
 
     def file_info(self, shard: dict[str, Any], key: str, where: str, required: bool) -> None:
         info = shard[key]
@@ -173,6 +186,7 @@ class _Checker:
             raise self.fail(where, f"hashes is {hashes!r}, expected a map of algorithm to hex digest")
 
     def column_lists(self, shard: dict[str, Any], where: str) -> tuple[list[str], list[str]]:
+        """The entry's ``column_names`` and ``column_encodings``: lists of strings, as long, names unique."""
         names = self.string_list(shard, "column_names", where)
         encodings = self.string_list(shard, "column_encodings", where)
         if len(names) != len(encodings):
@@ -180,41 +194,6 @@ class _Checker:
         if len(set(names)) != len(names):
             raise self.fail(where, f"column_names {names!r} repeat a name")
         return names, encodings
-
-    def columns_mds(self, shard: dict[str, Any], where: str) -> None:
-        names, encodings = self.column_lists(shard, where)
-        sizes = self.field(shard, "column_sizes", where, (list,))
-        if len(sizes) != len(names):
-            raise self.fail(where, f"{len(names)} column_names but {len(sizes)} column_sizes")
-        for name, encoding, size in zip(names, encodings, sizes, strict=True):
-            if not is_mds_encoding(encoding):
-                raise self.fail(where, f"column {name!r} has unknown encoding {encoding!r}")
-            if size != get_mds_encoded_size(encoding):
-                raise self.fail(
-                    where,
-                    f"column {name!r} ({encoding}) has size {size!r}, the encoding fixes "
-                    f"{get_mds_encoded_size(encoding)!r}",
-                )
-
-    def columns_json(self, shard: dict[str, Any], where: str) -> None:
-        columns = self.field(shard, "columns", where, (dict,))
-        for name, encoding in columns.items():
-            self.text_encoding(name, encoding, where)
-        self.field(shard, "newline", where, (str,))
-
-    def columns_xsv(self, shard: dict[str, Any], where: str) -> None:
-        names, encodings = self.column_lists(shard, where)
-        for name, encoding in zip(names, encodings, strict=True):
-            self.text_encoding(name, encoding, where)
-        self.field(shard, "newline", where, (str,))
-        if shard["format"] == "xsv":
-            self.field(shard, "separator", where, (str,))
-
-    def text_encoding(self, name: str, encoding: Any, where: str) -> None:
-        if not isinstance(encoding, str) or encoding not in TEXT_ENCODINGS:
-            raise self.fail(
-                where, f"column {name!r} has encoding {encoding!r}; valid: {sorted(TEXT_ENCODINGS)}"
-            )
 
 
 def _basename_problem(name: str) -> str | None:
@@ -276,7 +255,7 @@ def _load_index(path: Path, source: str | Path) -> dict[str, Any]:
         ) from None
     except UnicodeDecodeError as err:
         raise IndexFormatError(f"{source}: not UTF-8 text ({err.reason}): the file is corrupt") from None
-    _Checker(source).index(obj)
+    IndexChecker(source).index(obj)
     return obj
 
 

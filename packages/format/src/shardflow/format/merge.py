@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Union, overload
 
 from shardflow.format.errors import IndexFormatError
-from shardflow.format.index import FILE_KEYS, INDEX_BASENAME, _load_index, write_index
+from shardflow.format.index import INDEX_BASENAME, _load_index, shard_file_keys, write_index
 from shardflow.format.upload import Out, get_uploader, remote_uploader, split_out
 
 __all__ = ["IndexURL", "merge_index"]
@@ -151,7 +151,7 @@ def _merged_shards(partitions: Sequence[tuple[str, Path]]) -> list[dict[str, Any
     for source, path in partitions:
         part = path.parent.name
         for shard in _load_index(path, source)["shards"]:
-            for key in FILE_KEYS:
+            for key in shard_file_keys(shard):
                 if shard.get(key):
                     if "/" in shard[key]["basename"]:
                         raise IndexFormatError(

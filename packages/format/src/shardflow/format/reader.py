@@ -26,7 +26,8 @@ _SampleGetter = Callable[[int], dict[str, Any]]
 class LocalDataset:
     """Random access to the samples of a dataset whose shards and ``index.json`` are on local disk.
 
-    Reads MDS, JSONL and CSV/TSV/XSV shards, plain or compressed. Shards are opened (and, when only
+    Reads MDS, JSONL and CSV/TSV/XSV shards, plain or compressed, and those of any registered format
+    (:mod:`shardflow.format.formats`). Shards are opened (and, when only
     their compressed form exists, decompressed next to it) on first use, then memory-mapped for the
     life of the object (or until :meth:`release` or :meth:`close`). It behaves like a read-only list
     of sample dicts and is safe to share between threads and to pickle into worker processes.

@@ -29,12 +29,10 @@ from typing import Any, NamedTuple, Union
 
 import numpy as np
 
-from shardflow.format._read_mds import MDSPlan, MDSShard
-from shardflow.format._read_text import TextPlan, TextShard
-from shardflow.format.encodings import get_codec
 from shardflow.format.errors import UnknownNameError, UnsafeEncodingError, UnsupportedColumnError
+from shardflow.format.formats import Capability, OpenShard, ShardFormat, get_format
 from shardflow.format.hashing import get_hashes, is_hash
-from shardflow.format.index import FILE_KEYS, INDEX_BASENAME, read_index
+from shardflow.format.index import INDEX_BASENAME, read_index
 
 __all__ = ["Columns", "ShardFile", "ShardInfo", "ShardReader", "ShardLocator", "read_shards"]
 
@@ -81,7 +79,8 @@ class ShardInfo:
     Attributes:
         index: Position of the shard in the index.
         basename: Its (raw) data file, relative to the dataset folder.
-        format: ``mds``, ``json``, ``csv``, ``tsv`` or ``xsv``.
+        format: Its format's name: ``mds``, ``json``, ``csv``, ``tsv``, ``xsv`` or a registered one
+            (see :mod:`shardflow.format.formats`).
         samples: How many samples it holds.
         start: The dataset index of its first sample.
         compression: Its compression name, or None.
@@ -111,6 +110,11 @@ class ShardInfo:
         """The compressed counterparts of :attr:`raw_files`, in the same order; empty when uncompressed."""
         return tuple(file for file in self.files if file.compressed)
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What its format can do beyond single samples (:class:`~shardflow.format.formats.Capability`)."""
+        return get_format(self.format).capabilities
+
     @functools.cached_property
     def array_columns(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """The columns :meth:`ShardReader.get_columns` serves, as name to ``(dtype, shape of one value)``.
@@ -118,16 +122,19 @@ class ShardInfo:
         Worked out once per shard (batch reads ask for it per batch); do not modify the dict.
 
         Those of an MDS shard with a fixed-size number or array encoding (``int``, ``int8`` ...
-        ``float64``, ``ndarray:<dtype>:<shape>``); none for text shards.
+        ``float64``, ``ndarray:<dtype>:<shape>``); none for text shards; for other formats, their
+        ``array_columns`` (none without the capability ``arrays``).
         """
-        if self.format != "mds":
-            return {}
-        found = {}
-        for name, encoding in self.columns.items():
-            layout = get_codec(encoding).array_layout()
-            if layout is not None:
-                found[name] = layout
-        return found
+        fmt = get_format(self.format)
+        return fmt.array_columns(self) if Capability.ARRAYS in fmt.capabilities else {}
+
+    @functools.cached_property
+    def byte_columns(self) -> dict[str, str]:
+        """The columns whose spans, as :meth:`ShardReader.read_columns` locates them, are their values, as
+        name to encoding: an MDS shard's ``bytes`` columns; none for a format without the capability
+        ``spans``. Do not modify the dict."""
+        fmt = get_format(self.format)
+        return fmt.byte_columns(self) if Capability.SPANS in fmt.capabilities else {}
 
 
 def read_shards(
@@ -153,7 +160,8 @@ def read_shards(
     index_path = _index_path(folder, split)
     shards, start = [], 0
     for k, entry in enumerate(read_index(index_path)["shards"]):
-        plan = _plan(entry, index_path)
+        fmt = get_format(entry["format"])
+        plan = fmt.plan(entry, index_path)
         if plan.unsafe_columns and not allow_unsafe_types:
             raise UnsafeEncodingError(
                 f"column {plan.unsafe_columns[0]!r} of {index_path.parent / entry['raw_data']['basename']} "
@@ -162,7 +170,7 @@ def read_shards(
             )
         files = tuple(
             ShardFile(info["basename"], info["bytes"], dict(info["hashes"]), key.startswith("zip_"), key)
-            for key in FILE_KEYS
+            for key in fmt.file_keys
             if (info := entry.get(key))
         )
         shards.append(
@@ -190,10 +198,6 @@ def _index_path(folder: PathLike, split: str | None) -> Path:
             raise ValueError(f"split={split!r} needs the dataset folder, not the index file {path}")
         return path
     return (path / split if split else path) / INDEX_BASENAME
-
-
-def _plan(entry: dict[str, Any], index_path: Path) -> MDSPlan | TextPlan:
-    return MDSPlan(entry) if entry["format"] == "mds" else TextPlan(entry, index_path)
 
 
 class ShardReader:
@@ -241,8 +245,9 @@ class ShardReader:
         self.samples = shard.samples
         self.validate_hash = validate_hash
         self.populate = populate
-        self._plan = _plan(shard.entry, self.folder / INDEX_BASENAME)
-        self._open: MDSShard | TextShard | None = None
+        self._format: ShardFormat = get_format(shard.format)
+        self._plan = self._format.plan(shard.entry, self.folder / INDEX_BASENAME)
+        self._open: OpenShard | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -264,7 +269,7 @@ class ShardReader:
         self._opened()
         return self
 
-    def _opened(self) -> MDSShard | TextShard:
+    def _opened(self) -> Any:  # an OpenShard, with the methods its format's capabilities add
         opened = self._open
         if opened is None:
             with self._lock:
@@ -323,7 +328,7 @@ class ShardReader:
 
         Raises:
             UnsupportedColumnError: A column is not a fixed-size number or array (see
-                :attr:`array_columns`), or the shard is a text shard.
+                :attr:`array_columns`), or the shard's format has no capability ``arrays`` (text shards).
             KeyError: The shard has no such column.
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
@@ -366,7 +371,7 @@ class ShardReader:
 
         Raises:
             UnsupportedColumnError: A column of ``arrays`` is not a fixed-size number or array, or
-                ``spans`` is not empty for a text shard.
+                ``spans`` is not empty and the shard's format has no capability ``spans`` (text shards).
             KeyError: The shard has no such column.
             IndexError: An id is out of range.
             TypeError: ``local_ids`` is not a flat sequence of integers.
@@ -375,9 +380,9 @@ class ShardReader:
         spans = self._span_names(spans)
         ids = self._checked_ids(local_ids)
         opened = self._opened()
-        if isinstance(opened, MDSShard):
+        if Capability.COLUMNS in self._format.capabilities:
             return Columns(*opened.read(ids, arrays, values, spans))
-        assert not arrays and not spans  # _array_names and _span_names refuse text shards
+        assert not arrays and not spans  # _array_names and _span_names refuse formats without columns
         samples = [opened.get(i) for i in ids.tolist()]
         return Columns({}, {name: [sample[name] for sample in samples] for name in values}, {})
 
@@ -386,15 +391,14 @@ class ShardReader:
         :meth:`read_columns` located them: for a ``bytes`` column, its values.
 
         Raises:
-            UnsupportedColumnError: The shard is a text shard.
+            UnsupportedColumnError: The shard's format has no capability ``spans`` (text shards).
             ValueError: A span is not within the file, or the arrays differ in length.
         """
-        opened = self._opened()
-        if not isinstance(opened, MDSShard):
+        if Capability.SPANS not in self._format.capabilities:
             raise UnsupportedColumnError(
-                f"shard {self.shard.basename} is a text shard: it has no value spans"
+                f"shard {self.shard.basename} is {self._format.label}: it has no value spans"
             )
-        return opened.read_spans(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
+        return self._opened().read_spans(np.asarray(starts, np.int64), np.asarray(ends, np.int64))
 
     def _column_names(self, columns: Sequence[str] | None) -> list[str]:
         shard = self.shard
@@ -410,10 +414,11 @@ class ShardReader:
 
     def _span_names(self, columns: Sequence[str]) -> list[str]:
         names = self._column_names(columns)
-        if names and self.shard.format != "mds":
+        if names and Capability.SPANS not in self._format.capabilities:
             raise UnsupportedColumnError(
-                f"shard {self.shard.basename} is a {self.shard.format} shard (text lines): columns "
-                f"{names} have no value spans; only MDS shards store each value as its own bytes"
+                f"shard {self.shard.basename} is {self._format.label}: columns {names} have no value "
+                f"spans; only shards of formats with the capability 'spans' (MDS) store each value as its "
+                "own bytes"
             )
         return names
 
@@ -423,10 +428,10 @@ class ShardReader:
         arrays = shard.array_columns
         for name in names:
             if name not in arrays:
-                kind = "an MDS shard" if shard.format == "mds" else f"a {shard.format} shard (text lines)"
                 raise UnsupportedColumnError(
-                    f"column {name!r} ({shard.columns[name]}) of {kind} {shard.basename} cannot be read as "
-                    f"an array: get_columns serves {_ARRAY_ENCODINGS} columns of MDS shards, here "
+                    f"column {name!r} ({shard.columns[name]}) of {self._format.label} {shard.basename} "
+                    f"cannot be read as an array: get_columns serves {_ARRAY_ENCODINGS} columns of MDS "
+                    "shards, here "
                     f"{sorted(arrays) or 'none'}; name those in columns=, or read samples with get_batch"
                 )
         return names
