@@ -10,34 +10,18 @@ output goes to stdout (``--json`` for scripts: a stable dict); diagnostics go to
 from __future__ import annotations
 
 import argparse
-import errno
-import fcntl
 import json
 import logging
 import os
-import re
-import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "inspect_dataset", "cache_status", "cache_clean", "CliError"]
+__all__ = ["main", "inspect_dataset", "CliError"]
 
 logger = logging.getLogger("shardflow.cli")
-
-INDEX_BASENAME = "index.json"
-# The dataset's lock and entry folders (shardflow.dataset._locks.LOCK_FOLDER, ._cache.CACHE_FOLDER) and the
-# file where a dataset states its cache_limit: named here so that the cache commands do not import torch;
-# tests/cli/test_cli.py keeps them equal.
-LOCK_FOLDER = ".shardflow-locks"
-CACHE_FOLDER = ".shardflow-cache"
-LIMIT_FILE = "limit.json"
-# The pid inside a temporary name ".<final>.<pid>-<8 hex>.tmp" (the TEMP_NAME of format and storage).
-_TEMP_PID = re.compile(r"\.(\d+)-[0-9a-f]{8}\.tmp$")
 
 
 class CliError(Exception):
@@ -80,6 +64,8 @@ def inspect_dataset(source: str, split: str | None = None) -> dict[str, Any]:
     Raises:
         CliError: There is no readable index there.
     """
+    from shardflow.format.index import INDEX_BASENAME
+
     if _is_url(source):
         from shardflow.storage import ObjectNotFoundError, StorageError, from_url
 
@@ -180,360 +166,12 @@ def _print_inspect(report: dict[str, Any]) -> None:
     print("\n".join(out))
 
 
-# -- the cache folder ------------------------------------------------------------------------------
-#
-# A cache folder is a folder that holds shardflow's bookkeeping: a real (not symlinked) .shardflow-cache/
-# folder. A folder with an index.json and no bookkeeping (a dataset a writer made, say) is not a cache.
-# What shardflow made, and so all that `cache clean` may remove:
-# - the files a cache entry (.shardflow-cache/<shard>.json) lists (--all), when each is a regular file
-#   inside its cache folder, reached through no symlink;
-# - an entry whose files are gone; with --all, remote.json and the .evicted tombstones once no entry is left;
-# - stale temporary files inside .shardflow-cache/ or .shardflow-locks/, or named after a file that the
-#   cache folder's index or entries list (index.json included), beside it;
-# - lock files (*.lock) in .shardflow-locks/ that nobody holds.
-# The walk never enters a symlinked folder, and nothing is removed that is a symlink or whose real path is
-# outside the folder given.
-
-BOOKKEEPING = (LOCK_FOLDER, CACHE_FOLDER)
-REMOTE_FILE = "remote.json"
-# The final name inside a temporary name ".<final>.<pid>-<8 hex>.tmp" (a writer may add ".<tag>" to it).
-_TEMP_FINAL = re.compile(r"^\.(.+)\.\d+-[0-9a-f]{8}\.tmp$")
-
-
-def _is_file(path: Path) -> bool:
-    """Whether ``path`` is a regular file (not a symlink to one)."""
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _inside(real_root: str, path: Path) -> bool:
-    """Whether ``path`` stays inside the folder whose real path is ``real_root``, every symlink followed."""
-    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _open_lock(path: Path, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)  # a lock file that is a symlink is not ours: ELOOP
-
-
-def _lock_held(path: Path) -> bool | None:
-    """Whether someone holds an flock on ``path`` now (an exclusive one, tried and dropped, tells); None if
-    gone."""
-    try:
-        fd = _open_lock(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return True
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
-def _lock_pid(path: Path) -> int | None:
-    try:
-        text = path.read_bytes()[:32].decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """A cache entry: the shard shardflow downloaded (``name``) and its ``files``, relative to the folder."""
-
-    path: Path
-    name: str
-    files: tuple[str, ...]
-    bytes: int | None
-
-
-@dataclass
-class _Folder:
-    """A cache folder: its index's shards (when readable) and entries, and every name they list."""
-
-    path: Path
-    has_index: bool = False
-    shards: tuple[Any, ...] = ()
-    error: str | None = None
-    entries: list[_Entry] = field(default_factory=list)
-    names: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Scan:
-    """What the folder given holds: its cache folders, shardflow's temporary and lock files, every file."""
-
-    root: Path
-    real: str
-    caches: list[_Folder] = field(default_factory=list)
-    others: list[Path] = field(default_factory=list)  # an index.json without bookkeeping: not a cache
-    temps: list[Path] = field(default_factory=list)
-    locks: list[Path] = field(default_factory=list)
-    files: list[Path] = field(default_factory=list)
-
-
-def _read_entries(folder: Path) -> list[_Entry]:
-    """The readable entries in ``folder``'s bookkeeping (only ``name`` and ``files`` are needed)."""
-    found = []
-    with os.scandir(folder / CACHE_FOLDER) as items:
-        paths = sorted(
-            Path(item.path)
-            for item in items
-            if item.name.endswith(".json")
-            and item.name not in (LIMIT_FILE, REMOTE_FILE)
-            and item.is_file(follow_symlinks=False)
-        )
-    for path in paths:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            name, files, size = data["name"], data["files"], data.get("bytes")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            name = files = size = None
-        if not (isinstance(name, str) and isinstance(files, list) and all(isinstance(f, str) for f in files)):
-            logger.warning("%s is not a cache entry shardflow can read (name, files): left alone", path)
-            continue
-        found.append(_Entry(path, name, tuple(files), size if isinstance(size, int) else None))
-    return found
-
-
-def _read_folder(path: Path) -> _Folder:
-    from shardflow.format import FormatError, read_shards
-
-    folder = _Folder(path, has_index=_is_file(path / INDEX_BASENAME), entries=_read_entries(path))
-    if folder.has_index:
-        try:
-            folder.shards = read_shards(path, allow_unsafe_types=True)  # nothing is decoded here
-        except (ValueError, OSError, FormatError) as exc:
-            folder.error = f"{path / INDEX_BASENAME} cannot be read: {exc}"
-            logger.warning("%s", folder.error)
-    elif os.path.lexists(path / INDEX_BASENAME):
-        folder.error = f"{path / INDEX_BASENAME} is not a regular file (a symlink?): not read"
-        logger.warning("%s", folder.error)
-    folder.names = {INDEX_BASENAME}
-    folder.names.update(file.basename for shard in folder.shards for file in shard.files)
-    folder.names.update(PurePosixPath(name).as_posix() for entry in folder.entries for name in entry.files)
-    return folder
-
-
-def _named_after(folder: _Folder, here: Path, name: str) -> bool:
-    """Whether the temporary file ``here/name`` is named after a file that ``folder`` lists."""
-    found = _TEMP_FINAL.match(name)
-    if not found:
-        return False
-    final = found.group(1)
-    candidates = (final, final.rpartition(".")[0])  # without, then with a writer's ".<tag>"
-    return any(c and (here / c).relative_to(folder.path).as_posix() in folder.names for c in candidates)
-
-
-def _scan(path: str) -> _Scan:
-    from shardflow.format import TEMP_NAME
-
-    root = Path(os.path.expanduser(path))
-    if not root.exists():
-        raise CliError(f"{root} does not exist")
-    if not root.is_dir():
-        raise CliError(f"{root} is not a folder: give a dataset's local cache folder")
-    scan = _Scan(root, os.path.realpath(root))
-    owners: dict[str, _Folder | None] = {}  # each folder walked: the cache folder it is in, if any
-    for top, dirs, names in os.walk(root):  # followlinks=False: a symlinked folder is never entered
-        dirs.sort()
-        here = Path(top)
-        books = here.name in BOOKKEEPING
-        owner: _Folder | None = None
-        if books:
-            owners[top] = None  # nothing of a cache nests in its bookkeeping
-        elif (here / CACHE_FOLDER).is_dir() and not (here / CACHE_FOLDER).is_symlink():
-            owner = owners[top] = _read_folder(here)
-            scan.caches.append(owner)
-        else:
-            owner = owners[top] = owners.get(os.path.dirname(top))
-            if INDEX_BASENAME in names and owner is None:
-                scan.others.append(here)
-                logger.info("%s has an index but no %s: not a cache, left alone", here, CACHE_FOLDER)
-        for name in sorted(names):
-            file = here / name
-            if not _is_file(file):
-                continue  # a symlink (never followed, never removed) or not a file
-            scan.files.append(file)
-            if not TEMP_NAME.match(name):
-                if books and here.name == LOCK_FOLDER and name.endswith(".lock"):
-                    scan.locks.append(file)
-            elif books or (owner is not None and _named_after(owner, here, name)):
-                scan.temps.append(file)
-    return scan
-
-
-def _rel(scan: _Scan, path: Path) -> str:
-    return os.path.relpath(path, scan.root)
-
-
-def _temp_entry(scan: _Scan, path: Path) -> dict[str, Any]:
-    found = _TEMP_PID.search(path.name)
-    pid = int(found.group(1)) if found else None
-    alive = pid is not None and _pid_alive(pid)
-    try:
-        size = os.lstat(path).st_size
-    except FileNotFoundError:
-        size = 0
-    return {"path": _rel(scan, path), "bytes": size, "pid": pid, "pid_alive": alive, "stale": not alive}
-
-
-def _lock_entry(scan: _Scan, path: Path) -> dict[str, Any]:
-    pid = _lock_pid(path)
-    held = _lock_held(path)
-    return {
-        "path": _rel(scan, path),
-        "guards": path.name.removesuffix(".lock").replace("%", "/"),
-        "held": bool(held),
-        "pid": pid,
-        "pid_alive": pid is not None and _pid_alive(pid),
-    }
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not _is_file(path):
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _limit(folder: Path) -> dict[str, Any] | None:
-    """The cache_limit a dataset last set on ``folder``, with the setter's pid; None if none did."""
-    data = _read_json(folder / CACHE_FOLDER / LIMIT_FILE) or {}
-    try:
-        limit, pid = int(data["limit"]), int(data["pid"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return {"bytes": limit, "pid": pid, "pid_alive": _pid_alive(pid)}
-
-
-def _remote(folder: Path) -> str | None:
-    """The remote the cache folder caches, as its ``remote.json`` names it; None if none does."""
-    remote = (_read_json(folder / CACHE_FOLDER / REMOTE_FILE) or {}).get("remote")
-    return remote if isinstance(remote, str) else None
-
-
-def _size_matches(path: Path, size: int) -> bool:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISREG(info.st_mode) and info.st_size == size
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return os.lstat(path).st_size
-    except OSError:
-        return 0
-
-
-def _folder_status(scan: _Scan, folder: _Folder) -> dict[str, Any]:
-    present = partial = zip_files = zip_bytes = listed_raw = present_raw = 0
-    for shard in folder.shards:
-        have = [_size_matches(folder.path / f.basename, f.bytes) for f in shard.raw_files]
-        present += all(have)
-        partial += any(have) and not all(have)
-        listed_raw += sum(f.bytes for f in shard.raw_files)
-        present_raw += sum(f.bytes for f, ok in zip(shard.raw_files, have, strict=True) if ok)
-        for file in shard.zip_files:
-            if _is_file(folder.path / file.basename):
-                zip_files += 1
-                zip_bytes += _file_size(folder.path / file.basename)
-    return {
-        "folder": _rel(scan, folder.path),
-        "error": folder.error,
-        "has_index": folder.has_index,
-        "remote": _remote(folder.path),
-        "limit": _limit(folder.path),
-        "shards_downloaded": len(folder.entries),
-        "bytes_downloaded": sum(entry.bytes or 0 for entry in folder.entries),
-        "shards_listed": len(folder.shards),
-        "shards_present": present,
-        "shards_partial": partial,
-        "bytes_listed": listed_raw,
-        "bytes_present": present_raw,
-        "compressed_files_kept": zip_files,
-        "compressed_bytes_kept": zip_bytes,
-    }
-
-
-def cache_status(path: str) -> dict[str, Any]:
-    """Describe the folder ``path`` and the cache folders in it: the stable dict ``cache status --json``
-    prints (``indexes`` holds one dict per cache folder; ``not_caches`` the folders that hold an index but
-    no shardflow bookkeeping).
-
-    Raises:
-        CliError: ``path`` is not a folder.
-    """
-    scan = _scan(path)
-    size = disk = 0
-    for file in scan.files:
-        try:
-            info = os.lstat(file)
-        except FileNotFoundError:
-            continue
-        size += info.st_size
-        disk += info.st_blocks * 512
-    indexes = [_folder_status(scan, folder) for folder in scan.caches]
-    _flag_over_limit(indexes)
-    return {
-        "path": str(scan.root),
-        "files": len(scan.files),
-        "bytes": size,
-        "disk_bytes": disk,
-        "indexes": indexes,
-        "not_caches": [_rel(scan, folder) for folder in scan.others],
-        "temporary_files": [_temp_entry(scan, file) for file in scan.temps],
-        "locks": [_lock_entry(scan, file) for file in scan.locks],
-        "limit": min((index["limit"]["bytes"] for index in indexes if index.get("limit")), default=None),
-        "over_limit": [index["folder"] for index in indexes if index["over_limit_bytes"]],
-    }
-
-
-def _flag_over_limit(indexes: list[dict[str, Any]]) -> None:
-    """Set each index's ``over_limit_bytes``: how far the shards shardflow downloaded exceed its limit.
-
-    A dataset's limit is one budget over the folders of all its streams, and it writes the same record
-    (limit and pid) into each: folders with equal records are added up together. 0 when within the limit,
-    None without one.
-    """
-    used: dict[tuple[int, int], int] = {}
-    for index in indexes:
-        if index["limit"]:
-            key = (index["limit"]["bytes"], index["limit"]["pid"])
-            used[key] = used.get(key, 0) + index["bytes_downloaded"]
-    for index in indexes:
-        limit = index["limit"]
-        index["over_limit_bytes"] = (
-            None if not limit else max(0, used[(limit["bytes"], limit["pid"])] - limit["bytes"])
-        )
+# -- the cache folder: the reports are shardflow.dataset.cache's (which never imports torch) -----------
 
 
 def _print_status(report: dict[str, Any]) -> None:
+    from shardflow.dataset.cache import CACHE_FOLDER, INDEX_BASENAME
+
     out = [
         f"cache       {report['path']}",
         f"size        {_size(report['bytes'])} in {_plural(report['files'], 'file')}, "
@@ -598,205 +236,6 @@ def _print_status(report: dict[str, Any]) -> None:
         )
         out.append(f"  {lock['path']}  {'held' if lock['held'] else 'free'}  ({pid})")
     print("\n".join(out))
-
-
-def _try_lock(path: Path) -> int | None:
-    """An fd holding ``path``'s exclusive lock, taken without waiting; None when someone holds it."""
-    fd = _open_lock(path, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise
-    return fd
-
-
-@contextmanager
-def _shard_lock(folder: Path, shard: str) -> Iterator[bool]:
-    """Hold the download lock of ``shard`` (or of ``index.json``), when its lock file exists, for the
-    ``with`` block: yields False (holding nothing) when another process holds it."""
-    lock = folder / LOCK_FOLDER / (shard.replace("/", "%") + ".lock")
-    if _is_file(lock):
-        fd = _try_lock(lock)
-    else:
-        fd = None if os.path.lexists(lock) else -1  # not a regular file: not ours to take, so not free
-    try:
-        yield fd is not None
-    finally:
-        if fd is not None and fd >= 0:
-            os.close(fd)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (mine.st_dev, mine.st_ino) == (info.st_dev, info.st_ino)
-
-
-def _listed_file(folder: Path, name: str) -> tuple[Path, str | None]:
-    """The path of a file a cache entry lists, and why it is left alone (None: it may be removed)."""
-    pure = PurePosixPath(name)
-    path = folder / name
-    if not pure.parts or pure.is_absolute() or ".." in pure.parts:
-        return path, "its path leads out of the cache folder"
-    if pure.parts[0] in BOOKKEEPING or pure.name == INDEX_BASENAME:
-        return path, "it is the index or shardflow's bookkeeping, not a shard file"
-    if os.path.islink(path):
-        return path, "it is a symlink"
-    if os.path.realpath(path) != os.path.join(os.path.realpath(folder), *pure.parts):
-        return path, "a folder on its way is a symlink"
-    if os.path.lexists(path) and not _is_file(path):
-        return path, "it is not a regular file"
-    return path, None
-
-
-@dataclass
-class _Cleaner:
-    """The removals of one ``cache clean`` (only listed with ``dry_run``)."""
-
-    scan: _Scan
-    dry_run: bool
-    removed: list[dict[str, Any]] = field(default_factory=list)
-    kept: list[dict[str, Any]] = field(default_factory=list)
-    gone: set[Path] = field(default_factory=set)
-
-    def remove(self, path: Path, kind: str) -> bool:
-        """Unlink ``path`` (a regular file inside the folder given, or nothing) and note it."""
-        if path in self.gone or not _is_file(path):
-            return False
-        if not _inside(self.scan.real, path):
-            self.keep(path, kind, f"its real path is outside {self.scan.root}")
-            return False
-        size = _file_size(path)
-        if not self.dry_run:
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                return False
-            logger.debug("removed %s", path)
-        self.removed.append({"path": _rel(self.scan, path), "kind": kind, "bytes": size})
-        self.gone.add(path)
-        return True
-
-    def keep(self, path: Path, kind: str, reason: str) -> None:
-        self.kept.append({"path": _rel(self.scan, path), "kind": kind, "reason": reason})
-
-    def shard_files(self, folder: _Folder, entry: _Entry) -> None:
-        """Remove the files ``entry`` lists, unless its shard's lock is held; say why any is left alone."""
-        files = []
-        for name in entry.files:
-            path, why = _listed_file(folder.path, name)
-            if why:
-                reason = f"{_rel(self.scan, entry.path)} lists it, but {why}: left alone"
-                logger.warning("%s: %s", path, reason)
-                self.keep(path, "shard", reason)
-            elif _is_file(path) and path not in self.gone:
-                files.append(path)
-        if not files:
-            return
-        with _shard_lock(folder.path, entry.name) as free:
-            for file in files:
-                if free:
-                    self.remove(file, "shard")
-                else:
-                    self.keep(file, "shard", "its lock is held")
-
-    def stale_entries(self, folder: _Folder) -> int:
-        """Remove the entries none of whose files is left; returns how many entries are left."""
-        for entry in folder.entries:
-            listed = [_listed_file(folder.path, name) for name in entry.files]
-            if any(why or (os.path.lexists(path) and path not in self.gone) for path, why in listed):
-                continue
-            with _shard_lock(folder.path, entry.name) as free:
-                if free:
-                    self.remove(entry.path, "entry")
-                else:
-                    self.keep(entry.path, "entry", "its shard is downloading")
-        return sum(entry.path not in self.gone and os.path.lexists(entry.path) for entry in folder.entries)
-
-    def markers(self, folder: _Folder, entries_left: int) -> None:
-        """Remove ``remote.json`` and the ``.evicted`` tombstones once no entry is left, so that the folder
-        may cache another remote; under ``index.json``'s lock (not while a dataset loads the index)."""
-        books = folder.path / CACHE_FOLDER
-        marker = books / REMOTE_FILE
-        files = [path for path in (marker, *sorted(books.glob("*.evicted"))) if _is_file(path)]
-        if not files:
-            return
-        reason = f"{_plural(entries_left, 'cache entry')} left" if entries_left else None
-        with _shard_lock(folder.path, INDEX_BASENAME) as free:
-            if not reason and not free:
-                reason = "a dataset is loading the index (its lock is held)"
-            for file in files:
-                if reason is None:
-                    self.remove(file, "marker")
-                elif file == marker:
-                    self.keep(file, "marker", reason)
-
-    def lock(self, lock: Path) -> None:
-        """Remove ``lock`` unless someone holds it: taken without waiting before it is unlinked."""
-        try:
-            fd = _try_lock(lock)
-        except OSError:  # gone, or replaced by a symlink since the scan
-            return
-        if fd is None:
-            self.keep(lock, "lock", "held")
-            return
-        try:
-            if _same_file(fd, lock):  # a holder may have replaced it since it was listed
-                self.remove(lock, "lock")
-        finally:
-            os.close(fd)
-
-
-def cache_clean(path: str, remove_shards: bool = False, dry_run: bool = False) -> dict[str, Any]:
-    """Remove what shardflow left in the cache folders under ``path``: stale temporary files, unheld lock
-    files and the entries of shards no longer there; with ``remove_shards``, the shard files the cache
-    downloaded, and the folder's remote marker once nothing is left.
-
-    Only what shardflow made is removed (see the comment above ``BOOKKEEPING``): never ``index.json``, a
-    file no cache entry lists, a folder without shardflow's bookkeeping, nor anything through a symlink. A
-    lock is taken without waiting before its file is unlinked, so a live holder is never disturbed; a
-    shard whose lock is held is kept. ``dry_run`` lists exactly what a run would remove.
-
-    Returns:
-        The stable dict ``cache clean --json`` prints: ``removed`` and ``kept`` (lists of ``path``, ``kind``
-        and ``bytes`` or ``reason``), ``freed_bytes``, ``dry_run`` and ``errors``.
-
-    Raises:
-        CliError: ``path`` is not a folder.
-    """
-    scan = _scan(path)
-    clean = _Cleaner(scan, dry_run)
-    # Without --all a corrupt index changes nothing; with it, the temporary files of its shards stay.
-    errors = [folder.error for folder in scan.caches if folder.error] if remove_shards else []
-    for temp in scan.temps:
-        found = _temp_entry(scan, temp)
-        if found["stale"]:
-            clean.remove(temp, "temporary")
-        else:
-            clean.keep(temp, "temporary", f"pid {found['pid']} is alive")
-    for folder in scan.caches:
-        if remove_shards:
-            for entry in folder.entries:
-                clean.shard_files(folder, entry)
-        left = clean.stale_entries(folder)
-        if remove_shards:
-            clean.markers(folder, left)
-    for lock in scan.locks:
-        clean.lock(lock)
-    return {
-        "path": str(scan.root),
-        "dry_run": dry_run,
-        "removed": clean.removed,
-        "kept": clean.kept,
-        "freed_bytes": sum(item["bytes"] for item in clean.removed),
-        "errors": errors,
-    }
 
 
 def _print_clean(report: dict[str, Any]) -> None:
@@ -872,6 +311,22 @@ def _emit(report: dict[str, Any], as_json: bool, human: Any) -> None:
         human(report)
 
 
+def _cache(args: argparse.Namespace) -> int:
+    """``cache status`` / ``cache clean``: the reports of :mod:`shardflow.dataset.cache`, printed."""
+    from shardflow.dataset.cache import cache_clean, cache_status
+    from shardflow.dataset.errors import DatasetError
+
+    try:
+        if args.action == "status":
+            _emit(cache_status(args.path), args.json, _print_status)
+            return 0
+        report = cache_clean(args.path, remove_shards=args.all, dry_run=args.dry_run)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    _emit(report, args.json, _print_clean)
+    return 1 if report["errors"] else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit status (0 ok, 1 an error, 2 a usage error)."""
     args = parser().parse_args(argv)
@@ -888,12 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "inspect":
             _emit(inspect_dataset(args.source, args.split), args.json, _print_inspect)
             return 0
-        if args.action == "status":
-            _emit(cache_status(args.path), args.json, _print_status)
-            return 0
-        report = cache_clean(args.path, remove_shards=args.all, dry_run=args.dry_run)
-        _emit(report, args.json, _print_clean)
-        return 1 if report["errors"] else 0
+        return _cache(args)
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

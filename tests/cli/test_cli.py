@@ -123,7 +123,7 @@ def cache(tmp_path: Path, zstd: Path, held_lock: Callable[[Path], int]) -> Any:
     """A cache filled by a real StreamingDataset read of split 'train', plus a stale temp file, a held lock
     (by a live subprocess), a lock left by a dead pid and a foreign file."""
     from shardflow.dataset import StreamingDataset
-    from shardflow.dataset._locks import LOCK_FOLDER
+    from shardflow.dataset.cache import LOCK_FOLDER
 
     remote = tmp_path / "remote"
     (remote).mkdir()
@@ -163,15 +163,6 @@ def cache(tmp_path: Path, zstd: Path, held_lock: Callable[[Path], int]) -> Any:
         "holder": holder,
         "read": read_shards,
     }
-
-
-def test_lock_folder_agrees_with_the_dataset() -> None:
-    from shardflow import _cli
-    from shardflow.dataset._cache import _LIMIT_FILE, CACHE_FOLDER
-    from shardflow.dataset._locks import LOCK_FOLDER, lock_path
-
-    assert (_cli.LOCK_FOLDER, _cli.CACHE_FOLDER, _cli.LIMIT_FILE) == (LOCK_FOLDER, CACHE_FOLDER, _LIMIT_FILE)
-    assert lock_path(Path("r"), "sub/shard.mds") == Path("r") / _cli.LOCK_FOLDER / "sub%shard.mds.lock"
 
 
 def test_cache_status_reports_shards_temps_and_locks(cache: dict[str, Any], zstd: Path) -> None:

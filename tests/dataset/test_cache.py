@@ -15,10 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shardflow._cli import _limit
 from shardflow.dataset import DatasetConfigError, ShardWaitTimeout, StreamingDataset
-from shardflow.dataset._cache import CACHE_FOLDER, read_entries
-from shardflow.dataset._locks import LOCK_FOLDER, acquire, lock_path, try_lock
+from shardflow.dataset.cache import (
+    CACHE_FOLDER,
+    LOCK_FOLDER,
+    acquire,
+    limit_status,
+    lock_path,
+    read_entries,
+    try_lock,
+)
 from shardflow.format import TEMP_NAME
 
 from .conftest import token_sample
@@ -79,7 +85,7 @@ def test_an_epoch_within_a_quarter_of_the_dataset(tokens_remote: Path, tmp_path:
     stats = ds.cache_stats()
     assert stats["downloads"] >= len(ds.shards) and stats["evictions"] > 0
     assert sum(entry.bytes for entry in read_entries(tmp_path)) <= limit
-    assert _limit(tmp_path) == {"bytes": limit, "pid": os.getpid(), "pid_alive": True}
+    assert limit_status(tmp_path) == {"bytes": limit, "pid": os.getpid(), "pid_alive": True}
 
 
 def test_a_second_epoch_downloads_evicted_shards_again_and_counts_them(

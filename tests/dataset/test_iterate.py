@@ -333,7 +333,10 @@ def test_the_trainer_downloads_again_a_shard_gone_since_a_worker_located_its_val
     local = tmp_path / "cache"
     worker = _dataset(remote, local, batch_size=16)
     shard_ids, local_ids = np.array([2, 0, 1, 0]), np.array([3, 0, 1, 2])
-    batch = read_batch(worker, shard_ids, local_ids, spans=True)
+    lease = worker.pool.lease()  # the worker's iteration holds the shards it reads
+    for k in set(shard_ids.tolist()):
+        lease.request(k)
+    batch = read_batch(worker.pool, shard_ids, local_ids, spans=True)
     assert isinstance(batch["image"], ByteSpans) and type(batch["caption"]) is list
     plain = StreamingDataset(local=str(remote))
     starts = np.cumsum([0, *plain.samples_per_shard])
@@ -341,7 +344,7 @@ def test_the_trainer_downloads_again_a_shard_gone_since_a_worker_located_its_val
     for shard in worker.shards[:3]:
         (local / shard.basename).unlink()  # evicted by another job: the worker's maps stay valid
     trainer = _dataset(remote, local, batch_size=16)
-    assert read_spans(batch, trainer)["image"] == expected
+    assert read_spans(batch, trainer.pool)["image"] == expected
     assert trainer.cache_stats()["downloads"] == 3
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from shardflow.dataset import DatasetConfigError, StreamingDataset
-from shardflow.dataset._cache import CACHE_FOLDER
+from shardflow.dataset.cache import CACHE_FOLDER
 
 from ._dataset_rank import free_port
 

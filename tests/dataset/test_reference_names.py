@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from shardflow.dataset import DatasetConfigError, Stream, StreamingDataset, default_cache_folder
-from shardflow.dataset._locks import lock_path
+from shardflow.dataset.cache import lock_path
 from shardflow.dataset.errors import IndexNotFoundError, NoShardsError
 from shardflow.dataset.registry import StreamRegistry, streams_registry
 from shardflow.shuffle import ShuffleError

@@ -5,21 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from shardflow.dataset import StreamingDataLoader, StreamingDataset, _slots
+from shardflow.dataset import StreamingDataLoader, StreamingDataset
 from shardflow.dataset._bundles import Bundle
 from shardflow.dataset._slots import SLOT_BYTES, BatchSlots, InSlot, SlotSender
-
-
-@pytest.fixture
-def in_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    """put() runs as worker 1 of 2."""
-    monkeypatch.setattr(_slots, "get_worker_info", lambda: SimpleNamespace(id=1, num_workers=2))
 
 
 def _batch(seed: int) -> dict:
@@ -49,7 +42,7 @@ def _same_bundle(a: Bundle, b: Bundle) -> bool:
     return a.worker == b.worker and len(a.batches) == len(b.batches) and all(map(_same, a.batches, b.batches))
 
 
-def test_arrays_and_bytes_move_and_come_back_equal(in_worker: None) -> None:
+def test_arrays_and_bytes_move_and_come_back_equal() -> None:
     slots = BatchSlots(2, 2, multiprocessing.get_context("fork"))
     bundle = _bundle(0, 1)
     sent = slots.put(bundle)
@@ -63,7 +56,7 @@ def test_arrays_and_bytes_move_and_come_back_equal(in_worker: None) -> None:
     assert got.batches[0]["pixels"].flags.owndata and got.batches[0]["pixels"].flags.writeable
 
 
-def test_a_worker_without_a_free_slot_sends_the_bundle_itself(in_worker: None) -> None:
+def test_a_worker_without_a_free_slot_sends_the_bundle_itself() -> None:
     slots = BatchSlots(2, 2, multiprocessing.get_context("fork"))
     first, second = slots.put(_bundle(1)), slots.put(_bundle(2, 3))
     third = _bundle(4)
@@ -75,7 +68,7 @@ def test_a_worker_without_a_free_slot_sends_the_bundle_itself(in_worker: None) -
     assert _same_bundle(slots.take(second), _bundle(2, 3)) and _same_bundle(slots.take(fourth), _bundle(5))
 
 
-def test_what_does_not_move(in_worker: None) -> None:
+def test_what_does_not_move() -> None:
     slots = BatchSlots(2, 1, multiprocessing.get_context("fork"))
     big = Bundle(
         1, [{"x": np.zeros(SLOT_BYTES // 2 + 1, np.uint8)}, {"x": np.zeros(SLOT_BYTES // 2, np.uint8)}]
@@ -87,11 +80,12 @@ def test_what_does_not_move(in_worker: None) -> None:
 
 
 def test_outside_a_worker_and_across_pickling_nothing_moves() -> None:
+    """Only workers bundle their batches: a batch read in the trainer (num_workers=0) passes as it is."""
     slots = BatchSlots(1, 1, multiprocessing.get_context("fork"))
-    bundle = _bundle(5)
-    assert slots.put(bundle) is bundle
     sender = SlotSender()
     sender.slots = slots
+    batch = _batch(5)
+    assert sender(batch) is batch
     assert pickle.loads(pickle.dumps(sender)).slots is None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from shardflow.dataset import DatasetConfigError, StreamingDataset
-from shardflow.dataset._cache import CACHE_FOLDER, NodeCache, read_entries
+from shardflow.dataset.cache import CACHE_FOLDER, NodeCache, read_entries
 from shardflow.format import MDSWriter, ShardHashError
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers

@@ -12,7 +12,7 @@ from numpy.typing import NDArray
 from torch.utils.data import default_collate
 
 if TYPE_CHECKING:
-    from shardflow.dataset.dataset import StreamingDataset
+    from shardflow.dataset.pool import ShardPool
     from shardflow.format import ShardInfo
 
 __all__ = ["ByteSpans", "gather_batch", "read_batch", "read_spans", "to_tensors"]
@@ -32,34 +32,32 @@ class ByteSpans:
     ends: tuple[np.ndarray, ...]
     where: list[int] | None
 
-    def read(self, dataset: StreamingDataset) -> list[bytes]:
-        """The values, in the batch's order, read through ``dataset``'s own readers."""
+    def read(self, pool: ShardPool) -> list[bytes]:
+        """The values, in the batch's order, read through ``pool``'s readers (a random read each)."""
         found: list[bytes] = []
         for k, starts, ends in zip(self.shards, self.starts, self.ends, strict=True):
-            found += dataset._recent_reader(k).read_spans(starts, ends)
+            found += pool.recent_reader(k).read_spans(starts, ends)
         return found if self.where is None else [found[p] for p in self.where]
 
 
 def _common_columns(
-    dataset: StreamingDataset, shards: list[int], kind: Callable[[ShardInfo], dict[str, Any]]
+    pool: ShardPool, shards: list[int], kind: Callable[[ShardInfo], dict[str, Any]]
 ) -> dict[str, Any]:
     """The columns that ``kind`` finds, with the same value, in every one of ``shards``."""
     common: dict[str, Any] | None = None
     for k in shards:
-        found = kind(dataset.shards[k])
+        found = kind(pool.shards[k])
         common = dict(found) if common is None else {n: v for n, v in common.items() if found.get(n) == v}
     return common or {}
 
 
 def _byte_columns(shard: ShardInfo) -> dict[str, str]:
-    """An MDS shard's ``bytes`` columns (stored as the values themselves)."""
-    if shard.format != "mds":
-        return {}
-    return {name: encoding for name, encoding in shard.columns.items() if encoding == "bytes"}
+    """A shard's columns whose located spans are their values (none unless its format can locate spans)."""
+    return shard.byte_columns
 
 
 def gather_batch(
-    dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64], spans: bool = False
+    pool: ShardPool, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64], spans: bool = False
 ) -> tuple[list[str], dict[str, np.ndarray], dict[str, list[Any]], dict[str, ByteSpans]]:
     """The columns of samples ``(shard_ids[i], local_ids[i])``, each in one piece, in the order given.
 
@@ -74,16 +72,16 @@ def gather_batch(
     shards, starts = np.unique(shard_ids[order], return_index=True)
     bounds = [*starts.tolist(), count]
     shard_list = shards.tolist()
-    arrays = _common_columns(dataset, shard_list, lambda shard: shard.array_columns)
-    located = list(_common_columns(dataset, shard_list, _byte_columns)) if spans else []
-    names = list(dataset.shards[shard_list[0]].columns)
+    arrays = _common_columns(pool, shard_list, lambda shard: shard.array_columns)
+    located = list(_common_columns(pool, shard_list, _byte_columns)) if spans else []
+    names = list(pool.shards[shard_list[0]].columns)
     others = [name for name in names if name not in arrays and name not in located]
     out = {name: np.empty((count, *shape), dtype) for name, (dtype, shape) in arrays.items()}
     lists: dict[str, list[Any]] = {name: [] for name in others}
     bounds_of: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in located}
     for g, k in enumerate(shard_list):
         positions = order[bounds[g] : bounds[g + 1]]
-        reader = dataset._readers[k] or dataset._reader(k)
+        reader = pool.reader(k)  # held by the caller's lease
         read = reader.read_columns(local_ids[positions], list(arrays), others, located)
         for name, values in read.arrays.items():
             out[name][positions] = values
@@ -106,7 +104,7 @@ def gather_batch(
 
 
 def read_batch(
-    dataset: StreamingDataset, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64], spans: bool = False
+    pool: ShardPool, shard_ids: NDArray[np.int64], local_ids: NDArray[np.int64], spans: bool = False
 ) -> dict[str, Any]:
     """Samples ``(shard_ids[i], local_ids[i])`` collated as torch's ``default_collate`` would, but numpy.
 
@@ -117,15 +115,15 @@ def read_batch(
     and collated with ``default_collate`` (which keeps a list of ``bytes`` or ``str`` as it is); with
     ``spans``, ``bytes`` columns come as :class:`ByteSpans` for :func:`read_spans` in the trainer.
     """
-    names, arrays, lists, located = gather_batch(dataset, shard_ids, local_ids, spans)
+    names, arrays, lists, located = gather_batch(pool, shard_ids, local_ids, spans)
     columns = {**{name: default_collate(found) for name, found in lists.items()}, **arrays, **located}
     return {name: columns[name] for name in names}
 
 
-def read_spans(batch: dict[str, Any], dataset: StreamingDataset) -> dict[str, Any]:
-    """``batch`` with its :class:`ByteSpans` read into lists of ``bytes`` through ``dataset``."""
+def read_spans(batch: dict[str, Any], pool: ShardPool) -> dict[str, Any]:
+    """``batch`` with its :class:`ByteSpans` read into lists of ``bytes`` through ``pool``."""
     return {
-        name: value.read(dataset) if isinstance(value, ByteSpans) else value for name, value in batch.items()
+        name: value.read(pool) if isinstance(value, ByteSpans) else value for name, value in batch.items()
     }
 
 

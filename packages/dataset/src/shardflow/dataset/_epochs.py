@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shardflow.dataset.cache.layout import cache_home
 from shardflow.dataset.errors import EpochLedgerError
 
 __all__ = ["EpochLedger", "epochs_folder", "sweep"]
@@ -53,9 +54,7 @@ _swept: set[str] = set()  # folders this process has swept
 
 def epochs_folder() -> Path:
     """Where ledgers live: ``$SHARDFLOW_CACHE_DIR`` (default ``~/.cache/shardflow``) ``/epochs``."""
-    home = os.path.join(os.path.expanduser("~"), ".cache", "shardflow")
-    base = os.environ.get("SHARDFLOW_CACHE_DIR") or home
-    return Path(base) / "epochs"
+    return cache_home() / "epochs"
 
 
 def _fresh(generation: int, base: tuple[int, int]) -> dict[str, Any]:

@@ -74,6 +74,13 @@ class ShardFetcher:
         with self._lock:
             self._futures.pop(key, None)
 
+    def cancel(self, key: int) -> None:
+        """Forget shard ``key`` and cancel its fetch if it has not started (nobody needs it any more)."""
+        with self._lock:
+            future = self._futures.pop(key, None)
+        if future is not None:
+            future.cancel()
+
     def cancel_pending(self) -> None:
         """Cancel the fetches that have not started (an iteration ended early)."""
         with self._lock:

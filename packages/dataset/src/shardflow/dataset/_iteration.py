@@ -6,21 +6,23 @@ is requested from the fetch threads ``predownload`` samples before its first use
 shards used neither in the previous window nor in this one are released (unmapped): they reopen, without
 a download, if needed again. Under a cache limit a shard is also released as soon as the rest of its
 window (and look-ahead) no longer uses it, so that one evicted while open frees its blocks soon.
+
+An iteration reads through a :class:`~shardflow.dataset.pool.ShardPool`, holding its shards with a lease,
+so several iterations (loader threads) may share one pool; it knows nothing of the dataset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from itertools import chain
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from shardflow.dataset._collate import gather_batch, read_batch
-
-if TYPE_CHECKING:
-    from shardflow.dataset.dataset import StreamingDataset
+from shardflow.dataset.pool import ShardLease, ShardPool
+from shardflow.format import Capability, ShardInfo
 
 __all__ = ["iter_samples", "iter_batches", "WINDOW"]
 
@@ -35,21 +37,21 @@ iteration starts with 64 and doubles up to this, so its first sample waits only 
 class _Window:
     """The located ids of one window, and when each of its shards (and the look-ahead's) is first needed."""
 
-    def __init__(self, dataset: StreamingDataset, ids: NDArray[np.int64], size: int) -> None:
-        self.dataset = dataset
+    def __init__(self, lease: ShardLease, ids: NDArray[np.int64], size: int, ahead: int) -> None:
+        self.lease = lease
         self.ids = ids[:size]
-        shard_ids, local_ids = dataset._locator.locate(ids)
+        shard_ids, local_ids = lease.pool.locate(ids)
         self.shard_ids, self.local_ids = shard_ids[:size], local_ids[:size]
         shards, first = np.unique(shard_ids, return_index=True)
         order = np.argsort(first, kind="stable")
         self.need: list[int] = shards[order].tolist()
         self.first: list[int] = first[order].tolist()
         self.used = set(shards[first < size].tolist())
-        self.ahead = dataset.predownload
+        self.ahead = ahead
         self.size = size
         self._requested = 0
         self._last_use: list[tuple[int, int]] = []  # (last position, shard), by position: with a limit
-        if dataset.cache_limit is not None:
+        if lease.pool.release_early:
             backwards, first_from_end = np.unique(shard_ids[::-1], return_index=True)
             last = len(shard_ids) - 1 - first_from_end
             order = np.argsort(last, kind="stable")
@@ -61,8 +63,9 @@ class _Window:
         look-ahead, so that a shard evicted while open frees its disk blocks soon; they reopen if needed."""
         done, k = self._last_use, self._released
         while k < len(done) and done[k][0] < position:
-            self.dataset._release(done[k][1])
             k += 1
+        if k > self._released:
+            self.lease.let_go([shard for _, shard in done[self._released : k]])
         self._released = k
 
     def advance(self, position: int) -> int:
@@ -71,7 +74,7 @@ class _Window:
         q, need, first = self._requested, self.need, self.first
         horizon = position + self.ahead
         while q < len(need) and (first[q] <= horizon or q == self._requested):
-            self.dataset._request(need[q])
+            self.lease.request(need[q])
             q += 1
         self._requested = q
         return max(position + 1, first[q] - self.ahead) if q < len(need) else self.size
@@ -99,32 +102,30 @@ def _id_windows(
 
 
 def _windows(
-    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], window: int
+    pool: ShardPool, chunks: Iterator[NDArray[np.int64]], window: int, ahead: int
 ) -> Iterator[_Window]:
-    """The windows of the ids; idle shards are released between them, and every open shard at the end."""
+    """The windows of the ids; the shards idle for a window are let go of between them, and every shard
+    held at the end (their fetches cancelled unless another user holds them)."""
     previous: set[int] = set()
+    lease = pool.lease()
     try:
-        for ids, size in _id_windows(chunks, window, dataset.predownload):
-            current = _Window(dataset, ids, size)
-            keep = previous | current.used
-            for k in dataset.open_shards():
-                if k not in keep:
-                    dataset._release(k)
+        for ids, size in _id_windows(chunks, window, ahead):
+            current = _Window(lease, ids, size, ahead)
+            lease.keep_only(previous | current.used)
             yield current
             previous = current.used
     finally:
-        dataset._fetcher.cancel_pending()
-        for k in dataset.open_shards():
-            dataset._release(k)
+        lease.close()
 
 
-def _bulk_columns(dataset: StreamingDataset) -> list[tuple[str, bool]] | None:
-    """``(name, decodes to Python ints)`` per column when every shard is an MDS shard with the same columns
-    and encodings, so samples can be cut from whole columns; else None."""
-    first = dataset.shards[0]
+def _bulk_columns(shards: tuple[ShardInfo, ...]) -> list[tuple[str, bool]] | None:
+    """``(name, decodes to Python ints)`` per column when every shard's format reads whole columns
+    (``Capability.COLUMNS``) and the shards have the same columns and encodings, so samples can be cut
+    from whole columns; else None."""
+    first = shards[0]
     columns = list(first.columns.items())
-    for shard in dataset.shards:
-        if shard.format != "mds" or list(shard.columns.items()) != columns:
+    for shard in shards:
+        if Capability.COLUMNS not in shard.capabilities or list(shard.columns.items()) != columns:
             return None
     return [(name, encoding == "int") for name, encoding in columns]
 
@@ -138,22 +139,20 @@ def _sample_maker(names: list[str]) -> Callable[..., dict[str, Any]]:
 
 
 def _bulk_batches(
-    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], columns: list[tuple[str, bool]]
+    pool: ShardPool, chunks: Iterator[NDArray[np.int64]], ahead: int, columns: list[tuple[str, bool]]
 ) -> Iterator[list[dict[str, Any]]]:
     """The samples in lists of up to ``BULK``: each column gathered whole (see ``gather_batch``), then cut
     into the samples' values (numpy scalars and array rows, or Python ints for ``int`` columns, as the
     per-sample decode; other columns come decoded already)."""
     make = _sample_maker([name for name, _ in columns])
     step = 64
-    for window in _windows(dataset, chunks, WINDOW):
+    for window in _windows(pool, chunks, WINDOW, ahead):
         begin = 0
         while begin < window.size:
             end = min(begin + step, window.size)
             window.release_done(begin)
             window.advance(end - 1)
-            _, arrays, lists, _ = gather_batch(
-                dataset, window.shard_ids[begin:end], window.local_ids[begin:end]
-            )
+            _, arrays, lists, _ = gather_batch(pool, window.shard_ids[begin:end], window.local_ids[begin:end])
             values = [
                 lists[name] if name not in arrays else arrays[name].tolist() if python else iter(arrays[name])
                 for name, python in columns
@@ -162,55 +161,62 @@ def _bulk_batches(
             begin, step = end, min(2 * step, BULK)
 
 
-def iter_samples(dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]]) -> Iterator[Any]:
-    """The samples of the ids in order, through the dataset's ``__getitem__`` when a subclass overrides it.
+def iter_samples(
+    pool: ShardPool,
+    chunks: Iterator[NDArray[np.int64]],
+    ahead: int,
+    item: Callable[[int], Any] | None = None,
+) -> Iterator[Any]:
+    """The samples of the ids in order, fetching shards ``ahead`` samples before their first use; each read
+    by ``item(id)`` when given (a dataset subclass's own ``__getitem__``), else straight from the shard.
 
-    Without an override, on MDS shards of one set of columns, samples are made a list at a time and handed
-    out by ``itertools.chain`` (no Python frame runs per sample)."""
-    own = dataset._uses_own_getitem()
-    bulk = _bulk_columns(dataset) if own else None
+    Without ``item``, on MDS shards of one set of columns, samples are made a list at a time and handed out
+    by ``itertools.chain`` (no Python frame runs per sample)."""
+    bulk = _bulk_columns(pool.shards) if item is None else None
     if bulk is not None:
-        return chain.from_iterable(_bulk_batches(dataset, chunks, bulk))
-    return _iter_one_by_one(dataset, chunks, own)
+        return chain.from_iterable(_bulk_batches(pool, chunks, ahead, bulk))
+    return _iter_one_by_one(pool, chunks, ahead, item)
 
 
 def _iter_one_by_one(
-    dataset: StreamingDataset, chunks: Iterator[NDArray[np.int64]], own: bool
+    pool: ShardPool, chunks: Iterator[NDArray[np.int64]], ahead: int, item: Callable[[int], Any] | None
 ) -> Iterator[Any]:
-    """The samples of the ids, one ``get`` (or ``dataset[i]`` with ``own`` false) at a time."""
-    getters = dataset._getters
-    for window in _windows(dataset, chunks, WINDOW):
+    """The samples of the ids, one ``get`` (or ``item(id)``) at a time."""
+    getters = pool.getters
+    for window in _windows(pool, chunks, WINDOW, ahead):
         shard_list, local_list = window.shard_ids.tolist(), window.local_ids.tolist()
         position = 0
         while position < window.size:
             window.release_done(position)
             stop = min(window.advance(position), window.size)
-            if own:
+            if item is None:
                 for k, j in zip(shard_list[position:stop], local_list[position:stop], strict=True):
                     get = getters[k]
                     if get is None:
-                        get = dataset._getter(k)
+                        get = pool.getter(k)
                     yield get(j)
             else:
                 for i in window.ids[position:stop].tolist():
-                    yield dataset[i]
+                    yield item(i)
             position = stop
 
 
 def iter_batches(
-    dataset: StreamingDataset,
+    pool: ShardPool,
     chunks: Iterator[NDArray[np.int64]],
+    ahead: int,
     batch_size: int,
     drop_last: bool,
     spans: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """The samples of the ids as batches of ``batch_size`` (the last one partial unless ``drop_last``);
-    with ``spans``, ``bytes`` columns come as where their values lie (see ``read_batch``)."""
-    for window in _windows(dataset, chunks, batch_size * max(1, WINDOW // batch_size)):
+    """The samples of the ids as batches of ``batch_size`` (the last one partial unless ``drop_last``),
+    fetching shards ``ahead`` samples before their first use; with ``spans``, ``bytes`` columns come as
+    where their values lie (see ``read_batch``)."""
+    for window in _windows(pool, chunks, batch_size * max(1, WINDOW // batch_size), ahead):
         for begin in range(0, window.size, batch_size):
             end = min(begin + batch_size, window.size)
             if end - begin < batch_size and drop_last:
                 return
             window.release_done(begin)
             window.advance(end - 1)
-            yield read_batch(dataset, window.shard_ids[begin:end], window.local_ids[begin:end], spans)
+            yield read_batch(pool, window.shard_ids[begin:end], window.local_ids[begin:end], spans)

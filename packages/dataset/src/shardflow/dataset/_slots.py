@@ -20,7 +20,6 @@ from itertools import accumulate, pairwise
 from typing import Any
 
 import numpy as np
-from torch.utils.data import get_worker_info
 
 from shardflow.dataset._bundles import Bundle
 
@@ -67,12 +66,10 @@ class BatchSlots:
         raise TypeError("BatchSlots serve forked workers only: they cannot be pickled")
 
     def put(self, bundle: Bundle) -> Bundle:
-        """In a worker: ``bundle`` with its batches' numpy arrays and lists of ``bytes`` moved into a free
-        slot of this worker, as :class:`InSlot` values; ``bundle`` itself outside a worker, when nothing
+        """In worker ``bundle.worker``: ``bundle`` with its batches' numpy arrays and lists of ``bytes``
+        moved into a free slot of that worker, as :class:`InSlot` values; ``bundle`` itself when nothing
         would move, when it does not fit or when no slot is free."""
-        info = get_worker_info()
-        if info is None:
-            return bundle
+        worker = bundle.worker
         moved = [
             (j, name, value)
             for j, batch in enumerate(bundle.batches)
@@ -83,13 +80,13 @@ class BatchSlots:
         sizes = [-(-_size(value) // _ALIGN) * _ALIGN for _, _, value in moved]
         if not moved or sum(sizes) > SLOT_BYTES:
             return bundle
-        if not self._free[info.id].acquire(block=False):
+        if not self._free[worker].acquire(block=False):
             return bundle
         slot, self._next = self._next, (self._next + 1) % self.slots
-        offset = (info.id * self.slots + slot) * SLOT_BYTES
+        offset = (worker * self.slots + slot) * SLOT_BYTES
         batches = [dict(batch) if isinstance(batch, dict) else batch for batch in bundle.batches]
         for (j, name, value), size in zip(moved, sizes, strict=True):
-            batches[j][name] = self._write(value, info.id, slot, offset)
+            batches[j][name] = self._write(value, worker, slot, offset)
             offset += size
         return Bundle(bundle.worker, batches)
 
@@ -132,14 +129,17 @@ class BatchSlots:
 
 
 class SlotSender:
-    """The batch path's ``collate_fn``: bundles of batches arrive collated; in a forked worker they move
-    into :attr:`slots` when set (the loader sets them before its workers start)."""
+    """The batch path's ``collate_fn``: what the dataset yields arrives collated; a worker's
+    :class:`Bundle` (only workers bundle) moves into :attr:`slots` when set (the loader sets them before
+    its workers fork)."""
 
     def __init__(self) -> None:
         self.slots: BatchSlots | None = None
 
-    def __call__(self, bundle: Any) -> Any:
-        return bundle if self.slots is None else self.slots.put(bundle)
+    def __call__(self, item: Any) -> Any:
+        if self.slots is None or not isinstance(item, Bundle):
+            return item
+        return self.slots.put(item)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"slots": None}  # a copy in another process (spawn) sends through the pipe

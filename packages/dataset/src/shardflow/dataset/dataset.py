@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
-import resource
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -17,16 +16,17 @@ from numpy.typing import NDArray
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._bundles import batches_per_bundle, bundle
-from shardflow.dataset._cache import NodeCache, footprint, read_entries
 from shardflow.dataset._epochs import EpochLedger
-from shardflow.dataset._fetch import ShardFetcher
 from shardflow.dataset._iteration import iter_batches, iter_samples
 from shardflow.dataset._units import format_bytes, parse_bytes, parse_count
+from shardflow.dataset._wrappers import refuse_resharding
+from shardflow.dataset.cache import NodeCache, footprint, read_entries
 from shardflow.dataset.errors import DatasetConfigError, StateDictError
+from shardflow.dataset.pool import FETCH_THREADS, ShardPool, open_shards_cap
 from shardflow.dataset.registry import streams_registry
 from shardflow.dataset.stream import Stream
-from shardflow.dataset.world import World
-from shardflow.format import ShardInfo, ShardLocator, ShardReader
+from shardflow.dataset.world import WorkerSlot, World
+from shardflow.format import ShardInfo, ShardLocator
 from shardflow.shuffle import (
     BATCHING_METHODS,
     SampleOrder,
@@ -40,14 +40,15 @@ __all__ = ["StreamingDataset", "BATCHING_METHODS"]
 logger = logging.getLogger(__name__)
 
 STATE_KEYS = ("epoch", "sample_in_epoch", "num_canonical_nodes", "shuffle_seed", "initial_physical_nodes")
-_FETCH_THREADS = 8
 
 
-def open_shards_cap() -> int:
-    """How many shards random reads keep open in a process: a quarter of its open-file limit (each open
-    shard holds a descriptor), at least 16."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(16, soft // 4) if soft != resource.RLIM_INFINITY else 1 << 16
+def _torch_worker() -> tuple[WorkerSlot, int] | None:
+    """This DataLoader worker process's slot and its iterator's base seed, or None outside one: the one
+    place the package asks torch who the worker is."""
+    info = get_worker_info()
+    if info is None:
+        return None
+    return WorkerSlot(info.id, info.num_workers), info.seed - info.id
 
 
 class StreamingDataset(IterableDataset):
@@ -210,12 +211,6 @@ class StreamingDataset(IterableDataset):
         self._order_cache: tuple[tuple[int, int, int | None], SampleOrder] | None = None
         self.epoch_size: int = self._order.epoch_size
         self._epochs = EpochLedger()  # which epoch each iteration runs, also in DataLoader workers
-        self._readers: list[ShardReader | None] = [None] * len(shards)
-        self._getters: list[Callable[[int], Any] | None] = [None] * len(shards)
-        self._fetcher = ShardFetcher(_FETCH_THREADS)
-        self._holds: dict[int, int | None] = {}
-        self._recent: OrderedDict[int, None] = OrderedDict()  # shards random reads opened, oldest first
-        self._random_cap = open_shards_cap()  # how many of them stay open
         downloading = {stream.local_root: stream for stream in self.streams if stream.remote_root is not None}
         self._index_bytes = sum(stream.get_index_size() for stream in downloading.values())
         self._cache = NodeCache(
@@ -224,10 +219,11 @@ class StreamingDataset(IterableDataset):
             max(stream.wait_timeout for stream in self.streams),
             self._index_bytes,
         )
+        self._pool = ShardPool(self.shards, self.streams, self._shard_stream, self._cache, open_shards_cap())
         if self.cache_limit is not None:
-            self._random_cap = min(self._random_cap, self._check_cache_limit(cache_limit) or self._random_cap)
+            self._fit_random_reads()
             self._cache.announce()
-        self._batch_mode: tuple[int, bool] | None = None  # (batch_size, drop_last): StreamingDataLoader's
+        self._batch_mode: tuple[int, bool] | None = None  # (batch_size, drop_last): see reading_batches
 
     # -- construction helpers ------------------------------------------------------------------------
 
@@ -293,7 +289,7 @@ class StreamingDataset(IterableDataset):
         sizes = [footprint(self.shards[k]) for k in remote]
         largest = max(sizes)
         fewest = min(self.shards[k].samples for k in remote) or 1
-        ahead = min(_FETCH_THREADS, math.ceil(self.predownload / fewest))
+        ahead = min(FETCH_THREADS, math.ceil(self.predownload / fewest))
         world = self.world
         self._limit_checked = (world, self.predownload)
         ranks = world.local_world_size
@@ -387,7 +383,7 @@ class StreamingDataset(IterableDataset):
         if self._world_override is not None:
             return self._world_override
         handed = self._handed_world
-        if handed is not None and self._unpickled_in == os.getpid() and get_worker_info() is not None:
+        if handed is not None and self._unpickled_in == os.getpid() and _torch_worker() is not None:
             return handed
         return World.detect()
 
@@ -408,42 +404,16 @@ class StreamingDataset(IterableDataset):
         """``len(self)``."""
         return len(self)
 
-    def _reader(self, shard: int) -> ShardReader:
-        """The open reader of a shard, fetching it first (or waiting for its fetch) when needed."""
-        reader = self._readers[shard]
-        if reader is None:
-            stream = self.streams[self._shard_stream[shard]]
-            info = self.shards[shard]
-            self._fetcher.wait(
-                shard,
-                lambda: self._prepare(shard),
-                2 * stream.wait_timeout,  # a wait for another's download, then one's own
-                stream.describe(info.basename),
-            )
-            reader = self._readers[shard]
-            assert reader is not None
-        return reader
+    @property
+    def pool(self) -> ShardPool:
+        """This process's open shards of the dataset, shared by its threads (iterations, random reads and
+        ``StreamingDataLoader``'s thread workers)."""
+        return self._pool
 
-    def _prepare(self, shard: int, whole: bool = False) -> None:
-        """Fetch job: make the shard local and open it (runs in a fetch thread); ``whole`` when most of it
-        will be read (an iteration), so that its pages are mapped now, in this thread, not at first touch.
-
-        Under a cache limit the shard's use lock is held from before its fetch until it is released, so that
-        eviction passes it over while other shards are idle.
-        """
-        if self._readers[shard] is not None:
-            return
-        stream = self.streams[self._shard_stream[shard]]
-        info = self.shards[shard]
-        hold = self._cache.hold(stream.local_root, info.basename, stream.describe(info.basename))
-        try:
-            reader = stream.open_shard(info, self._cache, whole)
-        except BaseException:
-            self._cache.let_go(hold)
-            raise
-        self._cache.touch(stream.local_root, info.basename)
-        self._holds[shard] = hold
-        self._readers[shard] = reader
+    def _fit_random_reads(self) -> None:
+        """Under a cache limit, keep open for random reads no more shards than this rank's share holds."""
+        fits = self._check_cache_limit(self._cache_limit_arg)
+        self._pool.random_cap = min(open_shards_cap(), fits or self._pool.random_cap)
 
     def get_item(self, sample_id: int) -> Any:
         """The sample with this global id (``0 <= sample_id < size``), fetching its shard when needed.
@@ -453,20 +423,7 @@ class StreamingDataset(IterableDataset):
         the limit holds (then an evicted one frees its disk blocks).
         """
         k, j = self._locator.locate_one(sample_id)
-        return self._recent_reader(k).get(j)
-
-    def _recent_reader(self, shard: int) -> ShardReader:
-        """The open reader of a shard for random reads (``dataset[i]``, and the trainer's side of batches
-        whose ``bytes`` columns its workers handed over as spans). The shards opened this way stay open
-        only while among the last :func:`open_shards_cap` used (each holds a file descriptor), and under a
-        cache limit only while among the last that the rank's share of the limit holds."""
-        reader = self._readers[shard] or self._reader(shard)
-        recent = self._recent
-        recent[shard] = None
-        recent.move_to_end(shard)
-        if len(recent) > self._random_cap:
-            self._release(recent.popitem(last=False)[0])
-        return reader
+        return self._pool.recent_reader(k).get(j)
 
     def __getitem__(self, at: Any) -> Any:
         """A sample by id (negative counts from the end), or a list of samples for a slice, list or array."""
@@ -490,20 +447,35 @@ class StreamingDataset(IterableDataset):
         (as ``DistributedSampler.set_epoch``), in DataLoader workers too, persistent or not."""
         if type(epoch) is not int or epoch < 0:
             raise DatasetConfigError(f"epoch={epoch!r} must be an int, 0 or more")
+        refuse_resharding(self)  # accelerate's wrappers call set_epoch before each epoch
         self._epochs.restart(epoch, 0)
 
-    def _begin_epoch(self) -> tuple[int, int]:
-        """The epoch and offset of the iteration starting now: a new run of the epoch ledger in the process
-        that owns the dataset, its DataLoader iterator's run in a worker (see ``_epochs``)."""
+    def begin_epoch(self, workers: int = 1) -> tuple[int, int]:
+        """Start an iteration in the process that owns this dataset: number its run in the epoch ledger and
+        return its ``(epoch, sample_in_epoch)``, for ``workers`` readers that share it (threads, each reading
+        its :class:`WorkerSlot` through :meth:`iter_worker`). ``iter(dataset)`` calls it itself (one
+        reader), and ``state_dict`` counts from the latest run begun."""
+        self._check_world()
+        return self._run_start(self._epochs.start_run(workers))
+
+    @contextlib.contextmanager
+    def planning_epoch(self, workers: int, seed: int | None = None) -> Iterator[tuple[int, int]]:
+        """Number the run of ``workers`` DataLoader worker processes started within this block (``seed``:
+        their DataLoader iterator's base seed when they run already, persistent), so that this copy knows
+        its epoch at once and the workers take the run from their copy of the dataset; yields its
+        ``(epoch, sample_in_epoch)``. Copies made after the block do not take it."""
+        run = self._epochs.start_run(workers, seed)
+        self._epochs.planned = (self._epochs.generation, run)
+        try:
+            yield self._run_start(run)
+        finally:
+            self._epochs.planned = None
+
+    def _check_world(self) -> None:
+        """Check the cache limit again when the world changed since it was checked (e.g. torch.distributed
+        initialised after construction)."""
         if self.cache_limit is not None and self._limit_checked != (self.world, self.predownload):
-            fits = self._check_cache_limit(self._cache_limit_arg)  # the world changed since construction
-            self._random_cap = min(open_shards_cap(), fits or self._random_cap)
-        info = get_worker_info()
-        if info is None:
-            run = self._epochs.start_run(1)
-        else:
-            run = self._epochs.claim(info.id, info.num_workers, info.seed - info.id)
-        return self._run_start(run)
+            self._fit_random_reads()
 
     def _run_start(self, run: int) -> tuple[int, int]:
         """Where run ``run`` of the ledger's generation starts: the generation's base (the next epoch when
@@ -513,20 +485,9 @@ class StreamingDataset(IterableDataset):
             epoch, offset = epoch + 1, 0
         return (epoch + run, 0) if run else (epoch, offset)
 
-    def _plan_run(self, workers: int, seed: int | None) -> None:
-        """Number the run that ``StreamingDataLoader`` starts now with ``workers`` workers (``seed``: their
-        DataLoader iterator's base seed when they run already), so this copy knows its epoch at once and
-        the workers it starts now take the run from their copy; :meth:`_end_plan` ends it."""
-        run = self._epochs.start_run(workers, seed)
-        self._epochs.planned = (self._epochs.generation, run)
-
-    def _end_plan(self) -> None:
-        """The workers of the planned run have their copies: later copies must not take the plan."""
-        self._epochs.planned = None
-
-    def _agree_batch_size(self, loader_batch: int | None) -> None:
+    def agree_batch_size(self, loader_batch: int | None) -> None:
         """Take a loader's per-device batch size (None: one sample at a time) when this dataset has none;
-        refuse another one.
+        refuse another one. ``StreamingDataLoader`` calls it, so that its batches are the order's.
 
         Raises:
             DatasetConfigError: The dataset's batch_size differs from the loader's.
@@ -587,8 +548,7 @@ class StreamingDataset(IterableDataset):
         if self._predownload_arg is None:
             self.predownload = 8 * batch_size
         if self.cache_limit is not None:
-            fits = self._check_cache_limit(self._cache_limit_arg)
-            self._random_cap = min(open_shards_cap(), fits or self._random_cap)
+            self._fit_random_reads()
 
     def _samples_in_epoch(self, epoch: int) -> int:
         """Samples the world reads in ``epoch``: the epoch size, less what non-random batching drops."""
@@ -615,6 +575,12 @@ class StreamingDataset(IterableDataset):
                 workers' samples).
         """
         return self._state_dict(num_samples, from_beginning, exact=False)
+
+    def state_dict_after_batches(self, num_samples: int) -> dict[str, Any]:
+        """:meth:`state_dict` after ``num_samples`` of the latest run, read by the whole world in whole
+        batches of ``batch_size`` in the order's order (as ``StreamingDataLoader`` yields them, whatever
+        its workers): exact also mid-way through an epoch that several workers read."""
+        return self._state_dict(num_samples, False, exact=True)
 
     def _state_dict(self, num_samples: int, from_beginning: bool, exact: bool) -> dict[str, Any]:
         """``state_dict``; ``exact``: the caller (``StreamingDataLoader``) batches as the order does."""
@@ -690,46 +656,109 @@ class StreamingDataset(IterableDataset):
 
     # -- iteration -----------------------------------------------------------------------------------
 
-    def _worker_coordinates(self) -> tuple[WorldShape, int, int, int, int | None]:
-        """This worker's world shape, node, rank in node, worker in rank and the partition's initial nodes."""
+    def _worker_coordinates(self, slot: WorkerSlot | None) -> tuple[WorldShape, int, int, int, int | None]:
+        """A worker's world shape, node, rank in node, worker in rank and the partition's initial nodes;
+        ``slot`` None: this DataLoader worker process's (or the rank alone outside one)."""
+        if slot is None:
+            found = _torch_worker()
+            slot = WorkerSlot() if found is None else found[0]
         world = self.world
-        info = get_worker_info()
-        workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        shape = WorldShape(world.num_nodes, world.local_world_size, workers)
+        shape = WorldShape(world.num_nodes, world.local_world_size, slot.count)
         initial = self.initial_physical_nodes
         if initial is not None and initial == world.num_nodes:
             initial = None
-        return shape, world.node, world.local_rank, worker, initial
+        return shape, world.node, world.local_rank, slot.index, initial
 
-    def worker_sample_ids(self, epoch: int, sample_in_epoch: int = 0) -> NDArray[np.int64]:
-        """The global sample ids this rank's current worker yields in ``epoch``, padding removed."""
-        shape, node, rank, worker, initial = self._worker_coordinates()
+    def worker_sample_ids(
+        self, epoch: int, sample_in_epoch: int = 0, slot: WorkerSlot | None = None
+    ) -> NDArray[np.int64]:
+        """The global sample ids a worker of this rank yields in ``epoch``, padding removed; ``slot``
+        names the worker (default: the current DataLoader worker process, or the rank alone)."""
+        shape, node, rank, worker, initial = self._worker_coordinates(slot)
         ids = self._order.worker_sample_ids(epoch, shape, node, rank, worker, sample_in_epoch, initial)
         return ids[ids >= 0]
 
-    def worker_sample_id_chunks(self, epoch: int, sample_in_epoch: int = 0) -> Iterator[NDArray[np.int64]]:
+    def worker_sample_id_chunks(
+        self, epoch: int, sample_in_epoch: int = 0, slot: WorkerSlot | None = None
+    ) -> Iterator[NDArray[np.int64]]:
         """:meth:`worker_sample_ids` in consecutive chunks (padding ``-1`` kept), in memory O(chunk)."""
-        shape, node, rank, worker, initial = self._worker_coordinates()
+        shape, node, rank, worker, initial = self._worker_coordinates(slot)
         return self._order.worker_sample_id_chunks(epoch, shape, node, rank, worker, sample_in_epoch, initial)
 
-    def _uses_own_getitem(self) -> bool:
+    @property
+    def supports_batch_reads(self) -> bool:
+        """Whether samples come straight from the shards (a subclass overrides neither ``get_item`` nor
+        ``__getitem__``), so that whole batches can be read at once (see :meth:`reading_batches`)."""
         cls = type(self)
         return cls.__getitem__ is StreamingDataset.__getitem__ and cls.get_item is StreamingDataset.get_item
+
+    @contextlib.contextmanager
+    def reading_batches(self, batch_size: int, drop_last: bool) -> Iterator[None]:
+        """Within this block, iterations of this dataset, and those of the DataLoader workers started in it
+        (they copy the dataset), yield whole batches of ``batch_size`` (the last one partial unless
+        ``drop_last``) as dicts of numpy arrays and lists, rather than samples; a worker process yields them
+        in bundles (``StreamingDataLoader`` reads them so).
+
+        Raises:
+            DatasetConfigError: A subclass overrides ``get_item`` or ``__getitem__`` (see
+                :attr:`supports_batch_reads`).
+        """
+        if not self.supports_batch_reads:
+            raise DatasetConfigError(
+                f"{type(self).__name__} overrides get_item or __getitem__, so its samples cannot be read a "
+                "batch at a time: read it sample by sample"
+            )
+        previous, self._batch_mode = self._batch_mode, (batch_size, drop_last)
+        try:
+            yield
+        finally:
+            self._batch_mode = previous
 
     def __iter__(self) -> Iterator[Any]:
         """This worker's samples of the next epoch (or of the loaded state's), in order.
 
         The epoch is chosen when ``iter()`` is called, not at the first ``next()``.
         """
-        epoch, offset = self._begin_epoch()
-        chunks = self.worker_sample_id_chunks(epoch, offset)
-        if self._batch_mode is None:
-            return iter_samples(self, chunks)
-        worker = get_worker_info()
+        worker = _torch_worker()
         if worker is None:
-            return iter_batches(self, chunks, *self._batch_mode)
-        batches = iter_batches(self, chunks, *self._batch_mode, self._spans_readable_by_trainer())
-        return bundle(batches, worker.id, batches_per_bundle(self._sample_bytes * self._batch_mode[0]))
+            epoch, offset = self.begin_epoch()
+            if self._batch_mode is None:
+                return self.iter_worker(WorkerSlot(), epoch, offset)
+            return self.iter_worker(WorkerSlot(), epoch, offset, *self._batch_mode)
+        slot, seed = worker
+        self._check_world()
+        epoch, offset = self._run_start(self._epochs.claim(slot.index, slot.count, seed))
+        if self._batch_mode is None:
+            return self.iter_worker(slot, epoch, offset)
+        batch_size, drop_last = self._batch_mode
+        chunks = self.worker_sample_id_chunks(epoch, offset, slot)
+        batches = iter_batches(
+            self._pool, chunks, self.predownload, batch_size, drop_last, self._spans_readable_by_trainer()
+        )
+        return bundle(batches, slot.index, batches_per_bundle(self._sample_bytes * batch_size))
+
+    def iter_worker(
+        self,
+        slot: WorkerSlot,
+        epoch: int,
+        sample_in_epoch: int = 0,
+        batch_size: int | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[Any]:
+        """Worker ``slot``'s samples of ``epoch`` from ``sample_in_epoch`` on, in order, read through this
+        process's :attr:`pool` (safe to run in several threads at once); with ``batch_size``, whole batches
+        of it as dicts of numpy arrays and lists (see :meth:`reading_batches`; the last one partial unless
+        ``drop_last``). The epoch comes from :meth:`begin_epoch`; this numbers nothing."""
+        chunks = self.worker_sample_id_chunks(epoch, sample_in_epoch, slot)
+        if batch_size is not None:
+            if not self.supports_batch_reads:
+                raise DatasetConfigError(
+                    f"{type(self).__name__} overrides get_item or __getitem__: its samples cannot be read a "
+                    "batch at a time"
+                )
+            return iter_batches(self._pool, chunks, self.predownload, batch_size, drop_last)
+        item = None if self.supports_batch_reads else self.__getitem__
+        return iter_samples(self._pool, chunks, self.predownload, item)
 
     def _spans_readable_by_trainer(self) -> bool:
         """Whether a DataLoader worker may send a batch's ``bytes`` columns as where they lie in the shard
@@ -747,31 +776,7 @@ class StreamingDataset(IterableDataset):
 
     def open_shards(self) -> list[int]:
         """The shards this process has open (mapped) now."""
-        return [k for k, reader in enumerate(self._readers) if reader is not None]
-
-    def _request(self, shard: int) -> None:
-        """Start fetching (and opening) a shard in the background unless it is open or on its way."""
-        if self._readers[shard] is None:
-            self._fetcher.request(shard, lambda: self._prepare(shard, whole=True))
-
-    def _getter(self, shard: int) -> Callable[[int], Any]:
-        """The open shard's unchecked per-sample getter, waiting for the shard first when needed."""
-        get = self._reader(shard).sample_getter()
-        self._getters[shard] = get
-        return get
-
-    def _release(self, shard: int) -> None:
-        """Unmap a shard this process no longer needs; it reopens (without downloading) on next use."""
-        self._recent.pop(shard, None)
-        reader = self._readers[shard]
-        if reader is not None:
-            self._readers[shard] = None
-            self._getters[shard] = None
-            self._fetcher.forget(shard)
-            reader.close()
-            self._cache.let_go(self._holds.pop(shard, None))
-            stream = self.streams[self._shard_stream[shard]]
-            self._cache.touch(stream.local_root, self.shards[shard].basename)
+        return self._pool.open_shards()
 
     # -- mosaicml-streaming's cache and epoch names -------------------------------------------------
 
@@ -795,7 +800,7 @@ class StreamingDataset(IterableDataset):
         """Remove shard ``shard_id``'s files from the cache, if shardflow downloaded them (files that were
         in the folder before, and local-only streams, are never deleted: see the README). A process that
         has it open keeps reading its map; this one unmaps it first."""
-        self._release(shard_id)
+        self._pool.release(shard_id)
         stream = self.streams[self._shard_stream[shard_id]]
         name = self.shards[shard_id].basename
         for entry in read_entries(stream.local_root):
@@ -820,7 +825,7 @@ class StreamingDataset(IterableDataset):
         for k, shard in enumerate(self.shards):
             stream = self.streams[self._shard_stream[k]]
             if shard.basename == coldest.name and stream.local_root == coldest.root:
-                self._release(k)
+                self._pool.release(k)
         self._cache.evict(coldest)
 
     @property
@@ -878,12 +883,8 @@ class StreamingDataset(IterableDataset):
         """What a copy needs; a DataLoader worker that unpickles it takes this process's world and epoch
         ledger from it (a copy unpickled elsewhere, e.g. a spawned rank, finds its own)."""
         state = dict(self.__dict__)
-        state["_readers"] = [None] * len(self.shards)
-        state["_getters"] = [None] * len(self.shards)
-        state["_holds"] = {}
-        state["_recent"] = OrderedDict()
         state["_handed_world"] = self._full_world()
-        state["_epochs"] = self._epochs.handed(get_worker_info() is not None)
+        state["_epochs"] = self._epochs.handed(_torch_worker() is not None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

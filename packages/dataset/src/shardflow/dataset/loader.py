@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from shardflow.dataset._bundles import unbundle
 from shardflow.dataset._collate import read_spans, to_tensors
 from shardflow.dataset._slots import BatchSlots, SlotSender
+from shardflow.dataset._threads import ThreadWorkers
 from shardflow.dataset.dataset import StreamingDataset
+from shardflow.dataset.world import WorkerSlot
 
-__all__ = ["StreamingDataLoader"]
+__all__ = ["StreamingDataLoader", "WORKER_KINDS"]
+
+WORKER_KINDS = ("process", "thread")
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +81,21 @@ class StreamingDataLoader(DataLoader):
       still read as a plain DataLoader's with the same arguments: only torch's iterator sees the batch
       path's own.
 
+    With ``worker_kind="thread"``, its ``num_workers`` workers are threads of this process rather than
+    processes: they share this process's open shards (the dataset's :attr:`~StreamingDataset.pool`) and
+    each reads its own slice of the same epoch, so the batches are those of as many worker processes, in
+    the same order, and a ``state_dict`` saved under one kind resumes exactly under the other. Nothing is
+    pickled and no process starts: the first batch comes sooner and memory is shared; it pays when the
+    per-sample work (e.g. an image decoder) releases the GIL (see the package README).
+    ``worker_init_fn(k)`` runs in thread ``k``; ``multiprocessing_context`` and ``persistent_workers`` do
+    not apply (threads start at each ``iter()``), nor does ``get_worker_info()`` (None in a thread).
+
     Args:
         dataset: The dataset.
         *args: DataLoader's positional arguments.
         batch_reads: Force the batch path on (True) or off (False); None decides as above.
+        worker_kind: ``"process"`` (torch's worker processes) or ``"thread"`` (a ``StreamingDataset`` with
+            ``batch_size``, no sampler or batch_sampler).
         **kwargs: DataLoader's keyword arguments.
     """
 
@@ -89,13 +106,35 @@ class StreamingDataLoader(DataLoader):
     use_stateful_dataloader = True
     """accelerate's ``save_state`` / ``load_state`` then save and restore :meth:`state_dict`."""
 
-    def __init__(self, dataset: Any, *args: Any, batch_reads: bool | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        dataset: Any,
+        *args: Any,
+        batch_reads: bool | None = None,
+        worker_kind: str = "process",
+        **kwargs: Any,
+    ) -> None:
         self._batch_reads: tuple[int, bool] | None = None
         self._sender = SlotSender()
         self._inner: _BatchReads | None = None
         self._loader_batch: int | None = args[0] if args else kwargs.get("batch_size", 1)
+        if worker_kind not in WORKER_KINDS:
+            raise ValueError(f"worker_kind={worker_kind!r} is unknown: use one of {', '.join(WORKER_KINDS)}")
+        if worker_kind == "thread" and (
+            not isinstance(dataset, StreamingDataset)
+            or args
+            or self._loader_batch is None
+            or kwargs.get("sampler") is not None
+            or kwargs.get("batch_sampler") is not None
+        ):
+            raise ValueError(
+                "worker_kind='thread' reads a StreamingDataset's own slices of the epoch in batches: give "
+                "a StreamingDataset, batch_size as a keyword (not None), and no sampler or batch_sampler; or "
+                "use worker_kind='process'"
+            )
+        self.worker_kind = worker_kind
         if isinstance(dataset, StreamingDataset):
-            dataset._agree_batch_size(self._loader_batch)
+            dataset.agree_batch_size(self._loader_batch)
         if isinstance(dataset, StreamingDataset) and not args:
             batch_size = kwargs.get("batch_size", 1)
             eligible = (
@@ -103,7 +142,7 @@ class StreamingDataLoader(DataLoader):
                 and kwargs.get("collate_fn") is None
                 and kwargs.get("sampler") is None
                 and kwargs.get("batch_sampler") is None
-                and dataset._uses_own_getitem()
+                and dataset.supports_batch_reads
             )
             if batch_reads is None:
                 batch_reads = eligible
@@ -125,38 +164,73 @@ class StreamingDataLoader(DataLoader):
         dataset = self.dataset
         streaming = dataset if isinstance(dataset, StreamingDataset) else None
         if streaming is not None:
-            streaming._agree_batch_size(self._loader_batch)  # a loaded state may have given it one
-        if self._batch_reads is not None:
-            # The iterator (and each worker, started now) takes the batch mode from the dataset; other
-            # loaders of the same dataset must not see it.
-            dataset._batch_mode = self._batch_reads  # type: ignore[attr-defined]
-        starts = self._starts_workers()
-        if starts:
-            self._sender.slots = self._new_slots()
-        if streaming is not None and self.num_workers > 0:
-            # Workers started now take this run from their copy; persistent ones find it by their seed
-            # (else they number the run themselves, and the dataset reads it from its ledger).
-            seed = None if starts else getattr(self._iterator, "_base_seed", None)
-            if starts or seed is not None:
-                streaming._plan_run(self.num_workers, seed)
-        slots = self._sender.slots
-        try:
-            iterator = self._torch_iterator()
-        finally:
-            if self._batch_reads is not None:
-                dataset._batch_mode = None  # type: ignore[attr-defined]
-            if streaming is not None:
-                streaming._end_plan()
-        batches: Iterator[Any] = iterator
-        if self._batch_reads is not None:
-            assert isinstance(dataset, StreamingDataset)
-            if self.num_workers > 0:
-                batches = unbundle(iterator if slots is None else map(slots.take, iterator), self.num_workers)
-            pin = self.pin_memory and torch.cuda.is_available()
-            batches = (to_tensors(read_spans(batch, dataset), pin) for batch in batches)
+            streaming.agree_batch_size(self._loader_batch)  # a loaded state may have given it one
+        if streaming is not None and self.worker_kind == "thread" and self.num_workers > 0:
+            batches: Iterator[Any] = self._thread_batches(streaming)
+        else:
+            batches = self._torch_batches(streaming)
         for batch in batches:
             self.num_samples_yielded += batch_length(batch)
             yield batch
+
+    def _torch_batches(self, streaming: StreamingDataset | None) -> Iterator[Any]:
+        """The batches of torch's iterator (worker processes, or none)."""
+        starts = self._starts_workers()
+        if starts:
+            self._sender.slots = self._new_slots()
+        with contextlib.ExitStack() as started:
+            if self._batch_reads is not None:
+                # The iterator (and each worker, started now) takes the batch mode from the dataset; other
+                # loaders of the same dataset must not see it.
+                assert streaming is not None
+                started.enter_context(streaming.reading_batches(*self._batch_reads))
+            if streaming is not None and self.num_workers > 0:
+                # Workers started now take this run from their copy; persistent ones find it by their seed
+                # (else they number the run themselves, and the dataset reads it from its ledger).
+                seed = None if starts else getattr(self._iterator, "_base_seed", None)
+                if starts or seed is not None:
+                    started.enter_context(streaming.planning_epoch(self.num_workers, seed))
+            slots = self._sender.slots
+            iterator = self._torch_iterator()
+        batches: Iterator[Any] = iterator
+        if self._batch_reads is not None:
+            assert streaming is not None
+            if self.num_workers > 0:
+                batches = unbundle(iterator if slots is None else map(slots.take, iterator), self.num_workers)
+            pin = self.pin_memory and torch.cuda.is_available()
+            batches = (to_tensors(read_spans(batch, streaming.pool), pin) for batch in batches)
+        return batches
+
+    def _thread_batches(self, dataset: StreamingDataset) -> Iterator[Any]:
+        """The batches of ``num_workers`` threads that read their slices of one epoch through the
+        dataset's pool, in the order of as many worker processes."""
+        count = self.num_workers
+        epoch, offset = dataset.begin_epoch(count)
+        if self._batch_reads is not None:
+            batch_size, drop_last = self._batch_reads
+            sources = [
+                _tensors(dataset.iter_worker(WorkerSlot(k, count), epoch, offset, batch_size, drop_last))
+                for k in range(count)
+            ]
+        else:
+            assert self.batch_size is not None
+            collate = self.collate_fn or default_collate
+            sources = [
+                _collated(
+                    dataset.iter_worker(WorkerSlot(k, count), epoch, offset),
+                    self.batch_size,
+                    self.drop_last,
+                    collate,
+                )
+                for k in range(count)
+            ]
+        workers = ThreadWorkers(sources, self.prefetch_factor or 2, self.timeout, self.worker_init_fn)
+        pin = self.pin_memory and torch.cuda.is_available()
+        try:
+            for batch in workers:
+                yield to_tensors(batch, pin) if pin else batch
+        finally:
+            workers.close()
 
     def _get_iterator(self) -> Any:
         """torch's iterator; on the batch path it reads the loader through :class:`_BatchReads`."""
@@ -192,7 +266,7 @@ class StreamingDataLoader(DataLoader):
         if not isinstance(dataset, StreamingDataset):
             return None
         num_samples = self.num_samples_yielded * dataset.world.world_size
-        return dataset._state_dict(num_samples, False, exact=True)
+        return dataset.state_dict_after_batches(num_samples)
 
     def load_state_dict(self, obj: dict[str, Any]) -> None:
         """Resume from ``obj`` on the next ``iter(self)``; persistent workers restart to pick it up."""
@@ -206,3 +280,30 @@ class StreamingDataLoader(DataLoader):
             iterator._shutdown_workers()
             self._iterator = None
         self.num_samples_yielded = 0
+
+
+def _collated(
+    samples: Iterator[Any], batch_size: int, drop_last: bool, collate: Callable[[list[Any]], Any]
+) -> Iterator[Any]:
+    """``samples`` in collated batches of ``batch_size`` (the last one partial unless ``drop_last``), as a
+    DataLoader worker makes them."""
+    try:
+        while batch := list(islice(samples, batch_size)):
+            if len(batch) < batch_size and drop_last:
+                return
+            yield collate(batch)
+    finally:
+        close = getattr(samples, "close", None)
+        if close is not None:
+            close()
+
+
+def _tensors(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """``batches`` with their arrays made tensors (see ``to_tensors``); closing it closes ``batches``."""
+    try:
+        for batch in batches:
+            yield to_tensors(batch)
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()

@@ -14,39 +14,25 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from shardflow.dataset._cache import (
-    NodeCache,
+from shardflow.dataset.cache import fill
+from shardflow.dataset.cache.budget import NodeCache
+from shardflow.dataset.cache.layout import (
+    INDEX_BASENAME,
+    cache_home,
     claim_folder,
-    footprint,
-    inside,
+    lock_path,
     note_index_version,
-    read_identity,
     read_index_version,
-    remove_stale_temps,
 )
-from shardflow.dataset._locks import file_lock, lock_path, release, try_lock
+from shardflow.dataset.cache.locks import file_lock, release, try_lock
 from shardflow.dataset.errors import DatasetConfigError, IndexNotFoundError, NoShardsError
-from shardflow.format import (
-    ShardFormatError,
-    ShardHashError,
-    ShardInfo,
-    ShardMissingError,
-    ShardReader,
-    is_hash,
-    read_shards,
-)
-from shardflow.format.hashing import hash_file
+from shardflow.format import ShardInfo, ShardReader, read_shards
 from shardflow.shuffle import ShuffleError, StreamWeights, resolve_stream_weights
 from shardflow.storage import ObjectNotFoundError, Store, TransientStorageError, from_url
 
 __all__ = ["Stream", "default_cache_folder"]
 
 logger = logging.getLogger(__name__)
-
-INDEX_BASENAME = "index.json"
-
-_FAST_HASHES = ("xxh3_64", "xxh64", "xxh128", "xxh32")
-"""Digests checked first when a shard's files were in the folder before the cache downloaded them."""
 
 _INHERITED = ("download_retry", "download_timeout", "validate_hash", "keep_zip")
 
@@ -56,11 +42,8 @@ def default_cache_folder(remote: str) -> Path:
 
     ``$SHARDFLOW_CACHE_DIR`` if set, else ``~/.cache/shardflow``, then ``datasets/<digest of the remote>``.
     """
-    base = os.environ.get("SHARDFLOW_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "shardflow"
-    )
     digest = hashlib.sha256(remote.rstrip("/").encode("utf-8")).hexdigest()[:20]
-    return Path(base) / "datasets" / digest
+    return cache_home() / "datasets" / digest
 
 
 def _digest(path: Path) -> str:
@@ -298,7 +281,7 @@ class Stream:
         if self.remote_root is not None:
             with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
                 claim_folder(root, self.remote_root)  # under the lock `cache clean --all` takes to unclaim it
-                remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
+                fill.remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
                 try:
                     self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
                     # After the download, so that a missing bucket or index gets the GET's own error; the
@@ -393,78 +376,38 @@ class Stream:
                 return None
         return path if path.is_file() else None
 
+    def _origin(self) -> fill.Origin:
+        """This stream's cache folder and remote, as the cache's filling code takes them."""
+        return fill.Origin(
+            root=self.local_root,
+            remote=self.remote_root,
+            index_version=self._index_version,
+            download=lambda name, path: self._storage().download(name, path),
+            validate_hash=self.validate_hash,
+            keep_zip=bool(self.keep_zip),
+            wait_timeout=self.wait_timeout,
+            verified=self._checked,
+        )
+
     def is_local(self, shard: ShardInfo) -> bool:
         """Whether the shard's raw files are all present with the sizes the index says (not whether they
         are the files it describes: see :meth:`is_current`)."""
-        root = self.local_root
-        for file in shard.raw_files:
-            try:
-                if (root / file.basename).stat().st_size != file.bytes:
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+        return fill.is_local(self.local_root, shard)
 
     def identity(self, shard: ShardInfo) -> dict[str, Any]:
         """What a download of ``shard`` now is: the remote, the index's version and the shard's record in
         it (every file's name, size and digests)."""
-        record = [[file.basename, file.bytes, dict(sorted(file.hashes.items()))] for file in shard.files]
-        return {"remote": self.remote_root, "index": self._index_version, "record": record}
+        return fill.identity(self._origin(), shard)
 
     def is_current(self, shard: ShardInfo) -> bool:
-        """Whether the shard's local files are the ones the current index describes (a remote stream).
-
-        Files the cache downloaded are compared with what they were downloaded as: the same remote and
-        record, and either the same index version or digests in the record (which identify the content
-        whatever the index's version). Files that were in the folder before (no entry) are checked against
-        the index's digests once per process, or taken as they are when it records none. A file that is a
-        symlink leading out of the folder is never current.
-        """
-        root = self.local_root
-        if not self.is_local(shard) or not all(inside(root, root / f.basename) for f in shard.raw_files):
-            return False
-        now = self.identity(shard)
-        cached = read_identity(root, shard.basename)
-        if cached is None:
-            return self._placed_file_matches(shard)
-        if cached.get("remote") != now["remote"] or cached.get("record") != now["record"]:
-            return False
-        if cached.get("index") == now["index"]:
-            return True
-        if any(file.hashes for file in shard.files):
-            NodeCache.note_identity(root, shard.basename, now)
-            return True
-        return False  # the index changed and has no digest to vouch for the files: download again
-
-    def _placed_file_matches(self, shard: ShardInfo) -> bool:
-        """Whether the raw files of a shard the cache did not download match the index's digests."""
-        if shard.basename in self._checked:
-            return True
-        root = self.local_root
-        for file in shard.raw_files:
-            usable = [name for name in file.hashes if is_hash(name)]
-            if usable:
-                algorithm = min(usable, key=lambda name: name not in _FAST_HASHES)
-                if hash_file(algorithm, root / file.basename) != file.hashes[algorithm]:
-                    logger.info(
-                        "%s differs from what %s records: downloading it again", root / file.basename,
-                        self.describe(INDEX_BASENAME),
-                    )  # fmt: skip
-                    return False
-        self._checked.add(shard.basename)
-        return True
+        """Whether the shard's local files are the ones the current index describes (a remote stream; see
+        :func:`shardflow.dataset.cache.fill.is_current`)."""
+        return fill.is_current(self._origin(), shard)
 
     def open_shard(self, shard: ShardInfo, cache: NodeCache, populate: bool = False) -> ShardReader:
         """The shard opened (mapped, every page at once with ``populate``), downloaded first when its local
-        files are not the ones the index describes.
-
-        A download fetches the compressed files when the shard is compressed, decompresses and checks them.
-        Processes of a node that need the same shard take turns through a lock file: the first downloads,
-        the others find the files in place. Every file lands under a temporary name and is renamed; the
-        temporary files a killed process left for this shard are removed first. ``cache`` records the
-        download and makes room for it under its limit; eviction takes the same lock, so it cannot remove
-        a shard between its download and its opening. A cached file that fails ``validate_hash`` is
-        downloaded again; only a fresh download that fails is an error, naming the remote file.
+        files are not the ones the index describes (see :func:`shardflow.dataset.cache.open_cached`:
+        ``cache`` records the download and makes room for it under its limit).
 
         Raises:
             ShardMissingError: A local-only stream lacks the shard's files, or the remote lacks them.
@@ -472,83 +415,9 @@ class Stream:
             ShardHashError / ShardFormatError: The files do not match the index (a remote stream's: the
                 remote's copy does not).
         """
-        root = self.local_root
-        reader = ShardReader(root, shard, self.validate_hash, populate)
-        if self.remote_root is None:
-            return reader.open()  # decompresses in place; ShardMissingError names what is missing
-        damaged = False
-        if self.is_current(shard):
-            try:
-                return reader.open()
-            except FileNotFoundError:
-                pass  # evicted by another process since the check: download it again, under its lock
-            except (ShardHashError, ShardFormatError) as exc:
-                if not self._remote_can_replace(shard):
-                    raise
-                logger.warning("%s: downloading it again from %s", exc, self.describe(shard.basename))
-                damaged = True
-        with file_lock(lock_path(root, shard.basename), self.wait_timeout, self.describe(shard.basename)):
-            if not damaged and self.is_current(shard):
-                return reader.open()
-            files = [file.basename for file in (*shard.raw_files, *shard.zip_files)]
-            for name in files:
-                if not inside(root, (root / name).parent):
-                    raise ShardMissingError(
-                        f"{root / name} lies in a folder that is a symlink leading out of the cache folder "
-                        f"{root}: shardflow neither reads nor replaces files there; remove the symlink"
-                    )
-            remove_stale_temps(root, shard.basename, files)
-            stale = [name for name in files if (root / name).is_symlink() or (root / name).exists()]
-            if stale:
-                logger.info(
-                    "%s changed since it was cached in %s: downloading it again",
-                    self.describe(shard.basename), root,
-                )  # fmt: skip
-                for name in stale:
-                    (root / name).unlink()
-            identity = self.identity(shard)
-            cache.reserve(root, shard.basename, files, footprint(shard), identity)
-            try:
-                self._download(shard)
-                reader.open()  # decompresses (and checks) a compressed shard
-            except (ShardHashError, ShardFormatError) as exc:
-                reader.close()
-                cache.abandon(root, shard.basename, files)
-                raise type(exc)(
-                    f"the remote copy of {self.describe(shard.basename)} does not match "
-                    f"{self.describe(INDEX_BASENAME)}: {exc}"
-                ) from None
-            except BaseException:
-                reader.close()
-                cache.abandon(root, shard.basename, files)
-                raise
-            if shard.zip_files and not self.keep_zip:
-                for file in shard.zip_files:
-                    (root / file.basename).unlink(missing_ok=True)
-            kept = (*shard.raw_files, *(shard.zip_files if self.keep_zip else ()))
-            cache.record(root, shard.basename, files, sum(file.bytes for file in kept), identity)
-            return reader
-
-    def _remote_can_replace(self, shard: ShardInfo) -> bool:
-        """Whether a cached shard that failed its check may be downloaded again: not when the failure is
-        ``validate_hash`` naming a digest the index does not record (no copy can pass)."""
-        if self.validate_hash is None:
-            return True
-        checked = shard.zip_files or shard.raw_files
-        return all(self.validate_hash in file.hashes for file in checked)
-
-    def _download(self, shard: ShardInfo) -> None:
-        """Download the shard's files: the compressed ones when it is compressed."""
-        root, store = self.local_root, self._storage()
-        for file in shard.zip_files or shard.raw_files:
-            try:
-                store.download(file.basename, root / file.basename)
-            except ObjectNotFoundError:
-                raise ShardMissingError(
-                    f"{self.describe(file.basename)} does not exist, though {self.describe(INDEX_BASENAME)} "
-                    "lists it: the remote dataset is incomplete"
-                ) from None
-            logger.debug("downloaded %s", self.describe(file.basename))
+        if self.remote_root is None:  # decompresses in place; ShardMissingError names what is missing
+            return ShardReader(self.local_root, shard, self.validate_hash, populate).open()
+        return fill.open_cached(self._origin(), shard, cache, populate)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from shardflow.dataset.errors import DatasetConfigError
 
-__all__ = ["World"]
+__all__ = ["World", "WorkerSlot"]
 
 _ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 
@@ -130,6 +130,25 @@ class World:
             raise DatasetConfigError(
                 f"world={self} contradicts torch.distributed, which has {size} ranks: a data-parallel "
                 f"world_size must divide it; pass world=None to take torch.distributed's"
+            )
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """Which of a rank's ``count`` loader workers (processes or threads) reads: worker ``index``.
+
+    The rank's share of an epoch is split over its workers by this pair alone, so the same slot reads the
+    same samples whichever kind of worker holds it. ``WorkerSlot()`` is a rank read by itself.
+    """
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if type(self.index) is not int or type(self.count) is not int or not 0 <= self.index < self.count:
+            raise DatasetConfigError(
+                f"WorkerSlot(index={self.index!r}, count={self.count!r}): count must be an int, 1 or more, "
+                "and index an int in [0, count)"
             )
 
 

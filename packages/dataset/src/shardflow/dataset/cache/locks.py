@@ -9,27 +9,25 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from shardflow.dataset.errors import ShardWaitTimeout
 
-__all__ = ["LOCK_FOLDER", "lock_path", "file_lock", "acquire", "try_lock", "release"]
-
-LOCK_FOLDER = ".shardflow-locks"
-"""Sub-folder of a stream's local folder that holds its lock files (never shard data)."""
+__all__ = ["LockState", "file_lock", "acquire", "try_lock", "release", "probe", "pid_alive"]
 
 
-def lock_path(root: Path, name: str, kind: str = "") -> Path:
-    """The lock file guarding ``name`` (a path relative to ``root``, possibly with sub-folders).
+class LockState(NamedTuple):
+    """What :func:`probe` found: whether someone holds the lock, and the pid written in its file."""
 
-    ``kind`` tells several locks of one name apart (``"use"``: held shared while a shard is open).
-    """
-    stem = name.replace("/", "%")
-    return root / LOCK_FOLDER / (f"{stem}.{kind}.lock" if kind else f"{stem}.lock")
+    held: bool
+    pid: int | None
 
 
-def _open(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _open(path: Path, create: bool) -> int:
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    return os.open(path, os.O_RDWR | os.O_NOFOLLOW)  # a lock file that is a symlink is not ours: ELOOP
 
 
 def _locked(fd: int, path: Path, shared: bool) -> bool:
@@ -52,9 +50,18 @@ def _locked(fd: int, path: Path, shared: bool) -> bool:
     return False
 
 
-def try_lock(path: Path, shared: bool = False) -> int | None:
-    """An fd holding ``path``'s lock (exclusive unless ``shared``), taken without waiting; None if busy."""
-    fd = _open(path)
+def _pid_in(fd: int) -> int | None:
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return int(text) if text.isdigit() else None
+
+
+def try_lock(path: Path, shared: bool = False, create: bool = True) -> int | None:
+    """An fd holding ``path``'s lock (exclusive unless ``shared``), taken without waiting; None if busy.
+
+    Without ``create`` the lock file must exist and be no symlink (else OSError), as when ``cache clean``
+    takes a lock before removing what it guards.
+    """
+    fd = _open(path, create)
     if _locked(fd, path, shared):
         return fd
     os.close(fd)
@@ -73,15 +80,16 @@ def acquire(path: Path, timeout: float, what: str, shared: bool = False) -> int:
     deadline = time.monotonic() + timeout
     pause = 0.002
     while True:
-        fd = _open(path)
+        fd = _open(path, create=True)
         if _locked(fd, path, shared):
             break
         if time.monotonic() >= deadline:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            holder = _pid_in(fd)
             os.close(fd)
             raise ShardWaitTimeout(
-                f"waited {timeout:g} s for the lock {path} on {what}, held by pid {holder}: that process "
-                "is still working on it or is stuck; raise download_timeout or stop that process"
+                f"waited {timeout:g} s for the lock {path} on {what}, held by pid "
+                f"{'unknown' if holder is None else holder}: that process is still working on it or is "
+                "stuck; raise download_timeout or stop that process"
             )
         os.close(fd)
         time.sleep(pause)
@@ -108,3 +116,38 @@ def file_lock(path: Path, timeout: float, what: str) -> Iterator[None]:
         yield
     finally:
         release(fd)
+
+
+def probe(path: Path) -> LockState:
+    """Whether someone holds ``path``'s lock now (an exclusive lock, tried and dropped at once, tells),
+    and the pid its last exclusive holder wrote; not held, no pid, when the file is gone. Creates
+    nothing, and follows no symlink (OSError)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return LockState(False, None)
+    try:
+        pid = _pid_in(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return LockState(True, pid)
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockState(False, pid)
+    finally:
+        os.close(fd)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists on this machine (someone else's counts)."""
+    if pid is None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
