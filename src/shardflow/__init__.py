@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "StreamingCIFAR10": "shardflow.dataset",
     "StreamingText": "shardflow.dataset",
     "StreamingC4": "shardflow.dataset",
+    "StreamingADE20K": "shardflow.dataset",
+    "StreamingCOCO": "shardflow.dataset",
     # A no-op kept for scripts written for mosaicml-streaming (shardflow keeps no named shared memory).
     "clean_stale_shared_memory": "shardflow.dataset",
 }
@@ -41,8 +43,10 @@ __all__ = ["__version__", *sorted(_LAZY)]
 if TYPE_CHECKING:
     from shardflow.dataset import (
         Stream,
+        StreamingADE20K,
         StreamingC4,
         StreamingCIFAR10,
+        StreamingCOCO,
         StreamingDataLoader,
         StreamingDataset,
         StreamingImageFolder,

@@ -277,7 +277,15 @@ def test_name_lists_are_the_references_sets(reference: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------- the facade
 
-TYPED = ("StreamingImageFolder", "StreamingImageNet", "StreamingCIFAR10", "StreamingText", "StreamingC4")
+TYPED = (
+    "StreamingImageFolder",
+    "StreamingImageNet",
+    "StreamingCIFAR10",
+    "StreamingText",
+    "StreamingC4",
+    "StreamingCOCO",
+    "StreamingADE20K",
+)
 
 
 @pytest.mark.parametrize("name", TYPED)

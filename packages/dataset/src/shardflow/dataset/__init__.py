@@ -35,6 +35,9 @@ _LAZY: dict[str, str] = {
     "ShardWaitTimeout": "errors",
     "StreamRegistry": "registry",
     "streams_registry": "registry",
+    "WorkerSlot": "world",
+    "StreamingCOCO": "vision",
+    "StreamingADE20K": "vision",
 }
 
 __all__ = [
@@ -60,6 +63,9 @@ __all__ = [
     "StreamRegistry",
     "streams_registry",
     "ShardWaitTimeout",
+    "WorkerSlot",
+    "StreamingCOCO",
+    "StreamingADE20K",
 ]
 
 if TYPE_CHECKING:
@@ -84,7 +90,8 @@ if TYPE_CHECKING:
         StreamingText,
     )
     from shardflow.dataset.util import clean_stale_shared_memory
-    from shardflow.dataset.world import World
+    from shardflow.dataset.vision import StreamingADE20K, StreamingCOCO
+    from shardflow.dataset.world import WorkerSlot, World
 
 
 def __getattr__(name: str) -> Any:
