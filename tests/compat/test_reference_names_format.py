@@ -285,6 +285,11 @@ TYPED = (
     "StreamingC4",
     "StreamingCOCO",
     "StreamingADE20K",
+    "StreamingEnWiki",
+    "StreamingPile",
+    "StreamingInsideWebVid",
+    "StreamingOutsideGIWebVid",
+    "StreamingOutsideDTWebVid",
 )
 
 

@@ -26,6 +26,9 @@ _LAZY = {
     "laion_to_mds": "laion",
     "ade20k_to_mds": "ade20k",
     "coco_to_mds": "coco",
+    "enwiki_to_mds": "enwiki",
+    "pile_to_mds": "pile",
+    "webvid_to_mds": "webvid",
 }
 
 __all__ = [
@@ -38,6 +41,11 @@ __all__ = [
     "parquet_to_mds",
     "webdataset_to_mds",
     "coco_to_mds",
+    "ade20k_to_mds",
+    "laion_to_mds",
+    "enwiki_to_mds",
+    "pile_to_mds",
+    "webvid_to_mds",
     "ConvertError",
     "InputError",
     "OutputExistsError",
@@ -45,14 +53,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from shardflow.convert.ade20k import ade20k_to_mds
     from shardflow.convert.cifar10 import cifar10_to_mds
+    from shardflow.convert.coco import coco_to_mds
+    from shardflow.convert.enwiki import enwiki_to_mds
     from shardflow.convert.imagefolder import imagefolder_to_mds
     from shardflow.convert.jsonl import jsonl_to_mds
-    from shardflow.convert.parquet import parquet_to_mds
-    from shardflow.convert.webdataset import webdataset_to_mds
     from shardflow.convert.laion import laion_to_mds
-    from shardflow.convert.ade20k import ade20k_to_mds
-    from shardflow.convert.coco import coco_to_mds
+    from shardflow.convert.parquet import parquet_to_mds
+    from shardflow.convert.pile import pile_to_mds
+    from shardflow.convert.webdataset import webdataset_to_mds
+    from shardflow.convert.webvid import webvid_to_mds
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,19 @@ import sys
 
 __all__ = ["CONVERTERS", "main"]
 
-CONVERTERS = ["imagefolder", "cifar10", "jsonl", "parquet", "webdataset", "coco", "ade20k", "laion"]
+CONVERTERS = [
+    "imagefolder",
+    "cifar10",
+    "jsonl",
+    "parquet",
+    "webdataset",
+    "coco",
+    "ade20k",
+    "laion",
+    "enwiki",
+    "pile",
+    "webvid",
+]
 
 
 def main() -> int:

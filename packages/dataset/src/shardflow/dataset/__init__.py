@@ -38,6 +38,11 @@ _LAZY: dict[str, str] = {
     "WorkerSlot": "world",
     "StreamingCOCO": "vision",
     "StreamingADE20K": "vision",
+    "StreamingEnWiki": "text",
+    "StreamingPile": "text",
+    "StreamingInsideWebVid": "multimodal",
+    "StreamingOutsideGIWebVid": "multimodal",
+    "StreamingOutsideDTWebVid": "multimodal",
 }
 
 __all__ = [
@@ -66,6 +71,11 @@ __all__ = [
     "WorkerSlot",
     "StreamingCOCO",
     "StreamingADE20K",
+    "StreamingEnWiki",
+    "StreamingPile",
+    "StreamingInsideWebVid",
+    "StreamingOutsideGIWebVid",
+    "StreamingOutsideDTWebVid",
 ]
 
 if TYPE_CHECKING:
@@ -80,8 +90,14 @@ if TYPE_CHECKING:
         StateDictError,
     )
     from shardflow.dataset.loader import StreamingDataLoader
+    from shardflow.dataset.multimodal import (
+        StreamingInsideWebVid,
+        StreamingOutsideDTWebVid,
+        StreamingOutsideGIWebVid,
+    )
     from shardflow.dataset.registry import StreamRegistry, streams_registry
     from shardflow.dataset.stream import Stream, default_cache_folder
+    from shardflow.dataset.text import StreamingEnWiki, StreamingPile
     from shardflow.dataset.typed import (
         StreamingC4,
         StreamingCIFAR10,
