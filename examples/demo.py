@@ -197,6 +197,7 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     batch_size = config["batch_size"]
+    constructed = time.perf_counter()
     dataset = StreamingDataset(
         remote=config["remote"], local=config["cache"], shuffle=True, batch_size=batch_size
     )
@@ -212,6 +213,7 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
     losses: list[float] = []
     seen = 0
     began = time.perf_counter()
+    first_batch = None
     with logging_redirect_tqdm(), tqdm(total=len(dataset), initial=start, unit="sample", disable=None,
                                        leave=False) as progress:
         for batch in loader:
@@ -219,6 +221,8 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if first_batch is None:
+                first_batch = time.perf_counter() - constructed
             ids.append(batch["id"])
             losses.append(loss.item())
             seen += len(batch["id"])
@@ -236,6 +240,7 @@ def train(config: dict[str, Any], checkpoint: dict[str, Any] | None, stop_at: in
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "seconds": seconds,
+        "first_batch": first_batch,
         "accuracy": accuracy(model),
     }
 
@@ -245,7 +250,8 @@ def report(name: str, half: dict[str, Any]) -> None:
     losses, samples, seconds = half["losses"], len(half["ids"]), half["seconds"]
     say(f"{name}: {samples} samples in {len(losses)} batches, {seconds:.2f} s, {samples / seconds:.0f} "
         f"samples/s; loss {np.mean(losses[:10]):.3f} -> {np.mean(losses[-10:]):.3f}; "
-        f"accuracy {100 * half['accuracy']:.1f}%")
+        f"accuracy {100 * half['accuracy']:.1f}%; first batch {half['first_batch']:.2f} s after the "
+        f"dataset's construction")
 
 
 def check_exactly_once(first: np.ndarray, second: np.ndarray, samples: int) -> bool:

@@ -26,6 +26,19 @@ assert np.array_equal(np.sort(ids), np.arange(1_000_000)), "not a permutation of
 # warm-up; none of the fast algorithms' kernels (``_kernels``), about 4 s of compiling (was 29 kernels).
 _NEEDED = {
     "_exact._divide",
+    "_exact._span_key",
+    "_exact._whole",
+    "_pcg64._add128",
+    "_pcg64._mul128",
+    "_pcg64.bounded",
+    "_pcg64.load",
+    "_pcg64.next32",
+    "_pcg64.next64",
+    "_pcg64.next_double",
+    "_pcg64.random_interval",
+    "_pcg64.shuffle_in",
+    "_pcg64.skip_shuffle_in",
+    "_pcg64.store",
     "_exact._fill_spans",
     "_exact._node_bounds",
     "_exact._py1e_node",
@@ -53,3 +66,16 @@ def test_cold_epoch_compiles_only_its_kernels(tmp_path: Path) -> None:
     compiled = {path.name.rsplit("-", 1)[0] for path in cache.rglob("*.nbi")}
     assert compiled <= _NEEDED, f"compiled beyond the epoch's needs: {sorted(compiled - _NEEDED)}"
     assert "_exact._py1e_node" in compiled, f"the epoch did not run py1e's kernel: {sorted(compiled)}"
+
+
+def test_warm_compiles_what_a_default_epoch_needs(tmp_path: Path) -> None:
+    """``python -m shardflow.shuffle.warm`` fills the cache: the 1M-sample epoch then compiles nothing."""
+    cache = tmp_path / "numba"
+    cache.mkdir()
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    subprocess.run([sys.executable, "-m", "shardflow.shuffle.warm"], env=env, check=True, timeout=300)
+    warmed = {path.name: path.stat().st_mtime_ns for path in cache.rglob("*.nbi")}
+    assert warmed, "warm compiled nothing"
+    subprocess.run([sys.executable, "-c", _SCRIPT], env=env, check=True, timeout=300)
+    after = {path.name: path.stat().st_mtime_ns for path in cache.rglob("*.nbi")}
+    assert after == warmed, f"the epoch compiled beyond the warm-up: {sorted(set(after) - set(warmed))}"

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from shardflow.shuffle._jit import inline, jit
+from shardflow.shuffle._jit import jit
 from shardflow.shuffle._pcg64 import (
     advance,
     bounded,
@@ -225,13 +225,13 @@ def _py1br(
 _COARSE_BITS = 12  # py1e's sort: buckets of 4096 whole positions, then of one
 
 
-@inline
+@jit
 def _span_key(i: int, lower: float, width: float, fraction: float) -> float:
     """Sample ``i``'s sort key: its position plus its shift in the span's window (the reference's sum)."""
     return np.float64(i) + (lower + width * fraction)
 
 
-@inline
+@jit
 def _whole(key: float, n: int) -> int:
     return min(max(np.int64(key), 0), n - 1)
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shardflow.shuffle._jit import in_threads, inline, jit
+from shardflow.shuffle._jit import in_threads, jit
 from shardflow.shuffle._memory import empty_int64
 from shardflow.shuffle._random import (
     KEY_NAIVE_RUN,
@@ -127,7 +127,7 @@ def _node_key(shuffler: Shuffler, node: int, stream: int) -> np.uint64:
     return node_stream_key(shuffler.keys[KEY_NODE], node, stream)
 
 
-@inline
+@jit
 def _window_bounds(block_size: int) -> tuple:
     low = max(1, np.int64(0.75 * block_size))
     high = max(low + 1, np.int64(1.25 * block_size))
@@ -153,7 +153,7 @@ def _node_size(shuffler: Shuffler, node: int) -> int:
     return shuffler.bounds[node + 1] - shuffler.bounds[node]
 
 
-@inline
+@jit
 def _mul_mod(a: int, b: int, modulus: int) -> int:
     """``a * b % modulus`` for ``0 <= a < 2**31`` and ``0 <= b < modulus < 2**62``, without overflow."""
     if b < (np.int64(1) << 32):

@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from shardflow.shuffle._jit import inline, jit
+from shardflow.shuffle._jit import jit
 
 __all__ = [
     "initial_state",
@@ -81,19 +81,19 @@ def _mul_hi_typing(typingctx, a, b):  # noqa: ANN001, ANN202 (numba intrinsic)
 _mul_hi: Any = intrinsic(_mul_hi_typing)
 
 
-@inline
+@jit
 def load(state: np.ndarray) -> tuple:
     """The state array as the tuple the draws thread through."""
     return state[0], state[1], state[2], state[3], state[4], state[5]
 
 
-@inline
+@jit
 def store(state: np.ndarray, s: tuple) -> None:
     """Write a state tuple back into its array."""
     state[0], state[1], state[2], state[3], state[4], state[5] = s
 
 
-@inline
+@jit
 def next64(s: tuple) -> tuple:
     """The next 64-bit output: step the LCG, then XSL-RR of the new state (numpy's ``next_uint64``)."""
     hi, lo, inc_hi, inc_lo, has32, buffer = s
@@ -107,7 +107,7 @@ def next64(s: tuple) -> tuple:
     return (hi, lo, inc_hi, inc_lo, has32, buffer), value
 
 
-@inline
+@jit
 def next32(s: tuple) -> tuple:
     """The next 32-bit output: the buffered high half of the last 64-bit draw, else a new draw's low half."""
     if s[4]:
@@ -116,14 +116,14 @@ def next32(s: tuple) -> tuple:
     return (s[0], s[1], s[2], s[3], np.uint64(1), value >> np.uint64(32)), value & _LOW32
 
 
-@inline
+@jit
 def next_double(s: tuple) -> tuple:
     """A uniform float in ``[0, 1)`` from the top 53 bits of a 64-bit draw."""
     s, value = next64(s)
     return s, np.float64(value >> np.uint64(11)) * _TWO_POW_MINUS_53
 
 
-@inline
+@jit
 def random_interval(s: tuple, maximum: int) -> tuple:
     """A uniform integer in ``[0, maximum]`` by masked rejection (numpy's ``random_interval``)."""
     if maximum == 0:
@@ -147,7 +147,7 @@ def random_interval(s: tuple, maximum: int) -> tuple:
             return s, np.int64(value)
 
 
-@inline
+@jit
 def bounded(s: tuple, span: int) -> tuple:
     """A uniform integer in ``[0, span]`` by Lemire's method (numpy's ``random_bounded_uint64``).
 
@@ -181,7 +181,7 @@ def bounded(s: tuple, span: int) -> tuple:
     return s, np.int64(_mul_hi(draw, excl))
 
 
-@inline
+@jit
 def shuffle_in(s: tuple, values: np.ndarray) -> tuple:
     """``Generator.shuffle`` of a 1-D array (or of a list: the same draws), in place."""
     for i in range(values.shape[0] - 1, 0, -1):
@@ -190,7 +190,7 @@ def shuffle_in(s: tuple, values: np.ndarray) -> tuple:
     return s
 
 
-@inline
+@jit
 def skip_shuffle_in(s: tuple, length: int) -> tuple:
     """The state after ``shuffle_in`` of ``length`` elements, without an array."""
     for i in range(length - 1, 0, -1):
@@ -204,12 +204,12 @@ def shuffle(state: np.ndarray, values: np.ndarray) -> None:
     store(state, shuffle_in(load(state), values))
 
 
-@inline
+@jit
 def _mul128(a_hi: np.uint64, a_lo: np.uint64, b_hi: np.uint64, b_lo: np.uint64) -> tuple:
     return _mul_hi(a_lo, b_lo) + a_lo * b_hi + a_hi * b_lo, a_lo * b_lo
 
 
-@inline
+@jit
 def _add128(a_hi: np.uint64, a_lo: np.uint64, b_hi: np.uint64, b_lo: np.uint64) -> tuple:
     lo = a_lo + b_lo
     return a_hi + b_hi + (np.uint64(1) if lo < a_lo else np.uint64(0)), lo

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardflow.shuffle._jit import inline, jit
+from shardflow.shuffle._jit import jit
 
 __all__ = [
     "mix64",
@@ -67,7 +67,7 @@ NODE_BLOCK_SIZES, NODE_TILES, NODE_PHASE, NODE_CHUNKS = range(4)
 # --- counter-based hashes and draws ----------------------------------------------------------------
 
 
-@inline
+@jit
 def mix64(x: np.uint64) -> np.uint64:
     """The splitmix64 finalizer: a bijective, well-mixing hash of 64 bits."""
     x = (x ^ (x >> np.uint64(30))) * _M1
@@ -75,25 +75,25 @@ def mix64(x: np.uint64) -> np.uint64:
     return x ^ (x >> np.uint64(31))
 
 
-@inline
+@jit
 def derive_key(key: np.uint64, value: int) -> np.uint64:
     """A new key from ``key`` and an integer (a tag, an epoch, an index): independent for each value."""
     return mix64(np.uint64(key) ^ mix64(np.uint64(value) * _GOLDEN + _GOLDEN))
 
 
-@inline
+@jit
 def random_fraction(key: np.uint64, counter: int) -> float:
     """A uniform float in ``[0, 1)`` with 53 random bits, the ``counter``-th draw of the stream ``key``."""
     return np.float64(derive_key(key, counter) >> np.uint64(11)) * _TWO_POW_MINUS_53
 
 
-@inline
+@jit
 def random_below(key: np.uint64, counter: int, bound: int) -> int:
     """A uniform integer in ``[0, bound)``, the ``counter``-th draw of the stream ``key`` (bound < 2**53)."""
     return np.int64(random_fraction(key, counter) * bound)
 
 
-@inline
+@jit
 def bit_length(value: int) -> int:
     """The number of bits needed to write the non-negative ``value`` (0 for 0)."""
     length = 0
@@ -104,7 +104,7 @@ def bit_length(value: int) -> int:
     return length + (1 if value else 0)
 
 
-@inline
+@jit
 def permute_index(index: int, size: int, key: np.uint64) -> int:
     """Where ``index`` goes under the random permutation of ``range(size)`` named by ``key``.
 
@@ -204,7 +204,7 @@ def epoch_keys(seed: int, epoch: int) -> np.ndarray:
     return keys
 
 
-@inline
+@jit
 def node_stream_key(nodes_key: np.uint64, node: int, stream: int) -> np.uint64:
     """Canonical node ``node``'s stream ``stream`` (a ``NODE_*``), from the epoch's ``keys[KEY_NODE]``."""
     return derive_key(derive_key(nodes_key, node), stream)
