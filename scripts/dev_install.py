@@ -7,8 +7,8 @@ declares one; ``--extras format=images+xxhash,storage=s3`` installs only the ext
 demo's lean environment). When any of them needs torch, ``torch==2.13.0`` is installed first, on its
 own: a bare ``torch`` requirement resolved alongside the rest can pull a CUDA build of several GB, while
 on the project's machines this pin takes the CPU wheel that lies on their disk. ``SHARDFLOW_TORCH``
-overrides the pin (elsewhere, e.g. ``SHARDFLOW_TORCH="torch --index-url https://download.pytorch.org/whl/cpu"``);
-``--print`` shows the commands only.
+overrides the pin (elsewhere, e.g. ``SHARDFLOW_TORCH="torch --index-url https://download.pytorch.org/whl/cpu"``),
+and ``--torch 2.7.0`` pins another version (the Composer environment); ``--print`` shows the commands only.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ def parse_extras(spec: str, packages: list[Package]) -> dict[str, tuple[str, ...
 
 
 def pip_commands(
-    packages: list[Package], extras: dict[str, tuple[str, ...]] | None = None
+    packages: list[Package], extras: dict[str, tuple[str, ...]] | None = None, torch: str = TORCH
 ) -> list[list[str]]:
     """The pip commands that install ``packages``: torch first when one needs it, then all of them.
 
-    Each package gets its ``[all]`` extra, or with ``extras`` only the ones named for it there (if any).
+    Each package gets its ``[all]`` extra, or with ``extras`` only the ones named for it there (if any);
+    ``torch`` is the requirement (and pip options) torch is installed with.
     """
     chosen: dict[str, tuple[str, ...]] = {
         p.name: ((p.install_extra,) if p.install_extra else ()) if extras is None else extras.get(p.name, ())
@@ -58,7 +59,7 @@ def pip_commands(
     pip = [sys.executable, "-m", "pip", "install", "-q"]
     commands = []
     if any(requirement_name(r) == "torch" for r in requirements):
-        commands.append([*pip, *shlex.split(TORCH)])
+        commands.append([*pip, *shlex.split(torch)])
     editables = []
     for package in packages:
         extra = ",".join(chosen[package.name])
@@ -72,10 +73,13 @@ def main() -> int:
     parser.add_argument("--print", action="store_true", help="print the pip commands, run nothing")
     parser.add_argument("--extras", metavar="PKG=EXTRA,...",
                         help="install only these extras (default: every package's [all])")
+    parser.add_argument("--torch", metavar="VERSION",
+                        help=f"install torch==VERSION (default: {TORCH!r}, or $SHARDFLOW_TORCH)")
     args = parser.parse_args()
     packages = find_packages()
     extras = None if args.extras is None else parse_extras(args.extras, packages)
-    for command in pip_commands(packages, extras):
+    torch = TORCH if args.torch is None else f"torch=={args.torch}"
+    for command in pip_commands(packages, extras, torch):
         if args.print:
             print(shlex.join(command))
             continue

@@ -90,7 +90,7 @@ def break_shard(shard: dict[str, Any], change: str) -> None:
     if change == "drop_format":
         del shard["format"]
     elif change == "bad_format":
-        shard["format"] = "parquet"
+        shard["format"] = "feather"
     elif change == "negative_samples":
         shard["samples"] = -1
     elif change == "bool_samples":
@@ -124,7 +124,7 @@ def break_shard(shard: dict[str, Any], change: str) -> None:
     ("change", "message"),
     [
         ("drop_format", "'format' is missing"),
-        ("bad_format", "format 'parquet' is unknown"),
+        ("bad_format", "format 'feather' is unknown"),
         ("negative_samples", "samples is -1"),
         ("bool_samples", "'samples' is True"),
         ("shard_version", "version 1 is not supported"),

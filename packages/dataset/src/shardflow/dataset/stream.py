@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+import shardflow.dataset.sources as sources
 from shardflow.dataset.cache import fill
 from shardflow.dataset.cache.budget import NodeCache
 from shardflow.dataset.cache.layout import (
@@ -51,6 +52,12 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
 
 
+def _is_mds_index(path: Path) -> bool:
+    """Whether the ``index.json`` at ``path`` is an MDS one (it lists ``shards``), not another tool's."""
+    with open(path, "rb") as file:
+        return b'"shards"' in file.read()
+
+
 def _is_url(text: str) -> bool:
     head, sep, _ = text.partition("://")
     return bool(sep) and len(head) > 1
@@ -78,6 +85,10 @@ class Stream:
         download_timeout: Seconds one download attempt may take.
         validate_hash: A hash algorithm to check every shard file with, or None.
         keep_zip: Keep the compressed form of a shard after decompressing it.
+        format: What the folder holds: ``"mds"`` (an ``index.json``), the name of a source
+            (``"parquet"``, ``"files"``, ...: see :mod:`shardflow.dataset.sources`) or a configured
+            :class:`~shardflow.dataset.sources.Source`. None reads the ``index.json`` when the folder has
+            an MDS one, else detects the source from the folder's files.
     """
 
     remote: str | None = None
@@ -90,6 +101,7 @@ class Stream:
     download_timeout: float | None = None
     validate_hash: str | None = None
     keep_zip: bool | None = None
+    format: str | sources.Source | None = None
 
     def __post_init__(self) -> None:
         if self.remote is None and self.local is None:
@@ -119,6 +131,10 @@ class Stream:
         self._store: Store | None = None
         self._index_version = ""  # the remote index's content digest and store version (load_shards)
         self._checked: set[str] = set()  # shards found in the folder whose digests this process checked
+        self._source: sources.Source | None = None  # what the folder holds when it is no MDS dataset
+        self._source_entries: dict[str, dict[str, Any]] = {}  # a source's shard entries, by file name
+        if self.format is not None and self.format != "mds":
+            sources.get_source(self.format)  # an unknown name fails here, naming the known ones
 
     def with_defaults(self, **defaults: Any) -> Stream:
         """A copy, with the weights it was given (not those a dataset wrote back), whose unset options take
@@ -278,37 +294,87 @@ class Stream:
                 ``allow_unsafe_types``.
         """
         root = self.local_root
+        if self.format is not None and self.format != "mds":
+            return self._load_source(sources.get_source(self.format), allow_unsafe_types)
         if self.remote_root is not None:
             with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
                 claim_folder(root, self.remote_root)  # under the lock `cache clean --all` takes to unclaim it
                 fill.remove_stale_temps(root, INDEX_BASENAME, [INDEX_BASENAME])
+                missing: ObjectNotFoundError | None = None  # no index.json: maybe another source
                 try:
                     self._storage().download(INDEX_BASENAME, root / INDEX_BASENAME)
                     # After the download, so that a missing bucket or index gets the GET's own error; the
                     # content digest beside it tells a rewrite in between apart.
                     version = self._storage().stat(INDEX_BASENAME).version
                 except ObjectNotFoundError as exc:
-                    raise IndexNotFoundError(
-                        f"{self.describe(INDEX_BASENAME)} does not exist: check remote={self.remote!r} and "
-                        f"split={self.split!r} (the store said: {exc})"
-                    ) from None
+                    missing = exc
                 except TransientStorageError as exc:  # unreachable after the store's own retries
                     self._index_version = self._fall_back_to_local_index(exc)
                 else:
-                    digest = _digest(root / INDEX_BASENAME)
-                    self._index_version = f"{digest} {version or ''}".strip()
-                    note_index_version(root, self.remote_root, self._index_version)
-        elif not (root / INDEX_BASENAME).is_file():
-            raise NoShardsError(
-                f"{root / INDEX_BASENAME} does not exist and the stream has no remote: check local="
-                f"{self.local!r} and split={self.split!r}, or give remote"
-            )
-        shards = read_shards(root, allow_unsafe_types=allow_unsafe_types)
+                    if missing is None:
+                        digest = _digest(root / INDEX_BASENAME)
+                        self._index_version = f"{digest} {version or ''}".strip()
+                        note_index_version(root, self.remote_root, self._index_version)
+            if missing is not None or not _is_mds_index(root / INDEX_BASENAME):
+                source = self._detect_source() if self.format is None else None
+                if source is None:
+                    raise IndexNotFoundError(
+                        f"{self.describe(INDEX_BASENAME)} "
+                        f"{'does not exist' if missing else 'is no MDS index'} and no other source "
+                        f"(known: {', '.join(sources.known_sources())}) recognises the folder: check remote="
+                        f"{self.remote!r} and split={self.split!r}, or pass format="
+                        + (f" (the store said: {missing})" if missing else "")
+                    ) from None
+                return self._load_source(source, allow_unsafe_types)
+        elif not (root / INDEX_BASENAME).is_file() or not _is_mds_index(root / INDEX_BASENAME):
+            source = self._detect_source() if self.format is None and root.is_dir() else None
+            if source is None:
+                raise NoShardsError(
+                    f"{root / INDEX_BASENAME} does not exist (or is no MDS index), no other source (known: "
+                    f"{', '.join(sources.known_sources())}) recognises the folder, and the stream has no "
+                    f"remote: check local={self.local!r} and split={self.split!r}, or give remote or format="
+                )
+            return self._load_source(source, allow_unsafe_types)
+        return self._checked_shards(read_shards(root, allow_unsafe_types=allow_unsafe_types))
+
+    def _checked_shards(self, shards: tuple[ShardInfo, ...]) -> tuple[ShardInfo, ...]:
         if not shards:
             raise NoShardsError(f"{self.describe(INDEX_BASENAME)} lists no shards")
         if not any(shard.samples for shard in shards):
             raise NoShardsError(f"{self.describe(INDEX_BASENAME)} lists {len(shards)} shard(s), all empty")
         return shards
+
+    def _source_folder(self) -> sources.SourceFolder:
+        """The folder as a source sees it: the remote, or the local folder read in place."""
+        return sources.SourceFolder(self._storage() if self.remote_root is not None else from_url(
+            str(self.local_root)))  # fmt: skip
+
+    def _detect_source(self) -> sources.Source | None:
+        return sources.detect_source(self._source_folder())
+
+    def _load_source(self, source: sources.Source, allow_unsafe_types: bool) -> tuple[ShardInfo, ...]:
+        """The shards of the index ``source`` builds for the folder (or reuses: see
+        :func:`shardflow.dataset.sources.load_built_index`)."""
+        root, in_place = self.local_root, self.remote_root is None
+        if not in_place:
+            assert self.remote_root is not None
+            with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
+                claim_folder(root, self.remote_root)
+        path = sources.built_index_path(root, in_place)
+        path, self._index_version = sources.load_built_index(
+            source, self._source_folder(), path, self.wait_timeout
+        )
+        shards = self._checked_shards(read_shards(path, allow_unsafe_types=allow_unsafe_types))
+        self._source = source
+        self._source_entries = {file.basename: shard.entry for shard in shards for file in shard.files}
+        return shards
+
+    def _download(self, name: str, path: Path) -> None:
+        """Fetch the remote file ``name`` of a shard into ``path``: whole, or as its source makes it."""
+        if self._source is None:
+            self._storage().download(name, path)
+        else:
+            self._source.fetch(self._source_folder(), self._source_entries[name], name, path)
 
     def _fall_back_to_local_index(self, exc: TransientStorageError) -> str:
         """The recorded version of the local ``index.json`` from an earlier download, with a UserWarning,
@@ -333,7 +399,10 @@ class Stream:
         return list(self.load_shards(allow_unsafe_types))
 
     def get_index_size(self) -> int:
-        """Bytes of the local copy of ``index.json`` (raises FileNotFoundError before :meth:`get_shards`)."""
+        """Bytes of the local copy of ``index.json``, or of the index built for a source (raises
+        FileNotFoundError before :meth:`get_shards`)."""
+        if self._source is not None:
+            return sources.built_index_path(self.local_root, self.remote_root is None).stat().st_size
         return (self.local_root / INDEX_BASENAME).stat().st_size
 
     def local_bytes(self, shard: ShardInfo) -> int:
@@ -382,7 +451,7 @@ class Stream:
             root=self.local_root,
             remote=self.remote_root,
             index_version=self._index_version,
-            download=lambda name, path: self._storage().download(name, path),
+            download=self._download,
             validate_hash=self.validate_hash,
             keep_zip=bool(self.keep_zip),
             wait_timeout=self.wait_timeout,

@@ -158,6 +158,10 @@ _BUILTIN = {
     "csv": "shardflow.format._read_text:CSV_FORMAT",
     "tsv": "shardflow.format._read_text:TSV_FORMAT",
     "xsv": "shardflow.format._read_text:XSV_FORMAT",
+    "webdataset": "shardflow.format.webdataset:WEBDATASET_FORMAT",
+    "litdata": "shardflow.format.litdata:LITDATA_FORMAT",
+    "parquet": "shardflow.format._read_parquet:PARQUET_FORMAT",
+    "files": "shardflow.format._read_plain:FILES_FORMAT",
 }
 
 _NAME = re.compile(r"[a-z][a-z0-9_.+-]*")

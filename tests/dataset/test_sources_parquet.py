@@ -1,0 +1,257 @@
+"""Parquet files and plain files streamed from S3 (moto's server on 127.0.0.1) without an index.json: the
+index is built from footers (or the listing), cached and reused; 2 ranks x 2 workers read every row once,
+a resume on another world is exact, and a Parquet stream mixes with an MDS stream by proportion."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
+from shardflow.dataset.sources import BUILT_INDEX, ParquetSource, PlainFiles
+
+from .conftest import token_sample, write_tokens
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
+
+from _storage_servers import BUCKET, ServerProcess, moto_bucket  # noqa: E402
+from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
+
+ROWS = 600  # in 3 files of 2-3 row groups each
+GLOBAL_BATCH = 8
+PARQUET_BASE = 10_000  # ids of the Parquet rows in the mixed dataset
+
+
+def parquet_table(ids: np.ndarray) -> object:
+    """The rows ``ids`` as :func:`token_sample` makes them (id, tokens, text)."""
+    samples = [token_sample(int(i)) for i in ids]
+    tokens = np.stack([s["tokens"] for s in samples]).reshape(-1)
+    return pa.table(
+        {
+            "id": pa.array(ids.astype(np.int64)),
+            "tokens": pa.FixedSizeListArray.from_arrays(pa.array(tokens), 8),
+            "text": [s["text"] for s in samples],
+        }
+    )
+
+
+def write_parquet(folder: Path, start: int, rows: int) -> list[Path]:
+    sizes = [250, 250, rows - 500]
+    paths, at = [], start
+    for k, count in enumerate(sizes):
+        path = folder / f"part/{k:02d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(parquet_table(np.arange(at, at + count)), path, row_group_size=100)
+        paths.append(path)
+        at += count
+    return paths
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``pq/`` holds the Parquet files (ids 0..599), ``mix/`` ids from 10,000, ``files/`` plain files."""
+    with moto_bucket(tmp_path_factory.mktemp("moto")) as (server, client):
+        data = tmp_path_factory.mktemp("parquet")
+        for prefix, start in (("pq", 0), ("mix", PARQUET_BASE)):
+            for path in write_parquet(data / prefix, start, ROWS):
+                client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(data / prefix)}")
+        client.put_object(Bucket=BUCKET, Key="pq/_SUCCESS", Body=b"")  # left out of the listing
+        for name, body in plain_files().items():
+            client.put_object(Bucket=BUCKET, Key=f"files/{name}", Body=body)
+        yield server
+
+
+def plain_files() -> dict[str, bytes]:
+    return {
+        f"{kind}/{k:03d}.txt": f"{kind} {k}".encode() * (k + 1) for kind in ("ant", "bee") for k in range(30)
+    }
+
+
+@pytest.fixture
+def s3(moto: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("S3_ENDPOINT_URL", moto.endpoint)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{BUCKET}"
+
+
+def parquet_stream(s3: str, cache: Path, **kwargs: object) -> Stream:
+    # Shards of one row group each (the files are small), so the cache fetches row groups.
+    return Stream(remote=f"{s3}/pq", local=str(cache), format=ParquetSource(shard_bytes=1), **kwargs)
+
+
+def run_world(make, ranks: int, workers: int, batches: int | None = None, state: dict | None = None):
+    """Each rank of a one-node world of ``ranks`` ranks (built in this process, one after the other) reads
+    with ``workers`` workers; returns every rank's batches and the states after ``batches`` batches."""
+    out, states = [], []
+    for rank in range(ranks):
+        world = World(rank=rank, world_size=ranks, local_rank=rank, local_world_size=ranks)
+        dataset = make(world, GLOBAL_BATCH // ranks)
+        loader = StreamingDataLoader(dataset, batch_size=GLOBAL_BATCH // ranks, num_workers=workers)
+        if state is not None:
+            loader.load_state_dict(json.loads(json.dumps(state)))
+        got = []
+        for batch in loader:
+            got.append(batch)
+            if batches is not None and len(got) == batches:
+                states.append(loader.state_dict())
+                break
+        out.append(got)
+    return out, states
+
+
+def global_steps(per_rank: list[list[dict]]) -> list[list[int]]:
+    """Step ``s``: every rank's ``s``-th batch of ids, joined and sorted."""
+    return [sorted(i for batch in step for i in batch["id"].tolist()) for step in zip(*per_rank, strict=True)]
+
+
+def check_batch(batch: dict) -> None:
+    for k, i in enumerate(batch["id"].tolist()):
+        expected = token_sample(i)
+        assert batch["tokens"][k].tolist() == expected["tokens"].tolist()
+        assert batch["text"][k] == expected["text"]
+
+
+def test_two_ranks_two_workers_read_every_row_once_from_s3(s3: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    def make(world: World, batch: int) -> StreamingDataset:
+        return StreamingDataset(streams=[parquet_stream(s3, cache)], shuffle=True, batch_size=batch,
+                                num_canonical_nodes=2, world=world)  # fmt: skip
+
+    per_rank, _ = run_world(make, 2, 2)
+    ids = [i for batches in per_rank for batch in batches for i in batch["id"].tolist()]
+    assert sorted(ids) == list(range(ROWS))
+    for batches in per_rank:
+        for batch in batches:
+            check_batch(batch)
+    fetched = sorted(p.name for p in (cache / "part").iterdir())
+    # Row groups of the two 3-row-group files; the third file has one row group: fetched whole.
+    assert fetched == [f"{k:02d}.parquet.rg{g}" for k in range(2) for g in range(3)] + ["02.parquet"]
+    assert (cache / BUILT_INDEX).is_file() and not (cache / "index.json").exists()
+
+
+def test_the_built_index_is_reused_and_rebuilt_when_a_file_changes(s3: str, tmp_path: Path, moto) -> None:
+    cache = tmp_path / "cache"
+    first = StreamingDataset(remote=f"{s3}/mix", local=str(cache), batch_size=4)  # detected: parquet
+    assert len(first) == ROWS and first.shards[0].format == "parquet"
+    built = (cache / BUILT_INDEX).stat().st_mtime_ns
+    again = StreamingDataset(remote=f"{s3}/mix", local=str(cache), batch_size=4)
+    assert (cache / BUILT_INDEX).stat().st_mtime_ns == built and len(again) == ROWS
+    assert int(again[0]["id"]) == PARQUET_BASE
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")  # fmt: skip
+    changed = tmp_path / "changed.parquet"
+    pq.write_table(parquet_table(np.arange(50_000, 50_040)), changed)
+    client.upload_file(str(changed), BUCKET, "mix/part/00.parquet")
+    try:
+        rebuilt = StreamingDataset(remote=f"{s3}/mix", local=str(cache), batch_size=4)
+        assert len(rebuilt) == ROWS - 250 + 40
+        assert int(rebuilt[0]["id"]) == 50_000  # not the stale cached file
+    finally:
+        table = parquet_table(np.arange(PARQUET_BASE, PARQUET_BASE + 250))
+        pq.write_table(table, changed, row_group_size=100)
+        client.upload_file(str(changed), BUCKET, "mix/part/00.parquet")
+
+
+def test_resume_mid_epoch_on_another_world_is_exact(s3: str, tmp_path: Path) -> None:
+    def maker(cache: Path):
+        def make(world: World, batch: int) -> StreamingDataset:
+            return StreamingDataset(streams=[parquet_stream(s3, cache)], shuffle=True, batch_size=batch,
+                                    num_canonical_nodes=2, world=world, shuffle_seed=5)  # fmt: skip
+
+        return make
+
+    whole = global_steps(run_world(maker(tmp_path / "a"), 2, 2)[0])
+    stop = 20
+    head, states = run_world(maker(tmp_path / "b"), 2, 2, batches=stop)
+    assert states[0]["sample_in_epoch"] == stop * GLOBAL_BATCH
+    tail, _ = run_world(maker(tmp_path / "c"), 1, 2, state=states[0])
+    assert global_steps(head) + global_steps(tail) == whole
+
+
+def test_an_mds_stream_and_a_parquet_stream_mix_by_proportion(s3: str, tmp_path: Path) -> None:
+    mds = write_tokens(tmp_path / "mds", 300)
+    streams = [
+        Stream(local=str(mds), proportion=1),
+        Stream(remote=f"{s3}/mix", local=str(tmp_path / "cache"), proportion=3),
+    ]
+    dataset = StreamingDataset(streams=streams, epoch_size=800, shuffle=True, batch_size=GLOBAL_BATCH)
+    loader = StreamingDataLoader(dataset, batch_size=GLOBAL_BATCH, num_workers=2)
+    ids = []
+    for batch in loader:
+        check_batch(batch)
+        ids += batch["id"].tolist()
+    counts = Counter("parquet" if i >= PARQUET_BASE else "mds" for i in ids)
+    assert counts == {"mds": 200, "parquet": 600}
+    assert set(ids) >= set(range(PARQUET_BASE, PARQUET_BASE + ROWS))  # 600 of 600 rows: each once
+    assert len(set(i for i in ids if i < PARQUET_BASE)) == 200
+
+
+def test_plain_files_with_labels_two_ranks_two_workers_and_resume(s3: str, tmp_path: Path) -> None:
+    files = plain_files()
+    names = sorted(files)
+
+    def maker(cache: Path):
+        def make(world: World, batch: int) -> StreamingDataset:
+            stream = Stream(
+                remote=f"{s3}/files", local=str(cache), format=PlainFiles(labels=True, pack_files=8)
+            )
+            return StreamingDataset(streams=[stream], shuffle=True, batch_size=batch, num_canonical_nodes=2,
+                                    world=world)  # fmt: skip
+
+        return make
+
+    def as_ids(per_rank: list[list[dict]]) -> list[list[dict]]:
+        out = []
+        for batches in per_rank:
+            ranked = []
+            for batch in batches:
+                for k, path in enumerate(batch["path"]):
+                    assert batch["bytes"][k] == files[path]
+                    assert batch["label"][k].item() == (0 if path.startswith("ant/") else 1)
+                    assert batch["label_name"][k] == path.split("/")[0]
+                ranked.append({"id": np.array([names.index(p) for p in batch["path"]])})
+            out.append(ranked)
+        return out
+
+    whole = global_steps(as_ids(run_world(maker(tmp_path / "a"), 2, 2)[0]))
+    assert sorted(i for step in whole for i in step) == list(range(len(names)))
+    head, states = run_world(maker(tmp_path / "b"), 2, 2, batches=3)
+    tail, _ = run_world(maker(tmp_path / "c"), 1, 2, state=states[0])
+    assert global_steps(as_ids(head)) + global_steps(as_ids(tail)) == whole
+
+
+def test_a_folder_read_in_place_is_detected_and_nothing_is_written_into_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("SHARDFLOW_CACHE_DIR", str(tmp_path / "home"))
+    folder = tmp_path / "local"
+    write_parquet(folder, 0, ROWS)
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    dataset = StreamingDataset(local=str(folder), batch_size=4)
+    assert sorted(int(s["id"]) for s in dataset) == list(range(ROWS))
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert len(list((tmp_path / "home" / "sources").rglob(BUILT_INDEX))) == 1
+
+
+def test_a_folder_of_nothing_known_names_the_sources(tmp_path: Path) -> None:
+    folder = tmp_path / "other"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hi")
+    from shardflow.dataset import NoShardsError
+
+    with pytest.raises(NoShardsError, match="no other source .*parquet"):
+        StreamingDataset(local=str(folder), batch_size=4)
