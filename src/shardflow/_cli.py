@@ -1,5 +1,6 @@
-"""The ``shardflow`` command: ``inspect`` a dataset, ``cache status`` / ``cache clean`` a local cache folder,
-``plan`` an epoch (``shardflow.plan``'s command, handed every argument after ``plan``).
+"""The ``shardflow`` command: ``inspect`` a dataset (MDS, or data a source reads: Parquet, WebDataset tars,
+LitData folders, plain files), ``index`` such data ahead of training, ``cache status`` / ``cache clean`` a
+local cache folder, ``plan`` an epoch (``shardflow.plan``'s command, handed every argument after ``plan``).
 
 Run as ``shardflow ...`` (the meta-package's console script) or ``python -m shardflow ...``. The packages
 each command needs are imported inside it, so ``import shardflow`` stays free of them. The command's own
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "inspect_dataset", "CliError"]
+__all__ = ["main", "inspect_dataset", "index_source", "CliError"]
 
 logger = logging.getLogger("shardflow.cli")
 
@@ -53,8 +54,11 @@ def _size(count: int | None) -> str:
 # -- inspect ---------------------------------------------------------------------------------------
 
 
-def inspect_dataset(source: str, split: str | None = None) -> dict[str, Any]:
+def inspect_dataset(source: str, split: str | None = None, format: str | None = None) -> dict[str, Any]:
     """Describe the dataset at ``source`` (a storage URL, a local folder or its ``index.json``).
+
+    A folder without an MDS ``index.json`` (or with ``format`` naming a source: ``parquet``, ``webdataset``,
+    ``litdata``, ``files``) is described from the index that source builds for it (nothing is cached).
 
     Returns:
         The stable dict ``--json`` prints: ``source``, ``index``, ``version``, ``streams``, ``shards``,
@@ -66,6 +70,8 @@ def inspect_dataset(source: str, split: str | None = None) -> dict[str, Any]:
     """
     from shardflow.format.index import INDEX_BASENAME
 
+    if format not in (None, "mds"):
+        return _describe_source(source, split, format)
     if _is_url(source):
         from shardflow.storage import ObjectNotFoundError, StorageError, from_url
 
@@ -75,7 +81,7 @@ def inspect_dataset(source: str, split: str | None = None) -> dict[str, Any]:
             try:
                 from_url(root).download(INDEX_BASENAME, Path(scratch) / INDEX_BASENAME)
             except ObjectNotFoundError:
-                raise CliError(f"{where} does not exist: check the URL and --split") from None
+                return _describe_source(source, split, None, f"{where} does not exist")
             except (StorageError, ImportError) as exc:
                 raise CliError(f"cannot read {where}: {exc}") from None
             logger.debug("downloaded %s to %s", where, scratch)
@@ -90,8 +96,71 @@ def inspect_dataset(source: str, split: str | None = None) -> dict[str, Any]:
             raise CliError(f"{path} does not exist")
         index = (path / split if split else path) / INDEX_BASENAME
         if not index.is_file():
-            raise CliError(f"{index} does not exist: is {path} a dataset folder (check --split)?")
+            return _describe_source(source, split, None, f"{index} does not exist")
+        if b'"shards"' not in index.read_bytes():  # another tool's index.json (LitData's)
+            return _describe_source(source, split, None, f"{index} is no MDS index")
     return _describe(source, str(index), index)
+
+
+def _describe_source(
+    location: str, split: str | None, format: str | None, no_index: str | None = None
+) -> dict[str, Any]:
+    """``_describe`` of the index a source (``format``, else detected) builds for the folder; ``no_index``
+    says why the folder is no MDS dataset, for the error when no source recognises it either."""
+    from shardflow.dataset.errors import DatasetError
+    from shardflow.dataset.sources import SourceFolder, detect_source, get_source, known_sources
+    from shardflow.format.index import INDEX_VERSION
+    from shardflow.storage import StorageError, from_url
+
+    root = location.rstrip("/") + ("/" + split.strip("/") if split else "")
+    if not _is_url(root) and not Path(os.path.expanduser(root)).is_dir():
+        raise CliError(f"{root} does not exist: check the path and --split")
+    try:
+        folder = SourceFolder(from_url(root if _is_url(root) else os.path.expanduser(root)))
+        found = get_source(format) if format else detect_source(folder)
+        if found is None:
+            raise CliError(
+                f"{no_index or root + ' has no MDS index.json'} and no source recognises {root} (known: "
+                f"{', '.join(known_sources())}): check the path or URL and --split, or pass --format"
+            )
+        entries = found.build(folder)
+    except (DatasetError, StorageError, ImportError) as exc:
+        raise CliError(f"cannot index {root}: {exc}") from None
+    if not entries:
+        raise CliError(f"{root}: the {found.name} source finds nothing to read there (check --format)")
+    with tempfile.TemporaryDirectory(prefix="shardflow-inspect-") as scratch:
+        index = Path(scratch) / "index.json"
+        index.write_text(json.dumps({"version": INDEX_VERSION, "shards": entries}))
+        report = _describe(location, f"{root} ({found.name}, indexed now)", index)
+    report["source_kind"] = found.name
+    return report
+
+
+def index_source(
+    location: str, local: str | None = None, split: str | None = None, format: str | None = None
+) -> dict[str, Any]:
+    """Build (or reuse) the index a ``Stream(remote=location, local=local, split=split, format=format)``
+    reads, where training will find it, and describe it. A local folder is indexed in place (the index
+    goes to the cache home, as a stream reading it in place keeps it)."""
+    from shardflow.dataset.errors import DatasetError
+    from shardflow.dataset.stream import Stream
+    from shardflow.storage import StorageError
+
+    remote = location if _is_url(location) else None
+    where = local if remote is not None else os.path.expanduser(location)
+    try:
+        stream = Stream(remote=remote, local=where, split=split, format=format)
+        shards = stream.load_shards(allow_unsafe_types=True)
+    except (DatasetError, StorageError, ImportError) as exc:
+        raise CliError(f"cannot index {location}: {exc}") from None
+    built = stream.built_index_path()
+    if built is None:
+        raise CliError(
+            f"{location} is an MDS dataset: its index.json is the index (shardflow inspect shows it)"
+        )
+    report = _describe(location, str(built), built)
+    report["shards"] = len(shards)
+    return report
 
 
 def _describe(source: str, where: str, index: Path) -> dict[str, Any]:
@@ -261,6 +330,9 @@ def _print_clean(report: dict[str, Any]) -> None:
 # -- the command line ------------------------------------------------------------------------------
 
 
+_FORMAT_HELP = "the source's kind (parquet, webdataset, litdata, files; default: detected)"
+
+
 def parser() -> argparse.ArgumentParser:
     """The ``shardflow`` argument parser."""
     from shardflow._version import __version__
@@ -275,7 +347,19 @@ def parser() -> argparse.ArgumentParser:
         "source", metavar="URL_OR_PATH", help="a storage URL (s3://..., file://...) or folder"
     )
     inspect.add_argument("--split", default=None, help="a sub-folder holding the split")
+    inspect.add_argument("--format", default=None, help=_FORMAT_HELP)
     inspect.add_argument("--json", action="store_true", help="print a JSON object")
+
+    index = commands.add_parser(
+        "index", help="build the index of Parquet/tar/LitData/plain-file data ahead of training"
+    )
+    index.add_argument("source", metavar="URL_OR_PATH", help="a storage URL (s3://...) or a local folder")
+    index.add_argument(
+        "--local", default=None, help="the cache folder training will use (default: the stream's default)"
+    )
+    index.add_argument("--split", default=None, help="a sub-folder holding the split")
+    index.add_argument("--format", default=None, help=_FORMAT_HELP)
+    index.add_argument("--json", action="store_true", help="print a JSON object")
 
     cache = commands.add_parser("cache", help="a local cache folder: status, clean")
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -341,7 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return plan_main([*(["-v"] if args.verbose else []), *args.arguments], prog="shardflow plan")
     try:
         if args.command == "inspect":
-            _emit(inspect_dataset(args.source, args.split), args.json, _print_inspect)
+            _emit(inspect_dataset(args.source, args.split, args.format), args.json, _print_inspect)
+            return 0
+        if args.command == "index":
+            _emit(index_source(args.source, args.local, args.split, args.format), args.json, _print_inspect)
             return 0
         return _cache(args)
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours

@@ -401,9 +401,15 @@ class Stream:
     def get_index_size(self) -> int:
         """Bytes of the local copy of ``index.json``, or of the index built for a source (raises
         FileNotFoundError before :meth:`get_shards`)."""
-        if self._source is not None:
-            return sources.built_index_path(self.local_root, self.remote_root is None).stat().st_size
-        return (self.local_root / INDEX_BASENAME).stat().st_size
+        built = self.built_index_path()
+        return (built if built is not None else self.local_root / INDEX_BASENAME).stat().st_size
+
+    def built_index_path(self) -> Path | None:
+        """Where the index built for the stream's source is kept (after :meth:`load_shards`); None when
+        the stream reads an MDS dataset, whose ``index.json`` is its index."""
+        if self._source is None:
+            return None
+        return sources.built_index_path(self.local_root, self.remote_root is None)
 
     def local_bytes(self, shard: ShardInfo) -> int:
         """Bytes of the shard's files (raw and compressed) in the local folder, as the index sizes them."""
