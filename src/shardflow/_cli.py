@@ -29,11 +29,6 @@ class CliError(Exception):
     """A failure the command reports in one line (naming the path or URL) before exiting 1."""
 
 
-def _is_url(text: str) -> bool:
-    head, sep, _ = text.partition("://")
-    return bool(sep) and len(head) > 1
-
-
 def _plural(count: int, word: str) -> str:
     if count == 1:
         return f"{count} {word}"
@@ -69,10 +64,11 @@ def inspect_dataset(source: str, split: str | None = None, format: str | None = 
         CliError: There is no readable index there.
     """
     from shardflow.format.index import INDEX_BASENAME
+    from shardflow.storage import is_url
 
     if format not in (None, "mds"):
         return _describe_source(source, split, format)
-    if _is_url(source):
+    if is_url(source):
         from shardflow.storage import ObjectNotFoundError, StorageError, from_url
 
         root = source.rstrip("/") + ("/" + split.strip("/") if split else "")
@@ -110,13 +106,13 @@ def _describe_source(
     from shardflow.dataset.errors import DatasetError
     from shardflow.dataset.sources import SourceFolder, detect_source, get_source, known_sources
     from shardflow.format.index import INDEX_VERSION
-    from shardflow.storage import StorageError, from_url
+    from shardflow.storage import StorageError, from_url, is_url
 
     root = location.rstrip("/") + ("/" + split.strip("/") if split else "")
-    if not _is_url(root) and not Path(os.path.expanduser(root)).is_dir():
+    if not is_url(root) and not Path(os.path.expanduser(root)).is_dir():
         raise CliError(f"{root} does not exist: check the path and --split")
     try:
-        folder = SourceFolder(from_url(root if _is_url(root) else os.path.expanduser(root)))
+        folder = SourceFolder(from_url(root if is_url(root) else os.path.expanduser(root)))
         found = get_source(format) if format else detect_source(folder)
         if found is None:
             raise CliError(
@@ -144,9 +140,9 @@ def index_source(
     goes to the cache home, as a stream reading it in place keeps it)."""
     from shardflow.dataset.errors import DatasetError
     from shardflow.dataset.stream import Stream
-    from shardflow.storage import StorageError
+    from shardflow.storage import StorageError, is_url
 
-    remote = location if _is_url(location) else None
+    remote = location if is_url(location) else None
     where = local if remote is not None else os.path.expanduser(location)
     try:
         stream = Stream(remote=remote, local=where, split=split, format=format)

@@ -45,7 +45,8 @@ class FaultProxy:
       closed (an empty body is reset instead);
     - ``"stall"``: nothing is answered for ``stall_seconds``, then the connection is closed.
 
-    With ``only``, failures are injected only into requests whose path contains that text.
+    With ``only``, failures are injected only into requests whose path contains that text. Discovery
+    requests (``/.well-known/...``) are forwarded untouched.
 
     With ``first``, the first requests (of those ``only`` selects) get these faults in order (``None``:
     none), before the random draws begin.
@@ -122,6 +123,13 @@ class FaultProxy:
             return sum(self.requests.values())
 
     @property
+    def store_requests(self) -> int:
+        """Requests about objects: all but discovery ones (``/.well-known/...``, which databricks-sdk sends
+        once when a client is configured)."""
+        with self._lock:
+            return sum(n for (_, path), n in self.requests.items() if not path.startswith("/.well-known/"))
+
+    @property
     def total_sent_bytes(self) -> int:
         with self._lock:
             return sum(self.sent_bytes.values())
@@ -133,8 +141,8 @@ class FaultProxy:
     def _draw(self, method: str, path: str) -> str | None:
         with self._lock:
             self.requests[(method, path.split("?")[0])] += 1
-            if self.only is not None and self.only not in path:
-                return None
+            if self.only is not None and self.only not in path or path.startswith("/.well-known/"):
+                return None  # discovery requests (databricks-sdk's settings probe) are not under test
             if self._first:
                 fault = self._first.pop(0)
             elif self._random.random() < self.rate:

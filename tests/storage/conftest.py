@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,7 +135,107 @@ def oci_target(oci_server: FakeObjectStorage) -> Target:
     return Target("oci", f"oci://{BUCKET}@{OCI_NAMESPACE}", oci_server.port, options)
 
 
-REMOTE_TARGETS = ("s3_target", "gcs_target", "azure_target", "oci_target")
+HUB_REPO = "shardflow/test-data"
+HUB_TOKEN = "hf_shardflow_test_token"
+DATABRICKS_TOKEN = "dapi-shardflow-test"
+SFTP_USER = "tester"
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[Any]:
+    """The loopback Hugging Face Hub stand-in, with the dataset repository ``shardflow/test-data``."""
+    pytest.importorskip("huggingface_hub")
+    from _hub_server import FakeHub
+
+    server = FakeHub((HUB_REPO,), token=HUB_TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def hf_target(hub_server: Any) -> Target:
+    def options(endpoint: str | None) -> dict[str, object]:
+        return {"endpoint": endpoint or hub_server.endpoint, "token": HUB_TOKEN}
+
+    return Target("hf", f"hf://datasets/{HUB_REPO}", hub_server.port, options)
+
+
+@pytest.fixture(scope="session")
+def databricks_server() -> Iterator[Any]:
+    """The loopback Databricks workspace stand-in (Files API and DBFS API)."""
+    pytest.importorskip("databricks.sdk")
+    from _dbfs_server import FakeWorkspace
+
+    server = FakeWorkspace(DATABRICKS_TOKEN).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _databricks_options(server: Any) -> Any:
+    def options(endpoint: str | None) -> dict[str, object]:
+        return {"host": endpoint or server.endpoint, "token": DATABRICKS_TOKEN}
+
+    return options
+
+
+@pytest.fixture(scope="session")
+def volumes_target(databricks_server: Any) -> Target:
+    root = "dbfs:/Volumes/main/default/shardflow-test"
+    return Target("volumes", root, databricks_server.port, _databricks_options(databricks_server))
+
+
+@pytest.fixture(scope="session")
+def dbfs_target(databricks_server: Any) -> Target:
+    options = _databricks_options(databricks_server)
+    return Target(
+        "dbfs", "dbfs:/shardflow-test", databricks_server.port, options, paginates=False
+    )  # one page
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """An SSH server on 127.0.0.1 serving SFTP over a temporary folder, for the user ``tester``."""
+    pytest.importorskip("paramiko")
+    from _sftp_server import SFTPTestServer, write_key_files
+
+    folder = tmp_path_factory.mktemp("sftp")
+    (folder / "root").mkdir()
+    host_key, user_key, private = write_key_files(folder)
+    server = SFTPTestServer(folder / "root", SFTP_USER, host_key, user_key).start()
+    known_hosts = folder / "known_hosts"
+    known_hosts.write_text(server.known_hosts_line())
+    server.client_options = {"key_filename": str(private), "known_hosts": str(known_hosts)}
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sftp_target(sftp_server: Any) -> Target:
+    return Target(
+        "sftp",
+        f"sftp://{SFTP_USER}@127.0.0.1:{sftp_server.port}/shardflow-test",
+        sftp_server.port,
+        lambda endpoint: dict(sftp_server.client_options),
+        paginates=False,
+    )
+
+
+# Stores reached over HTTP, which the fault proxy can stand in front of (SFTP has tests of its own).
+REMOTE_TARGETS = (
+    "s3_target",
+    "gcs_target",
+    "azure_target",
+    "oci_target",
+    "hf_target",
+    "volumes_target",
+    "dbfs_target",
+)
 
 
 @pytest.fixture(params=REMOTE_TARGETS, ids=lambda name: name.removesuffix("_target"))

@@ -142,10 +142,10 @@ def test_404_costs_one_request(remote_target: Target, tmp_path: Path) -> None:
         client = remote_target.client(proxy.endpoint, download_retry=5)
         with pytest.raises(ObjectNotFoundError, match="missing.bin.*does not exist.*check"):
             client.download(url, tmp_path / "missing.bin")
-        assert proxy.total_requests == 1, proxy.requests
+        assert proxy.store_requests == 1, proxy.requests
         with pytest.raises(ObjectNotFoundError):
             client.size(url)
-        assert proxy.total_requests == 2, proxy.requests
+        assert proxy.store_requests == 2, proxy.requests
     assert os.listdir(tmp_path) == []
 
 
@@ -156,7 +156,7 @@ def test_403_fails_at_once_and_says_what_to_check(remote_target: Target, tmp_pat
         with pytest.raises(PermissionDeniedError, match="denied.bin.*refused.*credentials") as caught:
             client.download(url, tmp_path / "denied.bin")
         assert isinstance(caught.value, PermissionError)
-        assert proxy.total_requests == 1
+        assert proxy.store_requests == 1
     assert os.listdir(tmp_path) == []
 
 
@@ -184,12 +184,16 @@ def test_retries_are_bounded_and_the_error_names_the_knob(remote_target: Target,
 # Bytes a proxy sends when the first answer of a 4 MiB download is cut after half its body: the rest for a
 # backend that continues the read, the whole object again for one that starts over (GCS; Azure's SDK
 # reads objects of up to 32 MiB in its first request, which a cut fails as a whole).
-RESENT = {"s3": 0.5, "oci": 0.5, "gcs": 1.0, "azure": 1.0}
+RESENT = {"s3": 0.5, "oci": 0.5, "gcs": 1.0, "azure": 1.0, "hf": 1.0, "volumes": 1.0}
 
 
 def test_a_body_cut_short_is_continued_where_the_backend_resumes(
     remote_target: Target, tmp_path: Path
 ) -> None:
+    if remote_target.name == "dbfs":
+        pytest.skip(
+            "the DBFS API reads 1 MiB per JSON call: a cut answer fails to parse and the read starts over"
+        )
     url = f"{remote_target.fresh_prefix()}/cut.bin"
     data = random.Random(8).randbytes(4 << 20)
     remote_target.client().put_bytes(url, data)
@@ -264,6 +268,8 @@ def test_a_range_ignored_on_the_way_reads_only_the_bytes_asked_for(
 
     azure-storage-blob reads every blob by ranges and refuses whole-object answers: a clear error instead.
     """
+    if remote_target.name == "dbfs":
+        pytest.skip("the DBFS API reads by offset and length parameters, not by Range headers")
     url = f"{remote_target.fresh_prefix()}/whole.bin"
     data = random.Random(5).randbytes(100_000)
     remote_target.client().put_bytes(url, data)

@@ -29,7 +29,7 @@ from shardflow.dataset.cache.locks import file_lock, release, try_lock
 from shardflow.dataset.errors import DatasetConfigError, IndexNotFoundError, NoShardsError
 from shardflow.format import ShardInfo, ShardReader, read_shards
 from shardflow.shuffle import ShuffleError, StreamWeights, resolve_stream_weights
-from shardflow.storage import ObjectNotFoundError, Store, TransientStorageError, from_url
+from shardflow.storage import ObjectNotFoundError, Store, TransientStorageError, from_url, is_url
 
 __all__ = ["Stream", "default_cache_folder"]
 
@@ -56,11 +56,6 @@ def _is_mds_index(path: Path) -> bool:
     """Whether the ``index.json`` at ``path`` is an MDS one (it lists ``shards``), not another tool's."""
     with open(path, "rb") as file:
         return b'"shards"' in file.read()
-
-
-def _is_url(text: str) -> bool:
-    head, sep, _ = text.partition("://")
-    return bool(sep) and len(head) > 1
 
 
 @dataclass
@@ -231,15 +226,15 @@ class Stream:
         if self.remote is None:
             return None
         remote = os.fspath(self.remote)
-        if not _is_url(remote):
+        if not is_url(remote):
             remote = os.path.abspath(os.path.expanduser(remote))
             if self.local is not None and Path(remote) == Path(
                 os.path.abspath(os.path.expanduser(self.local))
             ):
                 return None  # remote and local are one folder: read it in place
         if not self.split:
-            return remote.rstrip("/") if _is_url(remote) else remote
-        return remote.rstrip("/") + "/" + self.split if _is_url(remote) else os.path.join(remote, self.split)
+            return remote.rstrip("/") if is_url(remote) else remote
+        return remote.rstrip("/") + "/" + self.split if is_url(remote) else os.path.join(remote, self.split)
 
     @property
     def cache_folder(self) -> Path:

@@ -1,4 +1,4 @@
-"""shardflow.storage: local files, S3, GCS, Azure Blob and OCI behind one client."""
+"""shardflow.storage: object stores, the Hugging Face Hub, Databricks and SFTP behind one client."""
 
 from shardflow.storage._version import __version__
 from shardflow.storage.backend import Backend, ObjectStat
@@ -14,13 +14,14 @@ from shardflow.storage.errors import (
     TransientStorageError,
     UnsupportedURLError,
 )
-from shardflow.storage.registry import ENTRY_POINT_GROUP, known_schemes, register_backend
+from shardflow.storage.registry import ENTRY_POINT_GROUP, is_url, known_schemes, register_backend
 from shardflow.storage.store import Store, from_url
 
 __all__ = [
     "__version__",
     "get_client",
     "from_url",
+    "is_url",
     "StorageClient",
     "Store",
     "Backend",

@@ -18,6 +18,9 @@ _EXTRA_PACKAGES = {
     "gcs": "google-cloud-storage",
     "azure": "azure-storage-blob",
     "oci": "oci",
+    "hf": "huggingface_hub",
+    "databricks": "databricks-sdk",
+    "sftp": "paramiko",
 }
 
 
@@ -27,7 +30,8 @@ def require(module: str, *, scheme: str, extra: str) -> ModuleType:
     Args:
         module: The module to import, e.g. ``"boto3"``.
         scheme: The URL scheme that needs it, for the message.
-        extra: The ``shardflow-storage`` extra that installs it (``s3``, ``gcs``, ``azure``, ``oci``).
+        extra: The ``shardflow-storage`` extra that installs it (``s3``, ``gcs``, ``azure``, ``oci``, ``hf``,
+            ``databricks``, ``sftp``).
 
     Returns:
         The imported module.

@@ -17,6 +17,7 @@ __all__ = [
     "register_backend",
     "backend_factory",
     "url_scheme",
+    "is_url",
     "known_schemes",
 ]
 
@@ -33,9 +34,13 @@ _BUILTIN = {
     "gs": "shardflow.storage.backends.gcs:make_gcs_backend",
     "azure": "shardflow.storage.backends.azure:AzureBackend",
     "oci": "shardflow.storage.backends.oci:OCIBackend",
+    "hf": "shardflow.storage.backends.hub:HubBackend",
+    "dbfs": "shardflow.storage.backends.databricks:DatabricksBackend",
+    "sftp": "shardflow.storage.backends.sftp:SFTPBackend",
 }
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# ``scheme://...``, and Databricks' own ``dbfs:/path`` form.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://|^(dbfs):/", re.IGNORECASE)
 _lock = threading.Lock()
 _registered: dict[str, BackendFactory] = {}
 
@@ -43,7 +48,14 @@ _registered: dict[str, BackendFactory] = {}
 def url_scheme(url: str) -> str:
     """The scheme of ``url``: ``"file"`` for plain local paths (Windows drive letters included)."""
     match = _SCHEME.match(url)
-    return match.group(1).lower() if match else "file"
+    return (match.group(1) or match.group(2)).lower() if match else "file"
+
+
+def is_url(text: str) -> bool:
+    """Whether ``text`` names a store by URL (``s3://...``, ``file://...``, ``dbfs:/...``), not a plain
+    local path (a one-letter "scheme" is a Windows drive)."""
+    match = _SCHEME.match(text)
+    return match is not None and len(match.group(1) or match.group(2)) > 1
 
 
 def register_backend(scheme: str, factory: BackendFactory) -> None:

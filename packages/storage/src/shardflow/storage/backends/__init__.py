@@ -1,3 +1,3 @@
-"""The built-in backends: local files, S3, GCS, Azure Blob and OCI Object Storage (each imported on use)."""
+"""The built-in backends, each imported on first use: local, S3, GCS, Azure, OCI, hf, dbfs, sftp."""
 
 __all__: list[str] = []
