@@ -120,20 +120,27 @@ def read_batch(
     return {name: columns[name] for name in names}
 
 
-def read_spans(batch: dict[str, Any], pool: ShardPool) -> dict[str, Any]:
-    """``batch`` with its :class:`ByteSpans` read into lists of ``bytes`` through ``pool``."""
+def read_spans(batch: Any, pool: ShardPool) -> Any:
+    """``batch`` with its :class:`ByteSpans` read into lists of ``bytes`` through ``pool`` (a batch that is
+    not a dict, made by a dataset's own ``read_batches``, has none)."""
+    if not isinstance(batch, dict):
+        return batch
     return {
         name: value.read(pool) if isinstance(value, ByteSpans) else value for name, value in batch.items()
     }
 
 
-def to_tensors(batch: dict[str, Any], pin: bool = False) -> dict[str, Any]:
-    """``batch`` with its numpy arrays made tensors (sharing their memory, or copied to pinned memory)."""
-    out = {}
-    for name, value in batch.items():
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
-        if pin and isinstance(value, torch.Tensor):
-            value = value.pin_memory()
-        out[name] = value
-    return out
+def to_tensors(batch: Any, pin: bool = False) -> Any:
+    """``batch`` (a dict, or a list or tuple as ``default_collate`` makes of pairs) with its numpy arrays
+    made tensors (sharing their memory), copied to pinned memory with ``pin`` unless pinned already."""
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_tensor(value, pin) for value in batch)
+    return {name: _tensor(value, pin) for name, value in batch.items()}
+
+
+def _tensor(value: Any, pin: bool) -> Any:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if pin and isinstance(value, torch.Tensor) and not value.is_pinned():
+        value = value.pin_memory()
+    return value

@@ -687,10 +687,24 @@ class StreamingDataset(IterableDataset):
 
     @property
     def supports_batch_reads(self) -> bool:
-        """Whether samples come straight from the shards (a subclass overrides neither ``get_item`` nor
-        ``__getitem__``), so that whole batches can be read at once (see :meth:`reading_batches`)."""
+        """Whether whole batches can be read at once (see :meth:`reading_batches`): when samples come
+        straight from the shards (a subclass overrides neither ``get_item`` nor ``__getitem__``), or when a
+        subclass reads its batches itself (it overrides this and :meth:`read_batches`)."""
+        return self._raw_samples
+
+    @property
+    def _raw_samples(self) -> bool:
+        """Whether samples come straight from the shards (no ``get_item`` or ``__getitem__`` override)."""
         cls = type(self)
         return cls.__getitem__ is StreamingDataset.__getitem__ and cls.get_item is StreamingDataset.get_item
+
+    def read_batches(
+        self, chunks: Iterator[NDArray[np.int64]], batch_size: int, drop_last: bool, spans: bool = False
+    ) -> Iterator[Any]:
+        """The batches of the sample ids in ``chunks`` (see :meth:`reading_batches`), in the reading worker;
+        with ``spans``, ``bytes`` columns may come as where their values lie (see ``read_batch``). A
+        subclass that makes its own batches from these (e.g. decoding images) overrides it."""
+        return iter_batches(self._pool, chunks, self.predownload, batch_size, drop_last, spans)
 
     @contextlib.contextmanager
     def reading_batches(self, batch_size: int, drop_last: bool) -> Iterator[None]:
@@ -732,9 +746,7 @@ class StreamingDataset(IterableDataset):
             return self.iter_worker(slot, epoch, offset)
         batch_size, drop_last = self._batch_mode
         chunks = self.worker_sample_id_chunks(epoch, offset, slot)
-        batches = iter_batches(
-            self._pool, chunks, self.predownload, batch_size, drop_last, self._spans_readable_by_trainer()
-        )
+        batches = self.read_batches(chunks, batch_size, drop_last, self._spans_readable_by_trainer())
         return bundle(batches, slot.index, batches_per_bundle(self._sample_bytes * batch_size))
 
     def iter_worker(
@@ -756,8 +768,8 @@ class StreamingDataset(IterableDataset):
                     f"{type(self).__name__} overrides get_item or __getitem__: its samples cannot be read a "
                     "batch at a time"
                 )
-            return iter_batches(self._pool, chunks, self.predownload, batch_size, drop_last)
-        item = None if self.supports_batch_reads else self.__getitem__
+            return self.read_batches(chunks, batch_size, drop_last)
+        item = None if self._raw_samples else self.__getitem__
         return iter_samples(self._pool, chunks, self.predownload, item)
 
     def _spans_readable_by_trainer(self) -> bool:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from torch.utils.data import default_collate
 
 from shardflow.dataset.dataset import StreamingDataset
 from shardflow.dataset.errors import DatasetConfigError
+from shardflow.dataset.images import CropPlan, _torch_rng, decode_batch, fast_plan
 
 __all__ = ["StreamingImageFolder", "StreamingImageNet", "StreamingCIFAR10", "StreamingText", "StreamingC4"]
 
@@ -78,7 +83,54 @@ class StreamingImageFolder(_Pairs):
     ``classes`` and ``class_to_idx`` come from the ``classes.json`` the converter wrote. Takes
     :class:`StreamingDataset`'s arguments, plus ``transform`` and ``target_transform`` as torchvision's
     datasets do (torchvision itself is not needed). Needs Pillow.
+
+    When ``transform`` is a pipeline the JPEG fast path recognises (a random resized crop, a flip, to a
+    tensor, a normalisation, torchvision's or ``shardflow.dataset.images``': see
+    :func:`shardflow.dataset.images.fast_plan`), a :class:`StreamingDataLoader` with a ``batch_size`` (no
+    ``collate_fn``) reads whole batches: each decoded at the scale its crops need, straight into one
+    ``(B, 3, H, W)`` tensor, ``decode_threads`` images at a time (1 suits ``worker_kind="thread"``, whose
+    workers already decode in parallel). Its batches are ``[images, targets]``, as the per-sample path's.
     """
+
+    def __init__(self, *, decode_threads: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.decode_threads = decode_threads
+
+    def _plan(self) -> CropPlan | None:
+        """The fast path's plan for ``transform``, or None (then samples go one by one)."""
+        if self.shards[0].columns.get("x") != "bytes":
+            return None
+        return fast_plan(self.transform)
+
+    @property
+    def supports_batch_reads(self) -> bool:
+        """Whether ``transform`` runs on the JPEG fast path (see the class doc)."""
+        return self._plan() is not None
+
+    def read_batches(
+        self, chunks: Iterator[NDArray[np.int64]], batch_size: int, drop_last: bool, spans: bool = False
+    ) -> Iterator[Any]:
+        """``[images, targets]`` batches, the images decoded through the fast path in this worker."""
+        plan = self._plan()
+        if plan is None:
+            raise DatasetConfigError(f"transform={self.transform!r} does not run on the JPEG fast path")
+        rng = _torch_rng()  # drawn now, in the thread that plans the epoch, so that seeds set the crops
+        return self._decoded(super().read_batches(chunks, batch_size, drop_last), plan, rng)
+
+    def _decoded(
+        self, batches: Iterator[dict[str, Any]], plan: CropPlan, rng: np.random.Generator
+    ) -> Iterator[Any]:
+        try:
+            for batch in batches:
+                images = decode_batch(batch["x"], plan, rng=rng, threads=self.decode_threads)
+                targets = batch["y"]
+                if self.target_transform is not None:
+                    targets = default_collate([self.target_transform(y) for y in targets.tolist()])
+                yield [images, targets]
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     def _image(self, value: Any) -> Any:
         image = _pil_image().open(io.BytesIO(value))
