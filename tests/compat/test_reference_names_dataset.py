@@ -137,7 +137,7 @@ ERRORS: dict[str, tuple[str, type[BaseException], str]] = {
     "local stream without index": (
         "os.makedirs(root + '/bare', exist_ok=True)\nStreamingDataset(local=root + '/bare')",
         NoShardsError,
-        "does not exist and the stream has no remote",
+        "recognises the folder, and the stream has no remote",
     ),
     "index without shards": (
         "os.makedirs(root + '/none', exist_ok=True)\n"
