@@ -18,9 +18,11 @@ What is modelled, as ``shardflow.dataset`` does it (its README's "How it reads" 
 - the node's link carries every download at once, sharing ``bandwidth`` equally (processor sharing); each
   download first waits ``latency`` (the request's round trip);
 - a download reserves its footprint (compressed + raw) in the cache and evicts least-recently-used shards
-  (last opened or released) until the entries fit ``cache_limit``: shards nobody has open first, then open
-  ones (their readers keep reading); never one being downloaded. A shard needed again after eviction is
-  downloaded again;
+  (last opened or released) until the entries fit ``cache_limit``, and again when it has arrived (what
+  became evictable while it was in flight): shards nobody has open first, then open ones (their readers
+  keep reading); never one being downloaded, nor one that has just arrived before the workers waiting for
+  it have opened it (they open it as it arrives: the library's ``open`` lock spares it). A shard needed
+  again after eviction is downloaded again;
 - workers send batches in bundles of 1, 2, 4, ... up to 8 (fewer for big batches) and run at most
   ``prefetch_factor`` bundles ahead of the trainer; each rank takes its workers' batches in turn, and the
   ranks step together (data-parallel training) at ``samples_per_second`` per rank at most.
@@ -371,9 +373,14 @@ class _Node:
         self.last_use[shard] = now
         self.bytes += int(self.sim.size[shard])
         self.sim.download_log.append((self.joined.pop(shard), now, int(self.sim.size[shard])))
+        if self.sim.limit is not None and self.usage > self.sim.limit:
+            self._make_room(shard, now)  # what became evictable while it arrived
         self._note_cache(now)
-        for worker in self.waiters.pop(shard, []):
-            worker.job_done(shard, now)
+        waiting = self.waiters.pop(shard, [])
+        for worker in waiting:  # every waiter opens it before any of them makes room for its next download
+            worker.finish(shard, now)
+        for worker in waiting:
+            worker.carry_on(now)
 
     def opened(self, shard: int, now: float) -> None:
         self.open_count[shard] = self.open_count.get(shard, 0) + 1
@@ -444,20 +451,21 @@ class _Worker:
             self.running += 1
             state = self.node.state.get(shard)
             if state == _HERE:
-                self._finish(shard, now)
+                self.finish(shard, now)
             else:
                 self.node.waiters.setdefault(shard, []).append(self)
                 if state is None:
                     self.node.download(shard, now)
 
-    def _finish(self, shard: int, now: float) -> None:
+    def finish(self, shard: int, now: float) -> None:
+        """A fetch job ends: the shard is open."""
         self.running -= 1
         self.jobs.discard(shard)
         self.open.add(shard)
         self.node.opened(shard, now)
 
-    def job_done(self, shard: int, now: float) -> None:
-        self._finish(shard, now)
+    def carry_on(self, now: float) -> None:
+        """After a fetch job ended: start the next jobs, and go on making batches if it unblocked one."""
         self.pump(now)  # may open queued shards that are in the cache already
         if self.blocked_on is not None and self.blocked_on in self.open:
             self.produce(now)

@@ -6,7 +6,9 @@ remembered. Only shards with an entry are ever evicted: files that were in the f
 local-only streams, have none. Eviction takes a shard's download lock without waiting (a shard being
 downloaded is never evicted), prefers shards whose use lock is free, and otherwise unlinks a shard that is
 open: its readers keep a valid map of the unlinked file, whose blocks the kernel frees when the last
-reader unmaps it.
+reader unmaps it. A shard that a process waits to open while another downloads it (:meth:`NodeCache.opening`)
+is passed over: evicting it as it arrives would only make the waiting process download it again at once; the
+cache goes over its limit for that moment instead.
 """
 
 from __future__ import annotations
@@ -94,6 +96,14 @@ class NodeCache:
             if self.limit is not None:
                 self._make_room(exclude=(root, name))
 
+    def landed(self, root: Path, name: str) -> None:
+        """A download recorded (the caller still holds the shard's lock): make room again, evicting what
+        became evictable while it arrived (shards opened or let go of since its reservation), so that the
+        folder holds no more than the limit and what is still in flight."""
+        if self.limit is not None:
+            with self._budget():
+                self._make_room(exclude=(root, name))
+
     @staticmethod
     def record(root: Path, name: str, files: Sequence[str], nbytes: int, identity: dict[str, Any]) -> None:
         """Write a shard's entry: the bytes its download may take (:meth:`reserve`), then what it keeps, and
@@ -135,6 +145,19 @@ class NodeCache:
             return None
         return acquire(lock_path(root, name, "use"), self.timeout, what, shared=True)
 
+    @contextmanager
+    def opening(self, root: Path, name: str) -> Iterator[None]:
+        """Mark shard ``name`` as awaited by this process for the block (its shared ``open`` lock), so that
+        making room passes it over; nothing without a limit."""
+        if self.limit is None or root not in self.roots:
+            yield
+            return
+        fd = acquire(lock_path(root, name, "open"), self.timeout, f"opening {root / name}", shared=True)
+        try:
+            yield
+        finally:
+            release(fd)
+
     @staticmethod
     def let_go(fd: int | None) -> None:
         """Drop a use lock taken by :meth:`hold`."""
@@ -164,7 +187,7 @@ class NodeCache:
         for readers_too in (False, True):
             kept = []
             for entry in candidates:
-                if usage > self.limit and self._evict(entry, readers_too):
+                if usage > self.limit and self._evict(entry, readers_too, spare_openers=True):
                     usage -= entry.bytes or 0
                 else:
                     kept.append(entry)
@@ -177,12 +200,16 @@ class NodeCache:
         downloaded; True when it was deleted."""
         return self._evict(entry, readers_too=True)
 
-    def _evict(self, entry: Entry, readers_too: bool) -> bool:
-        """Delete a shard's files and entry, unless it is being downloaded (or read: ``readers_too``)."""
+    def _evict(self, entry: Entry, readers_too: bool, spare_openers: bool = False) -> bool:
+        """Delete a shard's files and entry, unless it is being downloaded (or read: ``readers_too``; or
+        awaited by a process that waits for its download: ``spare_openers``)."""
         held = try_lock(lock_path(entry.root, entry.name))
         if held is None:
             return False
+        opening = try_lock(lock_path(entry.root, entry.name, "open")) if spare_openers else None
         try:
+            if spare_openers and opening is None:
+                return False
             use = None if readers_too else try_lock(lock_path(entry.root, entry.name, "use"))
             if not readers_too and use is None:
                 return False
@@ -197,6 +224,8 @@ class NodeCache:
                 if use is not None:
                     release(use)
         finally:
+            if opening is not None:
+                release(opening)
             release(held)
         self.evictions += 1
         logger.debug(

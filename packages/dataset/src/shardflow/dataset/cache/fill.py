@@ -4,21 +4,23 @@ Processes of a node that need the same shard take turns through its lock file: t
 others find the files in place. Every file lands under a temporary name and is renamed; the temporary
 files a killed process left for the shard are removed first. The node cache records the download and
 makes room for it under its limit; eviction takes the same lock, so it cannot remove a shard between its
-download and its opening.
+download and its opening, and passes over a shard that another process waits for (its ``open`` lock).
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shardflow.dataset.cache.budget import NodeCache, footprint
 from shardflow.dataset.cache.layout import INDEX_BASENAME, entry_path, inside, lock_path, read_identity
-from shardflow.dataset.cache.locks import file_lock
+from shardflow.dataset.cache.locks import acquire, release
+from shardflow.dataset.errors import ShardWaitTimeout
 from shardflow.format import (
     TEMP_NAME,
     ShardFormatError,
@@ -168,7 +170,7 @@ def open_cached(origin: Origin, shard: ShardInfo, cache: NodeCache, populate: bo
                 raise
             logger.warning("%s: downloading it again from %s", exc, origin.describe(shard.basename))
             damaged = True
-    with file_lock(lock_path(root, shard.basename), origin.wait_timeout, origin.describe(shard.basename)):
+    with _turn(origin, shard, cache):
         if not damaged and is_current(origin, shard):
             return reader.open()
         files = [file.basename for file in (*shard.raw_files, *shard.zip_files)]
@@ -208,7 +210,25 @@ def open_cached(origin: Origin, shard: ShardInfo, cache: NodeCache, populate: bo
                 (root / file.basename).unlink(missing_ok=True)
         kept = (*shard.raw_files, *(shard.zip_files if origin.keep_zip else ()))
         cache.record(root, shard.basename, files, sum(file.bytes for file in kept), now)
+        cache.landed(root, shard.basename)
         return reader
+
+
+@contextmanager
+def _turn(origin: Origin, shard: ShardInfo, cache: NodeCache) -> Iterator[None]:
+    """Hold the shard's download lock. While another process has it (downloading the shard), the shard is
+    marked as being opened (:meth:`NodeCache.opening`), so that no process evicts it between its arrival
+    and this one's turn, which would only make this one download it again."""
+    path, what = lock_path(origin.root, shard.basename), origin.describe(shard.basename)
+    try:
+        fd = acquire(path, 0, what)
+    except ShardWaitTimeout:
+        with cache.opening(origin.root, shard.basename):
+            fd = acquire(path, origin.wait_timeout, what)
+    try:
+        yield
+    finally:
+        release(fd)
 
 
 def _remote_can_replace(origin: Origin, shard: ShardInfo) -> bool:

@@ -12,8 +12,9 @@ A cache folder is a stream's local folder once shardflow keeps bookkeeping in it
 - ``.shardflow-cache/remote.json``: the remote the folder caches, and the version of the index last
   downloaded from it.
 - ``.shardflow-locks/<shard>.lock`` (download or eviction, exclusive; holds the holder's pid),
-  ``<shard>.use.lock`` (held shared while a process has the shard open, under a limit) and
-  ``cache-budget.lock`` (while a process adds up the entries and makes room).
+  ``<shard>.use.lock`` (held shared while a process has the shard open, under a limit),
+  ``<shard>.open.lock`` (held shared while a process waits for another's download of the shard, under a
+  limit) and ``cache-budget.lock`` (while a process adds up the entries and makes room).
 
 A shard name with sub-folders (``a/b.mds``) is flattened with ``%`` in the bookkeeping's file names.
 Temporary files follow :data:`shardflow.format.TEMP_NAME`: ``.<final>.<pid>-<8 hex>.tmp``.
