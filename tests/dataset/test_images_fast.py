@@ -47,24 +47,14 @@ DRAWS = 100_000
 
 
 def _torchvision() -> types.ModuleType:
-    """torchvision, importable beside the CPU torch; skipped where it is not installed.
+    """torchvision (``benchmarks/_torchvision.py``: importable beside the CPU torch); skipped where absent."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from _torchvision import import_torchvision
 
-    The torchvision wheel these machines have is a CUDA build: with the CPU torch its compiled ops do not
-    load and ``import torchvision`` fails registering them. The transforms need none, so the two
-    registration modules are left out in that case (as ``shared/reference/setup.sh`` does by a patch).
-    """
     try:
-        import torchvision
+        torchvision = import_torchvision()
     except ImportError:
         pytest.skip("torchvision is not installed")
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        for name in [name for name in sys.modules if name.split(".")[0] == "torchvision"]:
-            del sys.modules[name]
-        for name in ("torchvision._meta_registrations", "torchvision._autograd_registrations"):
-            sys.modules[name] = types.ModuleType(name)
-        import torchvision
     importlib.import_module("torchvision.transforms.v2")
     return torchvision
 
