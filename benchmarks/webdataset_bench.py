@@ -86,8 +86,9 @@ def main() -> None:
         rates["webdataset"].append(webdataset_epoch(paths, args.workers, args.batch_size, args.buffer))
     medians = {name: statistics.median(values) for name, values in rates.items()}
     samples = args.tars * args.per_tar
-    logger.info("%d samples of %d bytes in %d tars, %d workers, batch %d, shuffled", samples, args.bytes,
-                args.tars, args.workers, args.batch_size)  # fmt: skip
+    logger.info("%d samples of %d bytes in %d tars, %d workers, batch %d, shuffled; load average %s", samples,
+                args.bytes, args.tars, args.workers, args.batch_size,
+                " ".join(f"{x:.1f}" for x in os.getloadavg()))  # fmt: skip
     logger.info("| reader | samples/s (median of %d) |", args.rounds)
     logger.info("| --- | --- |")
     for name, rate in medians.items():

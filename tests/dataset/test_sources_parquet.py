@@ -23,7 +23,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
-from _storage_servers import BUCKET, ServerProcess, moto_bucket  # noqa: E402
+from _storage_faults import FaultProxy  # noqa: E402
+from _storage_servers import BUCKET, ServerProcess, moto_bucket, moto_client  # noqa: E402
 from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 
 ROWS = 600  # in 3 files of 2-3 row groups each
@@ -255,3 +256,30 @@ def test_a_folder_of_nothing_known_names_the_sources(tmp_path: Path) -> None:
 
     with pytest.raises(NoShardsError, match="no other source .*parquet"):
         StreamingDataset(local=str(folder), batch_size=4)
+
+
+def test_many_files_are_indexed_from_one_listing_and_one_read_per_footer(
+    moto: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = 40
+    client = moto_client(moto.endpoint)
+    local = tmp_path / "one.parquet"
+    pq.write_table(parquet_table(np.arange(10)), local)
+    for k in range(files):
+        client.upload_file(str(local), BUCKET, f"many/part-{k:03d}.parquet")
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    with FaultProxy(moto.port) as proxy:  # counts the requests on their way to moto
+        monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
+        cold = StreamingDataset(remote=f"s3://{BUCKET}/many", local=str(tmp_path / "cache"), batch_size=4)
+        assert len(cold) == files * 10
+        per_file = {key: n for key, n in proxy.requests.items() if key[1].endswith(".parquet")}
+        # The listing gives sizes and versions (no HEAD per file); each footer comes in one ranged read.
+        assert set(per_file.values()) == {1} and {method for method, _ in per_file} == {"GET"}
+        assert len(per_file) == files
+        listings = sum(n for (method, path), n in proxy.requests.items() if path.rstrip("/") == f"/{BUCKET}")
+        assert listings == 1, "detecting the source and building its index share one listing"
+        proxy.requests.clear()
+        warm = StreamingDataset(remote=f"s3://{BUCKET}/many", local=str(tmp_path / "cache"), batch_size=4)
+        assert len(warm) == files * 10
+        assert not any(path.endswith(".parquet") for _, path in proxy.requests), "the index is reused"

@@ -156,6 +156,12 @@ def test_nulls_are_values_or_errors_never_numbers(tmp_path: Path) -> None:
     dataset = LocalDataset(folder)
     assert dataset[7]["maybe"] is None and dataset[8]["maybe"] == 8 and dataset[3]["name"] is None
     assert "maybe" not in read_shards(folder)[0].array_columns
+    reader = ShardReader(folder, read_shards(folder)[0])  # a batch's values: converted for its rows only
+    got = reader.read_columns(np.array([7, 8, 3]), [], ["maybe", "name", "text"]).values
+    assert got == {"maybe": [None, 8, 3], "name": ["x", "x", None], "text": ["row 7", "row 8", "row 3"]}
+    assert [reader.get(i)["name"] for i in (7, 3)] == ["x", None]  # then whole columns, the same values
+    assert reader.read_columns([3], [], ["name"]).values == {"name": [None]}
+    reader.close()
 
     # Statistics that claim no null where there is one: the column is refused, not read as numbers.
     pq.write_table(

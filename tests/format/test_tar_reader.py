@@ -155,3 +155,40 @@ def test_a_tar_changed_after_indexing_does_not_match(tmp_path: Path) -> None:
     shard = read_shards(tmp_path)[0]
     with pytest.raises(ShardFormatError, match="does not match its index: it holds 1 samples in 2 members"):
         ShardReader(tmp_path, shard).get(0)
+
+
+def _rewrite_checksum(data: bytearray, offset: int, signed: bool, layout: str) -> None:
+    """Give the header at ``offset`` its checksum as ``layout`` formats it, summed as signed or unsigned."""
+    header = bytes(data[offset : offset + 512])
+    body = header[:148] + b" " * 8 + header[156:]
+    total = sum(b - 256 if signed and b > 127 else b for b in body)
+    field = (layout % total).encode()
+    assert len(field) == 8
+    data[offset + 148 : offset + 156] = field
+
+
+@pytest.mark.parametrize(("signed", "layout"), [(False, "%07o\0"), (True, "%06o\0 "), (False, " %05o\0 ")])
+def test_checksums_in_other_layouts_and_signed_sums_are_accepted(
+    tmp_path: Path, signed: bool, layout: str
+) -> None:
+    members = [("k\u00e9/0.txt", b"x"), ("k\u00e9/1.txt", b"y")]  # non-ASCII names: signed sums differ
+    data = bytearray(write_tar(tmp_path / "t.tar", members, tarfile.USTAR_FORMAT).read_bytes())
+    for offset in (0, 1024):
+        _rewrite_checksum(data, offset, signed, layout)
+    got = scan_tar(lambda start, end: bytes(data[start:end]), len(data), "t.tar", window=512)
+    assert got.keys == ["k\u00e9/0", "k\u00e9/1"] and got.sizes.tolist() == [1, 1]
+
+
+def test_a_corrupt_header_deep_in_a_large_tar_is_named_by_its_byte(tmp_path: Path) -> None:
+    count = 5000  # headers are checked a few thousand at a time: this one lies in a later batch
+    data = bytearray(
+        write_tar(
+            tmp_path / "t.tar", [(f"k{i}.txt", b"v") for i in range(count)], tarfile.USTAR_FORMAT
+        ).read_bytes()
+    )
+    bad = 4321 * 1024  # each member: its header and one block of data
+    data[bad + 100] ^= 1  # the mode field: the walk goes on, the checksum does not hold
+    with pytest.raises(
+        ShardFormatError, match=rf"t.tar: no valid tar header at byte {bad} \(checksum mismatch\)"
+    ):
+        scan_tar(lambda start, end: bytes(data[start:end]), len(data), "t.tar", window=512)

@@ -98,14 +98,18 @@ class SourceFolder:
         return f"{self.store.root.rstrip('/')}/{name}" if name else self.store.root
 
     def files(self) -> list[SourceFile]:
-        """Every file below the folder, sorted by name, with its size and version (stat in parallel).
-        Names with a part starting with ``.`` or ``_`` (``_SUCCESS``, ``.gitattributes``, shardflow's own
-        bookkeeping) are left out."""
+        """Every file below the folder, sorted by name, with its size and version: from the listing where
+        the store's tells them (S3), else stat'ed in parallel. Names with a part starting with ``.`` or
+        ``_`` (``_SUCCESS``, ``.gitattributes``, shardflow's own bookkeeping) are left out."""
         with self._lock:
             if self._files is None:
-                names = [name for name in self.store.list("") if not _hidden(name)]
-                stats = self.map(self.store.stat, names)
-                self._files = [SourceFile(n, s.size, s.version) for n, s in zip(names, stats, strict=True)]
+                listed = [(name, stat) for name, stat in self.store.list_stats("") if not _hidden(name)]
+                unknown = [name for name, stat in listed if stat is None]
+                stated = dict(zip(unknown, self.map(self.store.stat, unknown), strict=True))
+                stats = [stat or stated[name] for name, stat in listed]
+                self._files = [
+                    SourceFile(n, s.size, s.version) for (n, _), s in zip(listed, stats, strict=True)
+                ]
                 logger.debug("listed %s: %d files", self.describe(), len(self._files))
             return list(self._files)
 

@@ -128,6 +128,7 @@ class Stream:
         self._checked: set[str] = set()  # shards found in the folder whose digests this process checked
         self._source: sources.Source | None = None  # what the folder holds when it is no MDS dataset
         self._source_entries: dict[str, dict[str, Any]] = {}  # a source's shard entries, by file name
+        self._detected_in: sources.SourceFolder | None = None  # where a source was found, and its listing
         if self.format is not None and self.format != "mds":
             sources.get_source(self.format)  # an unknown name fails here, naming the known ones
 
@@ -345,7 +346,15 @@ class Stream:
             str(self.local_root)))  # fmt: skip
 
     def _detect_source(self) -> sources.Source | None:
-        return sources.detect_source(self._source_folder())
+        """The source that recognises the stream's folder; None also when the folder (or its bucket) does
+        not exist, so that the error names the missing ``index.json``."""
+        folder = self._source_folder()
+        try:
+            found = sources.detect_source(folder)
+        except ObjectNotFoundError:
+            found = None
+        self._detected_in = folder if found is not None else None  # its listing serves _load_source too
+        return found
 
     def _load_source(self, source: sources.Source, allow_unsafe_types: bool) -> tuple[ShardInfo, ...]:
         """The shards of the index ``source`` builds for the folder (or reuses: see
@@ -356,9 +365,8 @@ class Stream:
             with file_lock(lock_path(root, INDEX_BASENAME), self.wait_timeout, self.describe(INDEX_BASENAME)):
                 claim_folder(root, self.remote_root)
         path = sources.built_index_path(root, in_place)
-        path, self._index_version = sources.load_built_index(
-            source, self._source_folder(), path, self.wait_timeout
-        )
+        folder, self._detected_in = self._detected_in or self._source_folder(), None
+        path, self._index_version = sources.load_built_index(source, folder, path, self.wait_timeout)
         shards = self._checked_shards(read_shards(path, allow_unsafe_types=allow_unsafe_types))
         self._source = source
         self._source_entries = {file.basename: shard.entry for shard in shards for file in shard.files}
@@ -492,4 +500,5 @@ class Stream:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_store"] = None
+        state["_detected_in"] = None
         return state

@@ -301,6 +301,9 @@ class ParquetPlan:
                 f"{local} does not exist (or has not the {entry['raw_data']['bytes']} bytes "
                 f"{self.index_path} lists): fetch the shard first"
             )
+        if spans == [(0, entry["file_bytes"])]:  # the whole file: pyarrow maps it and reads it natively
+            pa = require("pyarrow", "parquet", "reading Parquet files")
+            return ParquetShard(path, pa.memory_map(str(path)), self)
         return ParquetShard(path, Spliced(path, entry["file_bytes"], spans), self)
 
 
@@ -315,12 +318,13 @@ class ParquetShard:
     """One open Parquet shard: its row groups decoded into an Arrow table on first read, each column made
     numpy arrays or Python values on first use."""
 
-    def __init__(self, path: Path, file: Spliced, plan: ParquetPlan) -> None:
+    def __init__(self, path: Path, file: Any, plan: ParquetPlan) -> None:
         self.path = path
-        self._file = file
+        self._file = file  # a Spliced file, or pyarrow's map of a whole Parquet file
         self._plan = plan
         self._table: Any = None
         self._columns: dict[str, Any] = {}
+        self._arrow: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def _where(self) -> str:
@@ -338,6 +342,18 @@ class ParquetShard:
                 self._columns[name] = self._convert(name, self._table.column(name))
             return self._columns[name]
 
+    def _arrow_column(self, name: str) -> Any:
+        """Column ``name`` as Arrow's (chunked) array, for taking a batch's rows and converting only those."""
+        found = self._arrow.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            if name not in self._arrow:
+                if self._table is None:
+                    self._table = self._read_table()
+                self._arrow[name] = self._table.column(name)
+            return self._arrow[name]
+
     def _read_table(self) -> Any:
         pa = require("pyarrow", "parquet", "reading Parquet files")
         pq = _pa()
@@ -353,7 +369,10 @@ class ParquetShard:
             )
         try:
             metadata = pq.read_metadata(pa.BufferReader(_MAGIC + tail))
-            return pq.ParquetFile(file, metadata=metadata).read_row_groups(entry["row_groups"])
+            # One thread, and column chunks read straight from the map: pyarrow's thread pool and its
+            # pre-buffered copies made an epoch about twice as slow (allocator churn), in workers too.
+            parquet = pq.ParquetFile(file, metadata=metadata, pre_buffer=False)
+            return parquet.read_row_groups(entry["row_groups"], use_threads=False)
         except (OSError, ValueError) as exc:
             raise ShardFormatError(f"{self.path}: pyarrow cannot read {self._where()}: {exc}") from None
 
@@ -394,12 +413,21 @@ class ParquetShard:
     def read(
         self, ids: np.ndarray, arrays: Sequence[str], values: Sequence[str], spans: Sequence[str] = ()
     ) -> tuple[dict[str, np.ndarray], dict[str, list[Any]], dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """Columns of rows ``ids``: ``arrays`` as one numpy array each, ``values`` as lists."""
+        """Columns of rows ``ids``: ``arrays`` as one numpy array each, ``values`` as lists.
+
+        Strings, bytes and ``arrow:`` values are converted for the rows asked only (a DataLoader worker
+        reads every other batch of a shard), unless :meth:`get` converted their whole column already."""
         got = {name: self._decoded(name)[ids] for name in arrays}
-        listed = ids.tolist()
+        listed: list[int] | None = None
         found = {}
         for name in values:
+            column = self._columns.get(name)
+            encoding = self._plan.columns[name]
+            if column is None and (encoding in ("str", "bytes") or encoding.startswith("arrow:")):
+                found[name] = self._arrow_column(name).take(ids).to_pylist()
+                continue
             column = self._decoded(name)
+            listed = ids.tolist() if listed is None else listed
             found[name] = [column[i] for i in listed]
         return got, found, {}
 
@@ -408,6 +436,7 @@ class ParquetShard:
         with self._lock:
             self._table = None
             self._columns = {}
+            self._arrow = {}
             self._file.close()
 
 

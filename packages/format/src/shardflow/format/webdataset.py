@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 RangeRead = Callable[[int, int], bytes]
 """Reads bytes ``[start, end)`` of one file (a local map or a ranged GET); may return fewer at its end."""
 
+_Read = Callable[[int, int], bytes]  # (offset, count): what the walk reads through
 _BLOCK = 512
 _WINDOW = 1 << 18  # bytes fetched per remote read: the next headers usually lie in the same window
 _REGULAR = frozenset(b"0\x007")  # regular file, old-style regular file, contiguous file
@@ -113,68 +114,140 @@ def _pax_records(data: bytes, name: str, offset: int) -> dict[str, str]:
     return records
 
 
-def _walk(read: RangeRead, size: int, name: str) -> list[tuple[str, int, int]]:
-    """Every regular member of the tar as ``(path, data offset, size)``, from its headers only."""
+class _Checksums:
+    """The headers a walk passed, their checksums checked a batch at a time with numpy (a header's bytes
+    summed with its checksum field as spaces, as unsigned or, as some old tars wrote it, signed chars)."""
+
+    BATCH = 4096
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.headers: list[bytes] = []
+        self.offsets: list[int] = []
+
+    def add(self, offset: int, header: bytes) -> None:
+        self.headers.append(header)
+        self.offsets.append(offset)
+        if len(self.headers) >= self.BATCH:
+            self.check()
+
+    def check(self) -> None:
+        """Raise for the first header passed whose checksum does not match; forget those checked."""
+        if not self.headers:
+            return
+        headers, offsets = self.headers, self.offsets
+        self.headers, self.offsets = [], []
+        block = np.frombuffer(b"".join(headers), np.uint8).reshape(len(headers), _BLOCK)
+        field = block[:, 148:156]
+        unsigned = block.sum(1, dtype=np.int64) - field.sum(1, dtype=np.int64) + 256
+        signed = block.view(np.int8).sum(1, dtype=np.int64) - field.view(np.int8).sum(1, dtype=np.int64) + 256
+        stored = _stored_checksums(field)
+        for row in np.flatnonzero(stored < 0).tolist():  # other layouts than tar's usual "%06o\\0 "
+            stored[row] = _octal(headers[row][148:156], self.name, offsets[row])
+        bad = np.flatnonzero((stored != unsigned) & (stored != signed))
+        if bad.size:
+            raise ShardFormatError(
+                f"{self.name}: no valid tar header at byte {offsets[int(bad[0])]} (checksum mismatch): the "
+                "file is not a tar, or it is corrupt; copy it again"
+            )
+
+
+def _stored_checksums(fields: np.ndarray) -> np.ndarray:
+    """The checksum fields (rows of 8 bytes) written as six octal digits then a NUL or a space, as numbers;
+    -1 for the rows written otherwise."""
+    digits = fields[:, :6].astype(np.int64) - ord("0")
+    usual = ((digits >= 0) & (digits < 8)).all(1) & ((fields[:, 6] == 0) | (fields[:, 6] == 32))
+    values = digits @ (8 ** np.arange(5, -1, -1, dtype=np.int64))
+    return np.where(usual, values, -1)
+
+
+def _walk(read: _Read, size: int, name: str) -> list[tuple[str, int, int]]:
+    """Every regular member of the tar as ``(path, data offset, size)``, from its headers only.
+
+    Checksums are checked in batches (see :class:`_Checksums`), and before any other error is raised: a
+    header that does not check out is reported as such rather than by what its garbage led to."""
+    checksums = _Checksums(name)
+    try:
+        members, cut = _walk_headers(read, size, name, checksums)
+    except ShardFormatError:
+        checksums.check()
+        raise
+    checksums.check()
+    if cut is None:
+        return members
+    raise ShardFormatError(
+        f"{name} is truncated: it ends inside the member whose header is at byte {cut}, before its "
+        "end-of-archive marker; copy it again"
+    )
+
+
+def _walk_headers(
+    read: _Read, size: int, name: str, checksums: _Checksums
+) -> tuple[list[tuple[str, int, int]], int | None]:
+    """The members :func:`_walk` finds, and where the header of the member the tar ends inside is (None
+    when it is whole); each header goes to ``checksums``."""
     members: list[tuple[str, int, int]] = []
     global_pax: dict[str, str] = {}
     pending: dict[str, str] = {}  # the next member's overrides: a PAX 'x' header or a GNU long name
+    add = checksums.add
     offset = at = 0
     while offset + _BLOCK <= size:
         at = offset
         header = read(offset, _BLOCK)
         if len(header) < _BLOCK:
-            break
-        if header.count(0) == _BLOCK:  # end-of-archive marker
-            return members
-        checksum = _octal(header[148:156], name, offset)
-        if checksum != sum(header[:148]) + 256 + sum(header[156:]) and checksum != _signed_sum(header):
-            raise ShardFormatError(
-                f"{name}: no valid tar header at byte {offset} (checksum mismatch): the file is not a tar, "
-                "or it is corrupt; copy it again"
-            )
+            return members, at
+        if header[0] == 0 and header.count(0) == _BLOCK:  # end-of-archive marker
+            return members, None
+        add(offset, header)
         kind = header[156]
-        length = _octal(header[124:136], name, offset)
+        field = header[124:135]
+        if field.isdigit() and header[135] in (0, 32):  # the usual 11 octal digits: parsed at once
+            try:
+                length = int(field, 8)
+            except ValueError:
+                length = _octal(header[124:136], name, offset)
+        else:
+            length = _octal(header[124:136], name, offset)
         data_at = offset + _BLOCK
         offset = data_at + -(-length // _BLOCK) * _BLOCK
         if kind in b"xgLK":
             data = read(data_at, length)
             if len(data) < length:
-                break
-            if kind == ord("x"):
+                return members, at
+            if kind == 120:  # 'x'
                 if b"path=" in data or b"size=" in data:  # else only times and owners: nothing to read
                     pending.update(_pax_records(data, name, data_at - _BLOCK))
-            elif kind == ord("g"):
+            elif kind == 103:  # 'g'
                 global_pax.update(_pax_records(data, name, data_at - _BLOCK))
-            elif kind == ord("L"):
+            elif kind == 76:  # 'L'
                 pending["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
             continue
-        overrides = {**global_pax, **pending}
-        pending = {}
-        if "size" in overrides:
-            length = int(overrides["size"])
-            offset = data_at + -(-length // _BLOCK) * _BLOCK
+        path = None
+        if pending or global_pax:
+            overrides = {**global_pax, **pending}
+            pending = {}
+            if "size" in overrides:
+                try:
+                    length = int(overrides["size"])
+                except ValueError:
+                    raise ShardFormatError(
+                        f"{name}: the PAX header before byte {data_at} gives size {overrides['size']!r}; "
+                        "copy the tar again"
+                    ) from None
+                offset = data_at + -(-length // _BLOCK) * _BLOCK
+            path = overrides.get("path")
         if kind not in _REGULAR:
             continue
-        path = overrides.get("path")
         if path is None:
             path = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            if header[257:262] == b"ustar" and header[345] != 0:
+            if header[345] != 0 and header[257:262] == b"ustar":
                 prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                 path = f"{prefix}/{path}"
         if data_at + length > size:
-            break
+            return members, at
         members.append((path, data_at, length))
-    if offset == size:  # no end-of-archive marker, but the last member is whole: tar accepts that too
-        return members
-    raise ShardFormatError(
-        f"{name} is truncated: it ends inside the member whose header is at byte {at}, before its "
-        "end-of-archive marker; copy it again"
-    )
-
-
-def _signed_sum(header: bytes) -> int:
-    """The checksum some old tars wrote: the header's bytes summed as signed chars."""
-    return int(np.frombuffer(header[:148] + b" " * 8 + header[156:], np.int8).astype(np.int64).sum())
+    # No end-of-archive marker: whole when the last member ends the file (tar accepts that too).
+    return members, None if offset == size else at
 
 
 def scan_tar(read: RangeRead, size: int, name: str, window: int = _WINDOW) -> TarMembers:
@@ -189,7 +262,10 @@ def scan_tar(read: RangeRead, size: int, name: str, window: int = _WINDOW) -> Ta
     """
     if size >= 2 and read(0, 2) == _GZIP_MAGIC:
         raise _gzipped(name)
-    members = _walk(_Window(read, size, window), size, name)
+    if window <= _BLOCK:
+        members = _walk(lambda offset, n: read(offset, offset + n), size, name)
+    else:
+        members = _walk(_Window(read, size, window), size, name)
     keys: list[str] = []
     first: list[int] = []
     fields: list[str] = []

@@ -140,6 +140,18 @@ class Backend(abc.ABC):
             page_size: Objects asked for per listing request, or ``None`` for the store's default.
         """
 
+    def list_stats(
+        self, prefix: str, page_size: int | None = None
+    ) -> Iterator[tuple[str, ObjectStat | None]]:
+        """:meth:`list`, each URL with its object's stat where the listing tells it (size, and a version
+        token that changes whenever the object is written again), else None: ask :meth:`stat`.
+
+        The default tells none; a store whose listing carries sizes and versions overrides it, so that a
+        folder of many files is stat'ed in a few requests. Its tokens need not equal :meth:`stat`'s.
+        """
+        for url in self.list(prefix, page_size):
+            yield url, None
+
     @abc.abstractmethod
     def delete(self, url: str) -> None:
         """Delete the object; an object that does not exist is not an error."""

@@ -292,6 +292,26 @@ class StorageClient:
             return False
         return True
 
+    def list_stats(self, prefix: str) -> list[tuple[str, ObjectStat | None]]:
+        """:meth:`list`, each URL with its object's size and version where the listing tells them (see
+        :meth:`Backend.list_stats`; S3 does), else None: :meth:`stat` it. Sorted by URL."""
+        return self._listing(prefix, lambda: self.backend.list_stats(prefix, self.list_page_size), stats=True)
+
+    def _listing(self, prefix: str, items: Callable[[], Any], stats: bool = False) -> list[Any]:
+        """The items of a listing (URLs, or ``(URL, stat)`` pairs with ``stats``), sorted by URL; retried."""
+
+        def request(attempt: Attempt) -> list[Any]:
+            found = []
+            for item in items():
+                attempt.check()
+                found.append(item if stats else (item, None))
+            found.sort(key=lambda pair: pair[0])
+            return found if stats else [url for url, _ in found]
+
+        return self._read(
+            lambda attempt: self._persist(lambda: request(attempt), attempt, prefix, "list"), prefix, "list"
+        )
+
     def list(self, prefix: str) -> list[str]:
         """The sorted URLs of every object whose URL starts with ``prefix``.
 
@@ -299,17 +319,8 @@ class StorageClient:
         ``s3://b/data/shard.00000.mds``. End it with ``/`` to list one folder-like level and everything
         below it.
         """
-
-        def request(attempt: Attempt) -> list[str]:
-            found = []
-            for url in self.backend.list(prefix, self.list_page_size):
-                attempt.check()
-                found.append(url)
-            return sorted(found)
-
-        return self._read(
-            lambda attempt: self._persist(lambda: request(attempt), attempt, prefix, "list"), prefix, "list"
-        )
+        urls: list[str] = self._listing(prefix, lambda: self.backend.list(prefix, self.list_page_size))
+        return urls
 
     def delete(self, url: str) -> None:
         """Delete the object; deleting one that does not exist is not an error."""

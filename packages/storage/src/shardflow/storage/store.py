@@ -66,6 +66,12 @@ class Store:
         """Whether ``name`` exists."""
         return self.client.exists(self.url(name))
 
+    def list_stats(self, prefix: str = "") -> list[tuple[str, ObjectStat | None]]:
+        """:meth:`list`, each name with its size and version where the store's listing tells them (S3),
+        else None (see :meth:`StorageClient.list_stats`)."""
+        base = self.root.rstrip("/") + "/"
+        return [(url[len(base) :], stat) for url, stat in self.client.list_stats(base + prefix)]
+
     def list(self, prefix: str = "") -> list[str]:
         """Sorted names, relative to the root, of the objects under it whose name starts with ``prefix``."""
         base = self.root.rstrip("/") + "/"

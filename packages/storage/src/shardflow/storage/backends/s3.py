@@ -233,13 +233,24 @@ class S3Backend(Backend):
         return ObjectStat(int(head["ContentLength"]), "|".join(str(part) for part in parts if part))
 
     def list(self, prefix: str, page_size: int | None = None) -> Iterator[str]:
+        for url, _ in self.list_stats(prefix, page_size):
+            yield url
+
+    def list_stats(
+        self, prefix: str, page_size: int | None = None
+    ) -> Iterator[tuple[str, ObjectStat | None]]:
         bucket, key = split_bucket_url(prefix, self.scheme, example=f"{self.scheme}://bucket/prefix")
         paginator = self._client.get().get_paginator("list_objects_v2")
         pagination = {"PageSize": page_size} if page_size else {}
         args = self._payer(bucket, {"Bucket": bucket, "Prefix": key})
         for page in paginator.paginate(**args, PaginationConfig=pagination):
             for item in page.get("Contents", ()):
-                yield f"{self.scheme}://{bucket}/{item['Key']}"
+                # The listing's ETag and Last-Modified (to the millisecond): a version token of its own.
+                version = "|".join(str(part) for part in (item.get("ETag"), item.get("LastModified")) if part)
+                yield (
+                    f"{self.scheme}://{bucket}/{item['Key']}",
+                    ObjectStat(int(item["Size"]), f"listed|{version}"),
+                )
 
     def delete(self, url: str) -> None:
         try:
