@@ -168,7 +168,7 @@ def report_rss(worker_id: int) -> None:
 def import_library(impl: str) -> None:
     """Import the implementation's modules (before any timing: imports are not what is measured)."""
     if impl == "shardflow":
-        import shardflow.dataset  # noqa: F401
+        from shardflow.dataset import StreamingDataLoader, StreamingDataset  # noqa: F401  (loaded lazily)
     elif impl == "reference":
         import streaming  # noqa: F401
         from streaming.base.util import clean_stale_shared_memory
