@@ -63,7 +63,7 @@ def inspect_dataset(source: str, split: str | None = None, format: str | None = 
     Raises:
         CliError: There is no readable index there.
     """
-    from shardflow.format.index import INDEX_BASENAME
+    from shardflow.format.index import INDEX_BASENAME, is_mds_index
     from shardflow.storage import is_url
 
     if format not in (None, "mds"):
@@ -93,7 +93,7 @@ def inspect_dataset(source: str, split: str | None = None, format: str | None = 
         index = (path / split if split else path) / INDEX_BASENAME
         if not index.is_file():
             return _describe_source(source, split, None, f"{index} does not exist")
-        if b'"shards"' not in index.read_bytes():  # another tool's index.json (LitData's)
+        if not is_mds_index(index):  # another tool's index.json (LitData's)
             return _describe_source(source, split, None, f"{index} is no MDS index")
     return _describe(source, str(index), index)
 

@@ -28,6 +28,7 @@ from shardflow.dataset.cache.layout import (
 from shardflow.dataset.cache.locks import file_lock, release, try_lock
 from shardflow.dataset.errors import DatasetConfigError, IndexNotFoundError, NoShardsError
 from shardflow.format import ShardInfo, ShardReader, read_shards
+from shardflow.format.index import is_mds_index
 from shardflow.shuffle import ShuffleError, StreamWeights, resolve_stream_weights
 from shardflow.storage import ObjectNotFoundError, Store, TransientStorageError, from_url, is_url
 
@@ -50,12 +51,6 @@ def default_cache_folder(remote: str) -> Path:
 def _digest(path: Path) -> str:
     """The content digest of a local ``index.json``, the first part of its recorded version."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:32]
-
-
-def _is_mds_index(path: Path) -> bool:
-    """Whether the ``index.json`` at ``path`` is an MDS one (it lists ``shards``), not another tool's."""
-    with open(path, "rb") as file:
-        return b'"shards"' in file.read()
 
 
 @dataclass
@@ -311,7 +306,7 @@ class Stream:
                         digest = _digest(root / INDEX_BASENAME)
                         self._index_version = f"{digest} {version or ''}".strip()
                         note_index_version(root, self.remote_root, self._index_version)
-            if missing is not None or not _is_mds_index(root / INDEX_BASENAME):
+            if missing is not None or not is_mds_index(root / INDEX_BASENAME):
                 source = self._detect_source() if self.format is None else None
                 if source is None:
                     raise IndexNotFoundError(
@@ -322,7 +317,7 @@ class Stream:
                         + (f" (the store said: {missing})" if missing else "")
                     ) from None
                 return self._load_source(source, allow_unsafe_types)
-        elif not (root / INDEX_BASENAME).is_file() or not _is_mds_index(root / INDEX_BASENAME):
+        elif not (root / INDEX_BASENAME).is_file() or not is_mds_index(root / INDEX_BASENAME):
             source = self._detect_source() if self.format is None and root.is_dir() else None
             if source is None:
                 raise NoShardsError(

@@ -30,6 +30,7 @@ __all__ = [
     "encode_index",
     "write_index",
     "read_index",
+    "is_mds_index",
     "shard_files",
     "merge_index",
 ]
@@ -208,6 +209,13 @@ def _basename_problem(name: str) -> str | None:
     if len(parts) > 2:
         return "has more than one sub-folder (only merged indexes use one, like 'part0/shard.00000.mds')"
     return None
+
+
+def is_mds_index(path: PathLike) -> bool:
+    """Whether the ``index.json`` at ``path`` is an MDS one (it lists ``shards``), not another tool's
+    (LitData's lists ``chunks``)."""
+    with open(path, "rb") as file:
+        return b'"shards"' in file.read()
 
 
 def read_index(path: PathLike) -> dict[str, Any]:
