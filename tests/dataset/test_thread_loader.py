@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,38 @@ def test_per_sample_path_with_a_collate_fn_matches_too(mixed: dict[str, Path], t
     processes = list(_loader(mixed, tmp_path / "p", "process", 2, **kwargs))
     threads = list(_loader(mixed, tmp_path / "t", "thread", 2, **kwargs))
     assert threads == processes and all(len(batch["ids"]) == 16 for batch in threads)
+
+
+class _Decoding(StreamingDataset):
+    """A subclass with its own get_item (as an image pipeline has), noting which thread read each sample."""
+
+    readers: dict[int, str] = {}
+
+    def get_item(self, sample_id: int) -> Any:
+        sample = super().get_item(sample_id)
+        time.sleep(0.002)  # a decode that lets go of the GIL
+        _Decoding.readers[int(sample["id"])] = threading.current_thread().name
+        return {"id": sample["id"], "sum": int(sample["tokens"].sum())}
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_a_batch_of_own_get_item_samples_is_read_by_every_thread(
+    mixed: dict[str, Path], tmp_path: Path, workers: int
+) -> None:
+    def loader(kind: str) -> StreamingDataLoader:
+        streams = [Stream(remote=str(mixed["a"]), local=str(tmp_path / kind)), Stream(remote=str(mixed["b"]))]
+        dataset = _Decoding(streams=streams, shuffle=True, shuffle_seed=3, epoch_size=300)
+        return StreamingDataLoader(dataset, batch_size=16, num_workers=workers, worker_kind=kind)
+
+    processes = list(loader("process"))
+    _Decoding.readers.clear()
+    threads = list(loader("thread"))
+    assert len(threads) == len(processes)
+    for a, b in zip(threads, processes, strict=True):
+        assert torch.equal(a["id"], b["id"]) and torch.equal(a["sum"], b["sum"])
+    first_batch = {_Decoding.readers[i] for i in threads[0]["id"].tolist()}
+    assert len(first_batch) == workers, "the trainer's first batch is spread over all the threads"
+    assert not _loader_threads()
 
 
 @pytest.mark.parametrize(("first", "then"), [("process", "thread"), ("thread", "process")])

@@ -14,6 +14,7 @@ so several iterations (loader threads) may share one pool; it knows nothing of t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -24,7 +25,7 @@ from shardflow.dataset._collate import gather_batch, read_batch
 from shardflow.dataset.pool import ShardLease, ShardPool
 from shardflow.format import Capability, ShardInfo
 
-__all__ = ["iter_samples", "iter_batches", "WINDOW"]
+__all__ = ["iter_samples", "iter_batches", "ItemGroups", "WINDOW"]
 
 WINDOW = 16_384
 """Sample ids located at a time."""
@@ -32,6 +33,15 @@ WINDOW = 16_384
 BULK = 4_096
 """Samples decoded at once, as whole columns, when every shard is an MDS shard of the same columns. An
 iteration starts with 64 and doubles up to this, so its first sample waits only for its first shards."""
+
+
+@dataclass(frozen=True)
+class ItemGroups:
+    """Reads samples ``size`` at a time: ``read(item, ids)`` returns ``[item(i) for i in ids]``, in order,
+    however it spreads the calls (e.g. over a pool of threads), and returns only once none still runs."""
+
+    read: Callable[[Callable[[int], Any], list[int]], list[Any]]
+    size: int
 
 
 class _Window:
@@ -166,16 +176,38 @@ def iter_samples(
     chunks: Iterator[NDArray[np.int64]],
     ahead: int,
     item: Callable[[int], Any] | None = None,
+    groups: ItemGroups | None = None,
 ) -> Iterator[Any]:
     """The samples of the ids in order, fetching shards ``ahead`` samples before their first use; each read
-    by ``item(id)`` when given (a dataset subclass's own ``__getitem__``), else straight from the shard.
+    by ``item(id)`` when given (a dataset subclass's own ``__getitem__``), else straight from the shard;
+    with ``groups`` too, ``item`` is called a group at a time through it.
 
     Without ``item``, on MDS shards of one set of columns, samples are made a list at a time and handed out
     by ``itertools.chain`` (no Python frame runs per sample)."""
+    if item is not None and groups is not None:
+        return chain.from_iterable(_item_groups(pool, chunks, ahead, item, groups))
     bulk = _bulk_columns(pool.shards) if item is None else None
     if bulk is not None:
         return chain.from_iterable(_bulk_batches(pool, chunks, ahead, bulk))
     return _iter_one_by_one(pool, chunks, ahead, item)
+
+
+def _item_groups(
+    pool: ShardPool,
+    chunks: Iterator[NDArray[np.int64]],
+    ahead: int,
+    item: Callable[[int], Any],
+    groups: ItemGroups,
+) -> Iterator[list[Any]]:
+    """The samples ``item(id)`` in lists of ``groups.size``, each read through ``groups.read`` while its
+    shards are held."""
+    size = groups.size
+    for window in _windows(pool, chunks, size * max(1, WINDOW // size), ahead):
+        for begin in range(0, window.size, size):
+            end = min(begin + size, window.size)
+            window.release_done(begin)
+            window.advance(end - 1)
+            yield groups.read(item, window.ids[begin:end].tolist())
 
 
 def _iter_one_by_one(

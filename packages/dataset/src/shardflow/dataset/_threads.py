@@ -8,8 +8,10 @@ items. A worker's exception is raised in the trainer, with the worker's frames i
 (so an iteration lets go of its shards) and joins the threads: none outlives the loop.
 
 The trainer's first item is worker 0's, so the other workers start reading when worker 0 has queued its
-first item: until then worker 0 has the cores (and the GIL) to itself, which brings the first batch about
-a third sooner; from then on all run at once, so the epoch's rate is the same.
+first item. A worker's samples may be read, a batch at a time, by a pool shared by all workers
+(:class:`GroupReaders`): each batch is cut into one run of samples a thread, runs taken first come, first
+served, so worker 0's first batch is read by all the threads at once (about half the wait with two), and
+from then on they read every worker's batches at the rate of one thread a worker.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ThreadWorkers"]
+__all__ = ["ThreadWorkers", "GroupReaders"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,3 +140,34 @@ class ThreadWorkers:
         for pending in self._queues:  # items read ahead of the trainer: drop them now
             while not pending.empty():
                 pending.get_nowait()
+
+
+class GroupReaders:
+    """A pool of ``count`` threads reading groups of samples for any loader thread (see ``ItemGroups``): a
+    group is cut into ``count`` runs of consecutive samples, one a thread, groups taken in the order they
+    came (so a thread wakes its caller once a run, not once a sample)."""
+
+    def __init__(self, count: int, name: str = "shardflow-loader-read") -> None:
+        self._count = max(1, count)
+        self._executor = ThreadPoolExecutor(self._count, thread_name_prefix=name)
+
+    def read(self, item: Callable[[int], Any], ids: list[int]) -> list[Any]:
+        """``[item(i) for i in ids]``, read in the pool; returns (or raises the first failing run's error)
+        only once none of them still runs, so the caller may let go of their shards."""
+        step = max(1, -(-len(ids) // self._count))
+        runs = [ids[begin : begin + step] for begin in range(0, len(ids), step)]
+        futures = [self._executor.submit(_read_run, item, run) for run in runs]
+        try:
+            return [sample for future in futures for sample in future.result()]
+        finally:
+            for future in futures:
+                future.cancel()
+            wait(futures)
+
+    def close(self) -> None:
+        """Stop the pool's threads once the reads under way end."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_run(item: Callable[[int], Any], ids: list[int]) -> list[Any]:
+    return [item(i) for i in ids]

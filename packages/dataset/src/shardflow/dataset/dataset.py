@@ -17,7 +17,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from shardflow.dataset._bundles import batches_per_bundle, bundle
 from shardflow.dataset._epochs import EpochLedger
-from shardflow.dataset._iteration import iter_batches, iter_samples
+from shardflow.dataset._iteration import ItemGroups, iter_batches, iter_samples
 from shardflow.dataset._units import format_bytes, parse_bytes, parse_count
 from shardflow.dataset._wrappers import refuse_resharding
 from shardflow.dataset.cache import NodeCache, footprint, read_entries
@@ -756,11 +756,14 @@ class StreamingDataset(IterableDataset):
         sample_in_epoch: int = 0,
         batch_size: int | None = None,
         drop_last: bool = False,
+        groups: ItemGroups | None = None,
     ) -> Iterator[Any]:
         """Worker ``slot``'s samples of ``epoch`` from ``sample_in_epoch`` on, in order, read through this
         process's :attr:`pool` (safe to run in several threads at once); with ``batch_size``, whole batches
         of it as dicts of numpy arrays and lists (see :meth:`reading_batches`; the last one partial unless
-        ``drop_last``). The epoch comes from :meth:`begin_epoch`; this numbers nothing."""
+        ``drop_last``). With ``groups``, a subclass's own ``__getitem__`` is called a group of samples at a
+        time through it (the thread loader spreads a group over its threads). The epoch comes from
+        :meth:`begin_epoch`; this numbers nothing."""
         chunks = self.worker_sample_id_chunks(epoch, sample_in_epoch, slot)
         if batch_size is not None:
             if not self.supports_batch_reads:
@@ -770,7 +773,7 @@ class StreamingDataset(IterableDataset):
                 )
             return self.read_batches(chunks, batch_size, drop_last)
         item = None if self._raw_samples else self.__getitem__
-        return iter_samples(self._pool, chunks, self.predownload, item)
+        return iter_samples(self._pool, chunks, self.predownload, item, groups)
 
     def _spans_readable_by_trainer(self) -> bool:
         """Whether a DataLoader worker may send a batch's ``bytes`` columns as where they lie in the shard

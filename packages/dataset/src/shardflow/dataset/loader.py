@@ -14,8 +14,9 @@ from torch.utils.data.dataloader import _InfiniteConstantSampler
 
 from shardflow.dataset._bundles import unbundle
 from shardflow.dataset._collate import read_spans, to_tensors
+from shardflow.dataset._iteration import ItemGroups
 from shardflow.dataset._slots import BatchSlots, SlotSender
-from shardflow.dataset._threads import ThreadWorkers
+from shardflow.dataset._threads import GroupReaders, ThreadWorkers
 from shardflow.dataset.dataset import StreamingDataset
 from shardflow.dataset.world import WorkerSlot
 
@@ -212,12 +213,15 @@ class StreamingDataLoader(DataLoader):
                 _tensors(dataset.iter_worker(WorkerSlot(k, count), epoch, offset, batch_size, drop_last))
                 for k in range(count)
             ]
+            readers = None
         else:
             assert self.batch_size is not None
             collate = self.collate_fn or default_collate
+            readers = GroupReaders(count)
+            groups = ItemGroups(readers.read, self.batch_size)
             sources = [
                 _collated(
-                    dataset.iter_worker(WorkerSlot(k, count), epoch, offset),
+                    dataset.iter_worker(WorkerSlot(k, count), epoch, offset, groups=groups),
                     self.batch_size,
                     self.drop_last,
                     collate,
@@ -231,6 +235,8 @@ class StreamingDataLoader(DataLoader):
                 yield to_tensors(batch, pin) if pin else batch
         finally:
             workers.close()
+            if readers is not None:
+                readers.close()
 
     def _get_iterator(self) -> Any:
         """torch's iterator; on the batch path it reads the loader through :class:`_BatchReads`."""
