@@ -144,6 +144,16 @@ class ShardPool:
     def recent_reader(self, shard: int) -> ShardReader:
         """The reader of a shard for random reads (``dataset[i]``, the trainer's copies of spans): held while
         among the last :attr:`random_cap` shards read this way, then let go."""
+        recent = self._recent
+        if shard in recent:  # a hit needs no lock: the dict's one call is atomic, and a miss is retried
+            try:
+                recent.move_to_end(shard)
+            except KeyError:  # let go of by another thread meanwhile
+                pass
+            else:
+                reader = self.readers[shard]
+                if reader is not None:
+                    return reader
         with self._lock:
             recent = self._recent
             if shard in recent:
