@@ -7,10 +7,19 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from shardflow.convert._run import Converter, Options, Summary, convert, convert_each, sub_out
+from shardflow.convert._run import (
+    Converter,
+    Options,
+    SplitConverter,
+    Summary,
+    convert,
+    convert_each,
+    split_converters,
+    sub_out,
+)
 from shardflow.convert.errors import ConvertError, InputError
 
-__all__ = ["parser", "parse_columns", "parse_map", "main"]
+__all__ = ["parser", "parse_columns", "parse_map", "main", "split_main"]
 
 logger = logging.getLogger("shardflow.convert")
 
@@ -137,3 +146,22 @@ def main(
     for converter, out, summary in done:
         logger.info("%s", summary.describe(converter.name, out))
     return 0
+
+
+def split_main(
+    kind: type[SplitConverter], description: str, root_help: str, argv: Sequence[str] | None
+) -> int:
+    """The command line of a :class:`SplitConverter`: ``ROOT --out OUT [--split NAME]``, each split (or
+    the one named) into ``OUT/<split>``."""
+    cli = parser(kind.name, description)
+    cli.add_argument("root", help=root_help)
+    every = "both" if len(kind.splits) == 2 else "all"
+    cli.add_argument(
+        "--split",
+        choices=sorted(kind.splits),
+        default=None,
+        help=f"convert only this split, into OUT/<split> (default: {every}, into "
+        + " and ".join(f"OUT/{name}" for name in kind.splits)
+        + ")",
+    )
+    return main(cli, lambda args: split_converters(kind, args.root, args.split), argv)

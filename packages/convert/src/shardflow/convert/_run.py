@@ -5,7 +5,9 @@ segment. :func:`convert` splits the units into partitions, converts each into ``
 :class:`~shardflow.format.MDSWriter` (in ``workers`` processes), and merges their indexes in order into
 ``out/index.json``. A partition is finished when its ``index.json`` exists; ``resume=True`` keeps those,
 after checking (:mod:`shardflow.convert._record`) that the input and the output options are the ones
-recorded in ``convert.json`` by the run that started the conversion.
+recorded in ``convert.json`` by the run that started the conversion. A dataset published as splits
+(CIFAR-10, COCO, ADE20K) has a :class:`SplitConverter` per split (:func:`split_converters`), each
+converted by :func:`convert_each` into ``out/<split>/``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from shardflow.convert import _record
 from shardflow.convert._plan import Segment, Unit, split, units_digest
@@ -28,7 +30,17 @@ from shardflow.convert._target import PLAN_NAME, Target, part_name
 from shardflow.convert.errors import InputError, OutputExistsError
 from shardflow.format import FormatError, MDSWriter, merge_index, parse_size
 
-__all__ = ["Converter", "Plan", "Options", "Summary", "convert", "convert_each", "sub_out"]
+__all__ = [
+    "Converter",
+    "SplitConverter",
+    "Plan",
+    "Options",
+    "Summary",
+    "convert",
+    "convert_each",
+    "split_converters",
+    "sub_out",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +96,43 @@ class Converter:
     def skip(self, location: str, problem: str, skipped: list[str]) -> bool:
         """Whether to skip a sample the writer refused (then log it and append it to ``skipped``)."""
         return False
+
+
+@dataclass
+class SplitConverter(Converter):
+    """A converter of one split of the dataset folder ``root``; :func:`split_converters` makes one per split.
+
+    A subclass names its splits in ``splits`` (in the order they are converted) and calls
+    :meth:`check_split` first in its ``plan``.
+    """
+
+    root: str
+    split: str = "train"
+    splits: ClassVar[tuple[str, ...]] = ()
+
+    def check_split(self) -> None:
+        """Raise :class:`InputError` when ``split`` is not one of ``splits``."""
+        _check_split(self.name, self.split, self.splits)
+
+    def config(self) -> dict[str, Any]:
+        return {"root": os.path.abspath(self.root), "--split": self.split}
+
+
+def split_converters(kind: type[SplitConverter], root: str, split: str | None = None) -> dict[str, Converter]:
+    """A ``kind`` converter of ``root`` per split (only ``split`` when given), by split name, for
+    :func:`convert_each`.
+
+    Raises:
+        InputError: ``split`` is not one of ``kind.splits``.
+    """
+    if split is not None:
+        _check_split(kind.name, split, kind.splits)
+    return {name: kind(root, name) for name in kind.splits if split in (None, name)}
+
+
+def _check_split(converter: str, split: str, splits: tuple[str, ...]) -> None:
+    if split not in splits:
+        raise InputError(f"{converter}: split {split!r} is not one of {sorted(splits)}")
 
 
 @dataclass

@@ -14,7 +14,6 @@ skipped.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 from shardflow.convert import _cli
 from shardflow.convert._images import read_image
 from shardflow.convert._plan import Segment, Unit
-from shardflow.convert._run import Converter, Options, Plan, Summary, convert_each
+from shardflow.convert._run import Options, Plan, SplitConverter, Summary, convert_each, split_converters
 from shardflow.convert.errors import InputError
 
 __all__ = ["ADE20K", "ade20k_to_mds", "main", "SPLITS", "COLUMNS", "EXCLUDED"]
@@ -37,19 +36,17 @@ EXCLUDED = {"train": ("00003020", "00001701", "00013508", "00008455")}
 
 
 @dataclass
-class ADE20K(Converter):
+class ADE20K(SplitConverter):
     """Converts one split (``train`` or ``val``) of the ADEChallengeData2016 folder ``root``."""
 
-    root: str
-    split: str = "train"
     name = "ade20k"
+    splits = tuple(SPLITS)
 
     def __post_init__(self) -> None:
         self._bytes = 0  # of the sample read last
 
     def plan(self) -> Plan:
-        if self.split not in SPLITS:
-            raise InputError(f"ade20k: split {self.split!r} is not one of {list(SPLITS)}")
+        self.check_split()
         images = os.path.join(self.root, "images", SPLITS[self.split])
         masks = os.path.join(self.root, "annotations", SPLITS[self.split])
         for folder in (images, masks):
@@ -79,9 +76,6 @@ class ADE20K(Converter):
             )
         return Plan(units, dict(COLUMNS), samples=len(units), inputs=[unit.info[1] for unit in units])
 
-    def config(self) -> dict[str, Any]:
-        return {"root": os.path.abspath(self.root), "--split": self.split}
-
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
     ) -> Iterator[dict[str, Any]]:
@@ -100,33 +94,16 @@ class ADE20K(Converter):
         return os.path.dirname(segment.unit.name), {"images": 1, "bytes": self._bytes}
 
 
-def _converters(root: str, split: str | None) -> dict[str, Converter]:
-    return {name: ADE20K(root, name) for name in SPLITS if split in (None, name)}
-
-
 def ade20k_to_mds(root: str, options: Options, *, split: str | None = None) -> dict[str, Summary]:
     """Convert the ADEChallengeData2016 folder ``root`` into MDS datasets ``<options.out>/train`` and
     ``<options.out>/val``, or only ``<options.out>/<split>``; returns each split's summary."""
-    if split is not None and split not in SPLITS:
-        raise InputError(f"ade20k: split {split!r} is not one of {list(SPLITS)}")
-    return convert_each(_converters(root, split), options)
-
-
-def _parser() -> argparse.ArgumentParser:
-    cli = _cli.parser("ade20k", __doc__ or "")
-    cli.add_argument("root", help="the ADEChallengeData2016 folder: images/ and annotations/")
-    cli.add_argument(
-        "--split",
-        choices=list(SPLITS),
-        default=None,
-        help="convert only this split, into OUT/<split> (default: both, into OUT/train and OUT/val)",
-    )
-    return cli
+    return convert_each(split_converters(ADE20K, root, split), options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``python -m shardflow.convert.ade20k ROOT --out OUT [--split val]``."""
-    return _cli.main(_parser(), lambda args: _converters(args.root, args.split), argv)
+    root = "the ADEChallengeData2016 folder: images/ and annotations/"
+    return _cli.split_main(ADE20K, __doc__ or "", root, argv)
 
 
 if __name__ == "__main__":

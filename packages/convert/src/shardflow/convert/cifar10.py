@@ -11,7 +11,6 @@ each image as a height x width x channel array; the class names of ``batches.met
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 from collections.abc import Iterator, Sequence
@@ -22,7 +21,7 @@ import numpy as np
 
 from shardflow.convert import _cli
 from shardflow.convert._plan import Segment, Unit
-from shardflow.convert._run import Converter, Options, Plan, Summary, convert_each
+from shardflow.convert._run import Options, Plan, SplitConverter, Summary, convert_each, split_converters
 from shardflow.convert.errors import InputError
 
 __all__ = ["CIFAR10", "cifar10_to_mds", "main", "SPLITS"]
@@ -83,16 +82,14 @@ def _describe(value: Any) -> str:
 
 
 @dataclass
-class CIFAR10(Converter):
+class CIFAR10(SplitConverter):
     """Converts one split (``train`` or ``test``) of the CIFAR-10 folder ``root``."""
 
-    root: str
-    split: str = "train"
     name = "cifar10"
+    splits = tuple(SPLITS)
 
     def plan(self) -> Plan:
-        if self.split not in SPLITS:
-            raise InputError(f"cifar10: split {self.split!r} is not one of {sorted(SPLITS)}")
+        self.check_split()
         if not os.path.isdir(self.root):
             raise InputError(f"cifar10: {self.root} is not a folder: give the extracted cifar-10-batches-py")
         units = []
@@ -108,9 +105,6 @@ class CIFAR10(Converter):
             inputs.append(meta)
         total = sum(unit.size for unit in units)
         return Plan(units, {"x": "ndarray:uint8:32,32,3", "y": "int"}, files, total, inputs)
-
-    def config(self) -> dict[str, Any]:
-        return {"root": os.path.abspath(self.root), "--split": self.split}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -139,33 +133,15 @@ def _class_names(path: str) -> list[str]:
         ) from None
 
 
-def _converters(root: str, split: str | None) -> dict[str, Converter]:
-    return {name: CIFAR10(root, name) for name in SPLITS if split in (None, name)}
-
-
 def cifar10_to_mds(root: str, options: Options, *, split: str | None = None) -> dict[str, Summary]:
     """Convert the extracted CIFAR-10 folder ``root`` into MDS datasets ``<options.out>/train`` and
     ``<options.out>/test``, or only ``<options.out>/<split>``; returns each split's summary."""
-    if split is not None and split not in SPLITS:
-        raise InputError(f"cifar10: split {split!r} is not one of {sorted(SPLITS)}")
-    return convert_each(_converters(root, split), options)
-
-
-def _parser() -> argparse.ArgumentParser:
-    cli = _cli.parser("cifar10", __doc__ or "")
-    cli.add_argument("root", help="the extracted cifar-10-batches-py folder")
-    cli.add_argument(
-        "--split",
-        choices=sorted(SPLITS),
-        default=None,
-        help="convert only this split, into OUT/<split> (default: both, into OUT/train and OUT/test)",
-    )
-    return cli
+    return convert_each(split_converters(CIFAR10, root, split), options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``python -m shardflow.convert.cifar10 ROOT --out OUT [--split train]``."""
-    return _cli.main(_parser(), lambda args: _converters(args.root, args.split), argv)
+    return _cli.split_main(CIFAR10, __doc__ or "", "the extracted cifar-10-batches-py folder", argv)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ checked by its structure before it is written (a truncated or non-image file is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -34,7 +33,7 @@ import numpy as np
 from shardflow.convert import _cli
 from shardflow.convert._images import read_image
 from shardflow.convert._plan import Segment, Unit
-from shardflow.convert._run import Converter, Options, Plan, Summary, convert_each
+from shardflow.convert._run import Options, Plan, SplitConverter, Summary, convert_each, split_converters
 from shardflow.convert.errors import InputError
 
 __all__ = ["COCO", "coco_to_mds", "main", "SPLITS", "COLUMNS", "annotations_path"]
@@ -102,19 +101,17 @@ def _images(path: str, data: dict[str, Any]) -> tuple[list[list[Any]], list[str]
 
 
 @dataclass
-class COCO(Converter):
+class COCO(SplitConverter):
     """Converts one split (``train`` or ``val``) of the COCO 2017 folder ``root``."""
 
-    root: str
-    split: str = "train"
     name = "coco"
+    splits = SPLITS
 
     def __post_init__(self) -> None:
         self._bytes = 0  # of the image read last
 
     def plan(self) -> Plan:
-        if self.split not in SPLITS:
-            raise InputError(f"coco: split {self.split!r} is not one of {list(SPLITS)}")
+        self.check_split()
         folder = os.path.join(self.root, f"{self.split}2017")
         notes = annotations_path(self.root, self.split)
         data = _load(notes)
@@ -133,9 +130,6 @@ class COCO(Converter):
                 + (", ..." if len(missing) > 3 else "")
             )
         return Plan(units, dict(COLUMNS), {"classes.json": {"classes": classes}}, len(units), [notes])
-
-    def config(self) -> dict[str, Any]:
-        return {"root": os.path.abspath(self.root), "--split": self.split}
 
     def samples(
         self, segment: Segment, columns: dict[str, str], skipped: list[str]
@@ -172,33 +166,16 @@ class COCO(Converter):
         return os.path.dirname(segment.unit.name), {"images": 1, "bytes": self._bytes}
 
 
-def _converters(root: str, split: str | None) -> dict[str, Converter]:
-    return {name: COCO(root, name) for name in SPLITS if split in (None, name)}
-
-
 def coco_to_mds(root: str, options: Options, *, split: str | None = None) -> dict[str, Summary]:
     """Convert COCO 2017's folder ``root`` into MDS datasets ``<options.out>/train`` and
     ``<options.out>/val``, or only ``<options.out>/<split>``; returns each split's summary."""
-    if split is not None and split not in SPLITS:
-        raise InputError(f"coco: split {split!r} is not one of {list(SPLITS)}")
-    return convert_each(_converters(root, split), options)
-
-
-def _parser() -> argparse.ArgumentParser:
-    cli = _cli.parser("coco", __doc__ or "")
-    cli.add_argument("root", help="COCO's folder: annotations/instances_<split>2017.json and <split>2017/")
-    cli.add_argument(
-        "--split",
-        choices=SPLITS,
-        default=None,
-        help="convert only this split, into OUT/<split> (default: both, into OUT/train and OUT/val)",
-    )
-    return cli
+    return convert_each(split_converters(COCO, root, split), options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: ``python -m shardflow.convert.coco ROOT --out OUT [--split val]``."""
-    return _cli.main(_parser(), lambda args: _converters(args.root, args.split), argv)
+    root = "COCO's folder: annotations/instances_<split>2017.json and <split>2017/"
+    return _cli.split_main(COCO, __doc__ or "", root, argv)
 
 
 if __name__ == "__main__":
