@@ -1,17 +1,26 @@
 """One data-parallel rank as a real process: build a StreamingDataset, iterate a StreamingDataLoader, report.
 
 Run as ``python _dataset_rank.py CONFIG_JSON``; the test modules start one per rank (``test_distributed``,
-``test_s3``). The config's keys:
+``test_s3``, ``test_sources_parquet``, ``test_sources_tar_litdata``). The config's keys:
 
 - ``remote``, ``local``, ``batch_size``, ``workers``: the dataset and loader (``shuffle=True``,
   ``num_canonical_nodes=2``, ``shuffle_seed`` given or 17);
+- ``streams``: instead of ``remote``/``local``, a list of ``Stream`` keyword arguments; ``format`` names a
+  source (``"parquet"``, ``"webdataset"``, ``"litdata"``, ``"files"``, ...) and ``format_options``, when
+  given, configures it (``{"shard_bytes": 1}`` makes ``ParquetSource(shard_bytes=1)``);
+- ``id_key``: the column (default ``"id"``) whose values, made JSON-able, stand for a batch's samples in
+  ``batches``; ``collate``: ``"list"`` collates nothing (a batch is ``{"samples": [sample, ...]}``);
+- ``keep_samples``: pickle every batch as the loader yields it (first epoch) into ``samples_file`` (the
+  report's path with ``.pkl``), for the test to compare with the source;
 - ``mode``: how the rank learns its world: ``"gloo"`` (``init_process_group`` over TCP on 127.0.0.1 with
   ``rank``/``world_size``/``port``; the parent sets only ``LOCAL_WORLD_SIZE``), ``"torchrun"``
   (``init_process_group("gloo")`` from the variables torchrun sets), ``"env"`` (the parent set
   ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``LOCAL_WORLD_SIZE``, or nothing: one process) or ``"world"``
   (``World(...)`` passed to the dataset, no variables);
-- ``cache_limit``, ``predownload``, ``shuffle_block_size``: passed to the dataset when given;
+- ``cache_limit``, ``predownload``, ``shuffle_block_size``, ``epoch_size``: passed to the dataset when given;
 - ``stop_after``: stop after this many batches and save ``loader.state_dict()`` into the report;
+- ``state_at``: save ``loader.state_dict()`` into the report after this many batches, and read on (a trainer
+  checkpointing mid-epoch);
 - ``state_in``: a JSON file of a state dict to resume from before iterating;
 - ``wait_for``: a file to wait for (created by the test) before iterating;
 - ``check_values``: compare every sample's columns with how the test wrote them;
@@ -33,11 +42,13 @@ from __future__ import annotations
 import faulthandler
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +142,60 @@ def run_ranks(
     return finish(processes, timeout)
 
 
+def run_node(
+    config: dict,
+    ranks: int,
+    folder: Path,
+    env: dict[str, object] | None = None,
+    state: dict | None = None,
+    timeout: float = 240,
+) -> list[dict]:
+    """Run ``ranks`` rank processes of one node (mode ``"gloo"``: a process group over TCP on 127.0.0.1),
+    each with ``config`` and this environment plus ``env``, resuming from ``state`` when given; their
+    reports, in rank order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        (folder / "state.json").write_text(json.dumps(state))
+        config = {**config, "state_in": str(folder / "state.json")}
+    port = free_port()
+    configs = [{**config, "mode": "gloo", "rank": r, "world_size": ranks, "port": port} for r in range(ranks)]
+    envs = [clean_env(LOCAL_WORLD_SIZE=ranks, **(env or {})) for _ in range(ranks)]
+    reports = run_ranks(configs, envs, folder, timeout)
+    for rank, report in enumerate(reports):
+        assert report["world"] == [rank, ranks, rank, ranks], f"rank {rank}'s world"
+    return reports
+
+
+def kept_batches(report: dict) -> list[Any]:
+    """The batches a rank run with ``keep_samples`` yielded, as it yielded them."""
+    return pickle.loads(Path(report["samples_file"]).read_bytes())
+
+
+def collate_list(batch: list[Any]) -> dict[str, list[Any]]:
+    """Collate nothing (samples of bytes and arrays of several shapes), in a mapping whose first value's
+    length the loader counts as the batch's samples."""
+    return {"samples": batch}
+
+
+def batch_ids(batch: dict, key: str) -> list[Any]:
+    """The JSON-able values of column ``key`` in ``batch`` (a tensor's numbers, strings, decoded bytes)."""
+    values = [sample[key] for sample in batch["samples"]] if "samples" in batch else batch[key]
+    values = values.tolist() if hasattr(values, "tolist") else list(values)
+    return [v.tolist() if hasattr(v, "tolist") else v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+def make_stream(spec: dict) -> Any:
+    """A ``Stream`` from its keyword arguments, ``format_options`` configuring the source ``format`` names."""
+    from shardflow.dataset import Stream
+    from shardflow.dataset.sources import get_source
+
+    spec = dict(spec)
+    options = spec.pop("format_options", None)
+    if options is not None:
+        spec["format"] = type(get_source(spec["format"]))(**options)
+    return Stream(**spec)
+
+
 def expected_sample(i: int) -> tuple[list[int], str]:
     """Sample ``i`` as ``tests/dataset/conftest.py::token_sample`` writes it."""
     return list(range(i, i + 8)), f"sample {i}"
@@ -158,15 +223,22 @@ def main() -> int:
             dist.init_process_group("gloo")
 
     def make(world: World | None) -> StreamingDataset:
+        if "streams" in config:
+            where: dict[str, Any] = {"streams": [make_stream(spec) for spec in config["streams"]]}
+        else:
+            where = {"remote": config["remote"], "local": config["local"]}
         return StreamingDataset(
-            remote=config["remote"],
-            local=config["local"],
+            **where,
             shuffle=True,
             shuffle_seed=config.get("shuffle_seed", 17),
             batch_size=config["batch_size"],
             num_canonical_nodes=2,
             world=world,
-            **{k: config[k] for k in ("cache_limit", "predownload", "shuffle_block_size") if k in config},
+            **{
+                k: config[k]
+                for k in ("cache_limit", "predownload", "shuffle_block_size", "epoch_size")
+                if k in config
+            },
         )
 
     early = None
@@ -202,6 +274,8 @@ def main() -> int:
             options["multiprocessing_context"] = config["context"]
         if config.get("persistent"):
             options["persistent_workers"] = True
+        if config.get("collate") == "list":
+            options["collate_fn"] = collate_list
         if config.get("plain"):
             from torch.utils.data import DataLoader
 
@@ -214,19 +288,23 @@ def main() -> int:
         if wait_for:
             while not os.path.exists(wait_for):  # the parent's own timeout ends a wait that never ends
                 time.sleep(0.02)
-        epochs: list[list[list[int]]] = []
+        epochs: list[list[list[Any]]] = []
         bad: list[int] = []
-        stop_after = config.get("stop_after")
+        kept: list[Any] = []
+        stop_after, state_at = config.get("stop_after"), config.get("state_at")
         for _ in range(config.get("epochs", 1)):
-            batches: list[list[int]] = []
+            batches: list[list[Any]] = []
             epochs.append(batches)
             for batch in loader:
-                ids = batch["id"].tolist()
+                ids = batch_ids(batch, config.get("id_key", "id"))
                 batches.append(ids)
                 if config.get("check_values"):
                     bad.extend(wrong_values(batch, ids))
-                if stop_after is not None and len(batches) == stop_after:
+                if config.get("keep_samples") and len(epochs) == 1:
+                    kept.append(batch)
+                if len(batches) in (stop_after, state_at):
                     report["state"] = loader.state_dict()
+                if len(batches) == stop_after:
                     break
             if config.get("sync_epochs"):
                 report.setdefault("totals", []).append(all_ranks_range(sum(map(len, batches))))
@@ -234,7 +312,11 @@ def main() -> int:
         report["epochs"] = epochs
         report["bad"] = bad
         report["cache"] = dataset.cache_stats()
-    Path(config["out"].replace("{rank}", os.environ.get("RANK", "0"))).write_text(json.dumps(report))
+    out = Path(config["out"].replace("{rank}", os.environ.get("RANK", "0")))
+    if config.get("keep_samples"):
+        report["samples_file"] = str(out.with_suffix(".pkl"))
+        Path(report["samples_file"]).write_bytes(pickle.dumps(kept))
+    out.write_text(json.dumps(report))
     if mode in ("gloo", "torchrun"):
         import torch.distributed as dist
 

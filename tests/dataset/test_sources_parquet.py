@@ -1,22 +1,31 @@
 """Parquet files and plain files streamed from S3 (moto's server on 127.0.0.1) without an index.json: the
 index is built from footers (or the listing), cached and reused; 2 ranks x 2 workers read every row once,
-a resume on another world is exact, and a Parquet stream mixes with an MDS stream by proportion."""
+a resume on another world is exact, and a Parquet stream mixes with an MDS stream by proportion.
+
+Ranks are real processes (``_dataset_rank.py``: a gloo process group over TCP on 127.0.0.1), each with a
+2-worker StreamingDataLoader; the ranks of a run share one cache folder, as the ranks of a node do, and
+reach moto through ``S3_ENDPOINT_URL`` and the credentials in their environment. A resume loads the state
+rank 0 saved mid-epoch into a run of another world shape, which must read exactly the rest of the epoch:
+its global steps (every rank's ``s``-th batch) equal the whole run's from that step on.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from shardflow.dataset import Stream, StreamingDataLoader, StreamingDataset, World
-from shardflow.dataset.sources import BUILT_INDEX, ParquetSource, PlainFiles
+from shardflow.dataset import StreamingDataset
+from shardflow.dataset.sources import BUILT_INDEX
 
+from ._dataset_rank import kept_batches, run_node
 from .conftest import token_sample, write_tokens
+from .test_distributed import global_steps
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -28,7 +37,8 @@ from _storage_servers import BUCKET, ServerProcess, moto_bucket, moto_client  # 
 from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 
 ROWS = 600  # in 3 files of 2-3 row groups each
-GLOBAL_BATCH = 8
+GLOBAL_BATCH = 8  # batch_size x ranks: what a resumed run keeps (the epoch is laid out in global batches)
+STOP = 20  # the global step after which rank 0 saves its state
 PARQUET_BASE = 10_000  # ids of the Parquet rows in the mixed dataset
 
 
@@ -85,56 +95,42 @@ def s3(moto: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"s3://{BUCKET}"
 
 
-def parquet_stream(s3: str, cache: Path, **kwargs: object) -> Stream:
+def rank_env(server: ServerProcess) -> dict[str, object]:
+    """What a rank process needs to reach moto."""
+    return {"S3_ENDPOINT_URL": server.endpoint, **CREDENTIALS}
+
+
+def config(streams: list[dict[str, Any]], ranks: int, workers: int, **extra: object) -> dict[str, Any]:
+    """A rank's config: ``streams`` shuffled (seed 5), in global batches of GLOBAL_BATCH."""
+    return {"streams": streams, "batch_size": GLOBAL_BATCH // ranks, "workers": workers, "shuffle_seed": 5,
+            **extra}  # fmt: skip
+
+
+def parquet_stream(cache: Path, **kwargs: object) -> dict[str, Any]:
     # Shards of one row group each (the files are small), so the cache fetches row groups.
-    return Stream(remote=f"{s3}/pq", local=str(cache), format=ParquetSource(shard_bytes=1), **kwargs)
+    return {"remote": f"s3://{BUCKET}/pq", "local": str(cache), "format": "parquet",
+            "format_options": {"shard_bytes": 1}, **kwargs}  # fmt: skip
 
 
-def run_world(make, ranks: int, workers: int, batches: int | None = None, state: dict | None = None):
-    """Each rank of a one-node world of ``ranks`` ranks (built in this process, one after the other) reads
-    with ``workers`` workers; returns every rank's batches and the states after ``batches`` batches."""
-    out, states = [], []
-    for rank in range(ranks):
-        world = World(rank=rank, world_size=ranks, local_rank=rank, local_world_size=ranks)
-        dataset = make(world, GLOBAL_BATCH // ranks)
-        loader = StreamingDataLoader(dataset, batch_size=GLOBAL_BATCH // ranks, num_workers=workers)
-        if state is not None:
-            loader.load_state_dict(json.loads(json.dumps(state)))
-        got = []
-        for batch in loader:
-            got.append(batch)
-            if batches is not None and len(got) == batches:
-                states.append(loader.state_dict())
-                break
-        out.append(got)
-    return out, states
+def steps(reports: list[dict]) -> list[list[Any]]:
+    """The run's global steps, each sorted (the ranks' order within a step differs between world shapes)."""
+    return [sorted(step) for step in global_steps(reports)]
 
 
-def global_steps(per_rank: list[list[dict]]) -> list[list[int]]:
-    """Step ``s``: every rank's ``s``-th batch of ids, joined and sorted."""
-    return [sorted(i for batch in step for i in batch["id"].tolist()) for step in zip(*per_rank, strict=True)]
+@pytest.fixture(scope="module")
+def parquet_run(moto: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    """2 ranks x 2 workers read the Parquet files' epoch whole (rank 0 saves its state after STOP steps);
+    their reports and shared cache folder."""
+    folder = tmp_path_factory.mktemp("parquet-run")
+    make = config([parquet_stream(folder / "cache")], 2, 2, check_values=True, state_at=STOP)
+    return run_node(make, 2, folder, rank_env(moto)), folder / "cache"
 
 
-def check_batch(batch: dict) -> None:
-    for k, i in enumerate(batch["id"].tolist()):
-        expected = token_sample(i)
-        assert batch["tokens"][k].tolist() == expected["tokens"].tolist()
-        assert batch["text"][k] == expected["text"]
-
-
-def test_two_ranks_two_workers_read_every_row_once_from_s3(s3: str, tmp_path: Path) -> None:
-    cache = tmp_path / "cache"
-
-    def make(world: World, batch: int) -> StreamingDataset:
-        return StreamingDataset(streams=[parquet_stream(s3, cache)], shuffle=True, batch_size=batch,
-                                num_canonical_nodes=2, world=world)  # fmt: skip
-
-    per_rank, _ = run_world(make, 2, 2)
-    ids = [i for batches in per_rank for batch in batches for i in batch["id"].tolist()]
-    assert sorted(ids) == list(range(ROWS))
-    for batches in per_rank:
-        for batch in batches:
-            check_batch(batch)
+def test_two_ranks_two_workers_read_every_row_once_from_s3(parquet_run: tuple[list[dict], Path]) -> None:
+    reports, cache = parquet_run
+    ids = [i for report in reports for batch in report["batches"] for i in batch]
+    assert sorted(ids) == list(range(ROWS)), "every row once over both ranks"
+    assert [report["bad"] for report in reports] == [[], []], "rows that differ from what was written"
     fetched = sorted(p.name for p in (cache / "part").iterdir())
     # Row groups of the two 3-row-group files; the third file has one row group: fetched whole.
     assert fetched == [f"{k:02d}.parquet.rg{g}" for k in range(2) for g in range(3)] + ["02.parquet"]
@@ -167,72 +163,53 @@ def test_the_built_index_is_reused_and_rebuilt_when_a_file_changes(s3: str, tmp_
         client.upload_file(str(changed), BUCKET, "mix/part/00.parquet")
 
 
-def test_resume_mid_epoch_on_another_world_is_exact(s3: str, tmp_path: Path) -> None:
-    def maker(cache: Path):
-        def make(world: World, batch: int) -> StreamingDataset:
-            return StreamingDataset(streams=[parquet_stream(s3, cache)], shuffle=True, batch_size=batch,
-                                    num_canonical_nodes=2, world=world, shuffle_seed=5)  # fmt: skip
-
-        return make
-
-    whole = global_steps(run_world(maker(tmp_path / "a"), 2, 2)[0])
-    stop = 20
-    head, states = run_world(maker(tmp_path / "b"), 2, 2, batches=stop)
-    assert states[0]["sample_in_epoch"] == stop * GLOBAL_BATCH
-    tail, _ = run_world(maker(tmp_path / "c"), 1, 2, state=states[0])
-    assert global_steps(head) + global_steps(tail) == whole
+def test_resume_mid_epoch_on_another_world_is_exact(
+    parquet_run: tuple[list[dict], Path], moto: ServerProcess, tmp_path: Path
+) -> None:
+    whole, _ = parquet_run
+    assert whole[0]["state"]["sample_in_epoch"] == STOP * GLOBAL_BATCH
+    make = config([parquet_stream(tmp_path / "cache")], 1, 3)
+    rest = run_node(make, 1, tmp_path, rank_env(moto), state=whole[0]["state"])  # 1 rank x 3 workers
+    assert steps(rest) == steps(whole)[STOP:], "exactly the rest of the epoch, step by step"
 
 
-def test_an_mds_stream_and_a_parquet_stream_mix_by_proportion(s3: str, tmp_path: Path) -> None:
+def test_an_mds_stream_and_a_parquet_stream_mix_by_proportion(moto: ServerProcess, tmp_path: Path) -> None:
     mds = write_tokens(tmp_path / "mds", 300)
     streams = [
-        Stream(local=str(mds), proportion=1),
-        Stream(remote=f"{s3}/mix", local=str(tmp_path / "cache"), proportion=3),
+        {"local": str(mds), "proportion": 1},
+        {"remote": f"s3://{BUCKET}/mix", "local": str(tmp_path / "cache"), "proportion": 3},
     ]
-    dataset = StreamingDataset(streams=streams, epoch_size=800, shuffle=True, batch_size=GLOBAL_BATCH)
-    loader = StreamingDataLoader(dataset, batch_size=GLOBAL_BATCH, num_workers=2)
-    ids = []
-    for batch in loader:
-        check_batch(batch)
-        ids += batch["id"].tolist()
+    make = config(streams, 2, 2, epoch_size=800, check_values=True)
+    reports = run_node(make, 2, tmp_path, rank_env(moto))
+    assert [report["bad"] for report in reports] == [[], []], "samples that differ from what was written"
+    ids = [i for report in reports for batch in report["batches"] for i in batch]
     counts = Counter("parquet" if i >= PARQUET_BASE else "mds" for i in ids)
     assert counts == {"mds": 200, "parquet": 600}
     assert set(ids) >= set(range(PARQUET_BASE, PARQUET_BASE + ROWS))  # 600 of 600 rows: each once
     assert len(set(i for i in ids if i < PARQUET_BASE)) == 200
 
 
-def test_plain_files_with_labels_two_ranks_two_workers_and_resume(s3: str, tmp_path: Path) -> None:
+def test_plain_files_with_labels_two_ranks_two_workers_and_resume(
+    moto: ServerProcess, tmp_path: Path
+) -> None:
     files = plain_files()
-    names = sorted(files)
 
-    def maker(cache: Path):
-        def make(world: World, batch: int) -> StreamingDataset:
-            stream = Stream(
-                remote=f"{s3}/files", local=str(cache), format=PlainFiles(labels=True, pack_files=8)
-            )
-            return StreamingDataset(streams=[stream], shuffle=True, batch_size=batch, num_canonical_nodes=2,
-                                    world=world)  # fmt: skip
+    def make(cache: Path, ranks: int, workers: int, **extra: object) -> dict[str, Any]:
+        stream = {"remote": f"s3://{BUCKET}/files", "local": str(cache), "format": "files",
+                  "format_options": {"labels": True, "pack_files": 8}}  # fmt: skip
+        return config([stream], ranks, workers, id_key="path", keep_samples=True, **extra)
 
-        return make
-
-    def as_ids(per_rank: list[list[dict]]) -> list[list[dict]]:
-        out = []
-        for batches in per_rank:
-            ranked = []
-            for batch in batches:
-                for k, path in enumerate(batch["path"]):
-                    assert batch["bytes"][k] == files[path]
-                    assert batch["label"][k].item() == (0 if path.startswith("ant/") else 1)
-                    assert batch["label_name"][k] == path.split("/")[0]
-                ranked.append({"id": np.array([names.index(p) for p in batch["path"]])})
-            out.append(ranked)
-        return out
-
-    whole = global_steps(as_ids(run_world(maker(tmp_path / "a"), 2, 2)[0]))
-    assert sorted(i for step in whole for i in step) == list(range(len(names)))
-    head, states = run_world(maker(tmp_path / "b"), 2, 2, batches=3)
-    tail, _ = run_world(maker(tmp_path / "c"), 1, 2, state=states[0])
-    assert global_steps(as_ids(head)) + global_steps(as_ids(tail)) == whole
+    whole = run_node(make(tmp_path / "a", 2, 2, state_at=3), 2, tmp_path / "whole", rank_env(moto))
+    assert sorted(path for step in steps(whole) for path in step) == sorted(files), "every file once"
+    one = make(tmp_path / "b", 1, 1)  # 1 rank x 1 worker
+    rest = run_node(one, 1, tmp_path / "rest", rank_env(moto), state=whole[0]["state"])
+    assert steps(rest) == steps(whole)[3:], "exactly the rest of the epoch, step by step"
+    for report in whole + rest:
+        for batch in kept_batches(report):
+            for k, path in enumerate(batch["path"]):
+                assert batch["bytes"][k] == files[path]
+                assert batch["label"][k].item() == (0 if path.startswith("ant/") else 1)
+                assert batch["label_name"][k] == path.split("/")[0]
 
 
 def test_a_folder_read_in_place_is_detected_and_nothing_is_written_into_it(

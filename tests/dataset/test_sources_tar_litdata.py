@@ -3,21 +3,26 @@ the stream finds no MDS index, detects the source, builds its index (tar headers
 LitData's own ``index.json``), and every StreamingDataset feature works: 2 ranks x 2 workers see every
 sample once, equal to the source, and a state saved there resumes exactly on another world shape.
 
-Ranks are ``World(...)`` overrides in this process, one after the other, each with a 2-worker
-StreamingDataLoader; they share one cache folder, as the ranks of a node do.
+Ranks are real processes (``_dataset_rank.py``: a gloo process group over TCP on 127.0.0.1), each with a
+2-worker StreamingDataLoader that collates nothing; the ranks of a run share one cache folder, as the ranks
+of a node do, and reach moto through ``S3_ENDPOINT_URL`` and the credentials in their environment. Each
+rank pickles the samples it yielded for the test to compare with the source. Rank 0 saves its state
+mid-epoch; a run of another world shape that loads it must read exactly the rest of the epoch: its global
+steps (every rank's ``s``-th batch) equal the whole run's from that step on.
 """
 
 from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shardflow.dataset import StreamingDataLoader, StreamingDataset, World
+from ._dataset_rank import kept_batches, run_node
+from .test_distributed import global_steps
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 sys.path.insert(0, str(Path(__file__).parent.parent / "format"))  # the LitData writer
@@ -30,12 +35,7 @@ from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 TARS, PER_TAR = 3, 40
 LITDATA = ("zstd_batch", "zstd_chunk")
 GLOBAL_BATCH = 12  # batch_size x ranks: what a resumed run keeps (the epoch is laid out in global batches)
-
-
-def as_list(batch: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Collate nothing (samples hold bytes and arrays of several shapes), in a mapping whose first value's
-    length the loader counts as the batch's samples."""
-    return {"samples": batch}
+STOP = 3  # the global step after which rank 0 saves its state
 
 
 def tar_sample(i: int) -> dict[str, Any]:
@@ -104,77 +104,100 @@ def litdata_remote(
     return list(pickle.loads((folders / f"{LITDATA[0]}.pkl").read_bytes()))
 
 
-@pytest.fixture
-def s3_env(moto: tuple[ServerProcess, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("S3_ENDPOINT_URL", moto[0].endpoint)
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
+def rank_env(server: ServerProcess) -> dict[str, object]:
+    """What a rank process needs to reach moto."""
+    return {"S3_ENDPOINT_URL": server.endpoint, **CREDENTIALS}
 
 
-def run_ranks(
-    remote: str, cache: Path, ranks: int, workers: int, stop: int | None = None, state: dict | None = None
-) -> tuple[list[dict[str, Any]], dict | None]:
-    """Every rank's samples (the first ``stop`` batches of each when given) and rank 0's state."""
-    samples: list[dict[str, Any]] = []
-    saved = None
-    per_rank = GLOBAL_BATCH // ranks
-    for rank in range(ranks):
-        world = World(rank=rank, world_size=ranks, local_rank=rank, local_world_size=ranks)
-        dataset = StreamingDataset(
-            remote=remote,
-            local=str(cache),
-            shuffle=True,
-            batch_size=per_rank,
-            num_canonical_nodes=2,
-            world=world,
-        )
-        loader = StreamingDataLoader(dataset, batch_size=per_rank, num_workers=workers, collate_fn=as_list)
-        if state is not None:
-            loader.load_state_dict(state)
-        for k, batch in enumerate(loader):
-            samples += batch["samples"]
-            if stop is not None and k + 1 == stop:
-                if rank == 0:
-                    saved = loader.state_dict()
-                break
-    return samples, saved
+def config(
+    prefix: str, cache: Path, ranks: int, workers: int, id_key: str, **extra: object
+) -> dict[str, Any]:
+    """A rank's config: ``s3://BUCKET/prefix`` (its source detected) shuffled, in global batches of
+    GLOBAL_BATCH, each sample's ``id_key`` reported and every batch kept."""
+    where = {"remote": f"s3://{BUCKET}/{prefix}", "local": str(cache)}
+    loader = {"batch_size": GLOBAL_BATCH // ranks, "workers": workers, "collate": "list"}
+    return {**where, **loader, "id_key": id_key, "keep_samples": True, **extra}
 
 
-@pytest.mark.usefixtures("s3_env")
-def test_webdataset_tars_two_ranks_two_workers_every_sample_once(tmp_path: Path) -> None:
-    samples, _ = run_ranks(f"s3://{BUCKET}/wds", tmp_path / "cache", ranks=2, workers=2)
-    by_key = {sample["__key__"]: sample for sample in samples}
-    assert len(samples) == len(by_key) == TARS * PER_TAR, "every sample once"
+def samples(reports: list[dict]) -> list[dict[str, Any]]:
+    """Every sample the ranks yielded."""
+    return [sample for report in reports for batch in kept_batches(report) for sample in batch["samples"]]
+
+
+def steps(reports: list[dict]) -> list[list[Any]]:
+    """The run's global steps, each sorted (the ranks' order within a step differs between world shapes)."""
+    return [sorted(step) for step in global_steps(reports)]
+
+
+@pytest.fixture(scope="module")
+def wds_run(
+    moto: tuple[ServerProcess, Any], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[list[dict], Path]:
+    """2 ranks x 2 workers read the tars' epoch whole (rank 0 saves its state after STOP steps); their
+    reports and shared cache folder."""
+    folder = tmp_path_factory.mktemp("wds-run")
+    make = config("wds", folder / "cache", 2, 2, "__key__", state_at=STOP)
+    return run_node(make, 2, folder, rank_env(moto[0])), folder / "cache"
+
+
+@pytest.fixture(scope="module")
+def litdata_runs(
+    moto: tuple[ServerProcess, Any], litdata_remote: list, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], list[dict]]:
+    """The reports of 2 ranks x 2 workers reading a LitData variant's epoch whole (rank 0 saves its state
+    after STOP - 1 steps), run once per variant."""
+    runs: dict[str, list[dict]] = {}
+
+    def run(variant: str) -> list[dict]:
+        if variant not in runs:
+            folder = tmp_path_factory.mktemp(f"lit-{variant}")
+            make = config(f"lit-{variant}", folder / "cache", 2, 2, "id", state_at=STOP - 1)
+            runs[variant] = run_node(make, 2, folder, rank_env(moto[0]))
+        return runs[variant]
+
+    return run
+
+
+def test_webdataset_tars_two_ranks_two_workers_every_sample_once(wds_run: tuple[list[dict], Path]) -> None:
+    reports, cache = wds_run
+    got = samples(reports)
+    by_key = {sample["__key__"]: sample for sample in got}
+    assert len(got) == len(by_key) == TARS * PER_TAR, "every sample once"
     assert all(by_key[f"s{i:05d}"] == stored(i) for i in range(TARS * PER_TAR)), "equal to the source"
-    assert sorted(path.name for path in (tmp_path / "cache").glob("*.tar")) == [
-        f"part-{t:03d}.tar" for t in range(TARS)
-    ]
+    assert sorted(path.name for path in cache.glob("*.tar")) == [f"part-{t:03d}.tar" for t in range(TARS)]
 
 
-@pytest.mark.usefixtures("s3_env")
-def test_webdataset_tars_resume_mid_epoch_on_another_world(tmp_path: Path) -> None:
-    first, state = run_ranks(f"s3://{BUCKET}/wds", tmp_path / "a", ranks=2, workers=2, stop=3)
-    assert state is not None and state["sample_in_epoch"] == 3 * GLOBAL_BATCH
-    rest, _ = run_ranks(f"s3://{BUCKET}/wds", tmp_path / "b", ranks=1, workers=1, state=state)
-    keys = sorted(sample["__key__"] for sample in first + rest)
-    assert keys == [f"s{i:05d}" for i in range(TARS * PER_TAR)], "the rest of the epoch, exactly"
+def test_webdataset_tars_resume_mid_epoch_on_another_world(
+    wds_run: tuple[list[dict], Path], moto: tuple[ServerProcess, Any], tmp_path: Path
+) -> None:
+    whole, _ = wds_run
+    assert whole[0]["state"]["sample_in_epoch"] == STOP * GLOBAL_BATCH
+    make = config("wds", tmp_path / "cache", 1, 3, "__key__")  # 1 rank x 3 workers
+    rest = run_node(make, 1, tmp_path, rank_env(moto[0]), state=whole[0]["state"])
+    assert steps(rest) == steps(whole)[STOP:], "exactly the rest of the epoch, step by step"
+    assert all(sample == stored(int(sample["__key__"][1:])) for sample in samples(rest)), (
+        "equal to the source"
+    )
 
 
-@pytest.mark.usefixtures("s3_env")
 @pytest.mark.parametrize("variant", LITDATA)
 def test_litdata_folder_two_ranks_two_workers_every_sample_once(
-    tmp_path: Path, litdata_remote: list, variant: str
+    litdata_runs: Callable[[str], list[dict]], litdata_remote: list, variant: str
 ) -> None:
-    samples, _ = run_ranks(f"s3://{BUCKET}/lit-{variant}", tmp_path / "cache", ranks=2, workers=2)
-    assert sorted(sample["id"] for sample in samples) == list(range(LITDATA_SAMPLES)), "every sample once"
-    for sample in samples:
+    got = samples(litdata_runs(variant))
+    assert sorted(sample["id"] for sample in got) == list(range(LITDATA_SAMPLES)), "every sample once"
+    for sample in got:
         expected = litdata_remote[sample["id"]]
         assert same(sample, expected), f"sample {sample['id']}: {sample!r} != {expected!r}"
 
 
-@pytest.mark.usefixtures("s3_env")
-def test_litdata_folder_resumes_mid_epoch_on_another_world(tmp_path: Path, litdata_remote: list) -> None:
-    first, state = run_ranks(f"s3://{BUCKET}/lit-zstd_chunk", tmp_path / "a", ranks=2, workers=2, stop=2)
-    assert state is not None and state["sample_in_epoch"] == 2 * GLOBAL_BATCH
-    rest, _ = run_ranks(f"s3://{BUCKET}/lit-zstd_chunk", tmp_path / "b", ranks=1, workers=1, state=state)
-    assert sorted(sample["id"] for sample in first + rest) == list(range(LITDATA_SAMPLES))
+def test_litdata_folder_resumes_mid_epoch_on_another_world(
+    litdata_runs: Callable[[str], list[dict]], moto: tuple[ServerProcess, Any], litdata_remote: list,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    whole = litdata_runs("zstd_chunk")
+    assert whole[0]["state"]["sample_in_epoch"] == (STOP - 1) * GLOBAL_BATCH
+    make = config("lit-zstd_chunk", tmp_path / "cache", 1, 1, "id")  # 1 rank x 1 worker
+    rest = run_node(make, 1, tmp_path, rank_env(moto[0]), state=whole[0]["state"])
+    assert steps(rest) == steps(whole)[STOP - 1 :], "exactly the rest of the epoch, step by step"
+    assert all(same(sample, litdata_remote[sample["id"]]) for sample in samples(rest)), "equal to the source"
