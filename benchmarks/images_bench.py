@@ -6,8 +6,9 @@
     python benchmarks/images_bench.py --workers 1 4 12 --images 60000 --seconds 15 --train resnet50
                                                                          # the GPU host (CUDA torch)
 
-Run it with ``python3 -m hatch run python benchmarks/images_bench.py`` from the repository root (the dev
-environment needs ``torchvision==0.28.0`` and ``webdataset``). It reproduces, at this machine's scale,
+Run it with ``PYTHONPATH=/tmp/tvlib python3 -m hatch run python benchmarks/images_bench.py`` from the
+repository root after ``pip install --no-deps --target /tmp/tvlib torchvision==0.28.0`` (the dev
+environment has ``webdataset`` but not torchvision: see ``benchmarks/README.md``). It reproduces, at this machine's scale,
 the throughput table of mosaicml-streaming's README (StreamingDataset, ImageFolder and WebDataset on
 ImageNet): every loader delivers batches of ``uint8`` CHW tensors of 224x224 after the same augmentation,
 torchvision's ``RandomResizedCrop(224)`` and ``RandomHorizontalFlip()`` on the Pillow-decoded image, at
