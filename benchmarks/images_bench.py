@@ -8,11 +8,11 @@
 
 Run it with ``PYTHONPATH=/tmp/tvlib python3 -m hatch run python benchmarks/images_bench.py`` from the
 repository root after ``pip install --no-deps --target /tmp/tvlib torchvision==0.28.0`` (the dev
-environment has ``webdataset`` but not torchvision: see ``benchmarks/README.md``). It reproduces, at this machine's scale,
-the throughput table of mosaicml-streaming's README (StreamingDataset, ImageFolder and WebDataset on
-ImageNet): every loader delivers batches of ``uint8`` CHW tensors of 224x224 after the same augmentation,
-torchvision's ``RandomResizedCrop(224)`` and ``RandomHorizontalFlip()`` on the Pillow-decoded image, at
-the same number of workers, shuffled.
+environment has ``webdataset`` but not torchvision: see ``benchmarks/README.md``). It reproduces, at this
+machine's scale, the throughput table of mosaicml-streaming's README (StreamingDataset, ImageFolder and
+WebDataset on ImageNet): every loader delivers batches of ``uint8`` CHW tensors of 224x224 after the same
+augmentation, torchvision's ``RandomResizedCrop(224)`` and ``RandomHorizontalFlip()`` on the
+Pillow-decoded image, at the same number of workers, shuffled.
 
 The images are ImageNet-like JPEGs (400x350, quality 90, 4:2:0): a "dead leaves" picture (1,500
 overlapping ellipses with power-law radii, coloured from a smooth 1/f colour field: sharp occlusion edges

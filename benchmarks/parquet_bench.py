@@ -27,7 +27,9 @@ reading still going after ``--limit-seconds`` stops there and counts the rows it
 Case ``first-sample``: moto's S3 server on 127.0.0.1 holds ``--remote-files`` small Parquet files (100 rows
 each) under one prefix and one such file under another; for each, fresh processes (at least 3) time
 ``StreamingDataset(remote=..., local=<empty cache>)`` up to its first sample, cold (the footer index built:
-a listing and one ranged read per footer, in parallel) and warm (the index reused from the cache).
+a listing and one ranged read per footer, in parallel), warm (the index reused from the cache), and
+published (a cold cache, the index published beside the data once by ``shardflow index URL --publish``:
+a listing and one read of it).
 
 Prints markdown tables (rows per second, median of the rounds, with the ratios and the issue's bars).
 """
@@ -175,6 +177,11 @@ def measure(args: argparse.Namespace) -> None:
     """The ``--impl`` run: one measurement, printed as a JSON line."""
     if args.impl == "first-sample":
         print(json.dumps({"seconds": first_sample(args.remote, args.cache)}))
+        return
+    if args.impl == "publish":
+        from shardflow._cli import index_source
+
+        print(json.dumps({"published": index_source(args.remote, args.cache, publish=True)["published"]}))
         return
     if args.impl == "index-litdata":
         index_litdata(args.data)
@@ -339,20 +346,25 @@ def first_sample_case(args: argparse.Namespace) -> None:
                 local,
             )
             body = local.read_bytes()
-            client.put_object(Bucket=BUCKET, Key="one/part-0000.parquet", Body=body)
-            for k in range(args.remote_files):
-                client.put_object(Bucket=BUCKET, Key=f"many/part-{k:04d}.parquet", Body=body)
+            for kind in ("", "-published"):
+                client.put_object(Bucket=BUCKET, Key=f"one{kind}/part-0000.parquet", Body=body)
+                for k in range(args.remote_files):
+                    client.put_object(Bucket=BUCKET, Key=f"many{kind}/part-{k:04d}.parquet", Body=body)
             env = {**MOTO_CREDENTIALS, "S3_ENDPOINT_URL": server.endpoint}
+            for prefix in ("one-published", "many-published"):  # what `shardflow index URL --publish` does
+                run(sys.executable, "publish", env, remote=f"s3://{BUCKET}/{prefix}", cache=work / prefix)
             times: dict[tuple[str, str], list[float]] = {}
             for r in range(max(3, args.rounds)):
-                for prefix in ("one", "many"):
-                    cache = work / f"cache-{prefix}-{r}"
-                    for state in ("cold", "warm"):
+                for size in ("one", "many"):
+                    cache = work / f"cache-{size}-{r}"
+                    for state in ("cold", "warm", "published"):
+                        prefix = f"{size}-published" if state == "published" else size
+                        where = work / f"cache-{prefix}-{r}" if state == "published" else cache
                         found = run(
-                            sys.executable, "first-sample", env, remote=f"s3://{BUCKET}/{prefix}", cache=cache
+                            sys.executable, "first-sample", env, remote=f"s3://{BUCKET}/{prefix}", cache=where
                         )
                         if found is not None:
-                            times.setdefault((prefix, state), []).append(found["seconds"])
+                            times.setdefault((size, state), []).append(found["seconds"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
     logger.info(
@@ -363,13 +375,17 @@ def first_sample_case(args: argparse.Namespace) -> None:
     )
     logger.info("| index | 1 file | %d files | ratio (bar <= 2x) |", args.remote_files)
     logger.info("| --- | --- | --- | --- |")
-    for state in ("cold", "warm"):
+    labels = {
+        "cold": "built (cold cache, nothing published)",
+        "warm": "reused (warm cache)",
+        "published": "published beside the data (cold cache)",
+    }
+    for state, label in labels.items():
         if ("one", state) not in times or ("many", state) not in times:
-            logger.info("| %s | n/a | n/a | n/a |", state)
+            logger.info("| %s | n/a | n/a | n/a |", label)
             continue
         one, many = statistics.median(times["one", state]), statistics.median(times["many", state])
         verdict = "met" if many <= 2 * one else "NOT met"
-        label = "built (cold cache)" if state == "cold" else "reused (warm cache)"
         logger.info("| %s | %.3f | %.3f | %.2fx (%s) |", label, one, many, many / one, verdict)
 
 

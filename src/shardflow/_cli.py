@@ -133,11 +133,17 @@ def _describe_source(
 
 
 def index_source(
-    location: str, local: str | None = None, split: str | None = None, format: str | None = None
+    location: str,
+    local: str | None = None,
+    split: str | None = None,
+    format: str | None = None,
+    publish: bool = False,
 ) -> dict[str, Any]:
     """Build (or reuse) the index a ``Stream(remote=location, local=local, split=split, format=format)``
     reads, where training will find it, and describe it. A local folder is indexed in place (the index
-    goes to the cache home, as a stream reading it in place keeps it)."""
+    goes to the cache home, as a stream reading it in place keeps it). With ``publish``, the index is also
+    uploaded beside the data (a remote only), where every node's stream takes it instead of indexing the
+    files again; the report's ``published`` is its URL."""
     from shardflow.dataset.errors import DatasetError
     from shardflow.dataset.stream import Stream
     from shardflow.storage import StorageError, is_url
@@ -156,6 +162,13 @@ def index_source(
         )
     report = _describe(location, str(built), built)
     report["shards"] = len(shards)
+    if publish:
+        if remote is None:
+            raise CliError(f"--publish needs a storage URL: {location} is a local folder, indexed in place")
+        try:
+            report["published"] = stream.publish_built_index()
+        except (DatasetError, StorageError) as exc:
+            raise CliError(f"cannot publish the index of {location}: {exc}") from None
     return report
 
 
@@ -217,6 +230,7 @@ def _print_inspect(report: dict[str, Any]) -> None:
     out = [
         f"dataset     {report['source']}",
         f"index       {report['index']} (version {report['version']})",
+        *([f"published   {report['published']}"] if "published" in report else []),
         f"streams     {report['streams']}",
         f"shards      {report['shards']}",
         f"samples     {report['samples']}",
@@ -355,6 +369,11 @@ def parser() -> argparse.ArgumentParser:
     )
     index.add_argument("--split", default=None, help="a sub-folder holding the split")
     index.add_argument("--format", default=None, help=_FORMAT_HELP)
+    index.add_argument(
+        "--publish",
+        action="store_true",
+        help="also upload the index beside the data (_shardflow-index.json), for every node to take",
+    )
     index.add_argument("--json", action="store_true", help="print a JSON object")
 
     cache = commands.add_parser("cache", help="a local cache folder: status, clean")
@@ -424,7 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _emit(inspect_dataset(args.source, args.split, args.format), args.json, _print_inspect)
             return 0
         if args.command == "index":
-            _emit(index_source(args.source, args.local, args.split, args.format), args.json, _print_inspect)
+            report = index_source(args.source, args.local, args.split, args.format, args.publish)
+            _emit(report, args.json, _print_inspect)
             return 0
         return _cache(args)
     except BrokenPipeError:  # stdout closed early (| head): not an error of ours

@@ -13,13 +13,15 @@ import pytest
 
 from shardflow._cli import main
 from shardflow.dataset import Stream, StreamingDataset
+from shardflow.dataset.sources import PUBLISHED_INDEX
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "storage"))  # the storage tests' server helpers
 
-from _storage_servers import BUCKET, ServerProcess, moto_bucket  # noqa: E402
+from _storage_faults import FaultProxy  # noqa: E402
+from _storage_servers import BUCKET, ServerProcess, moto_bucket, moto_client  # noqa: E402
 from _storage_servers import MOTO_CREDENTIALS as CREDENTIALS  # noqa: E402
 
 FILES, ROWS = 3, 120  # rows per file, in row groups of 50
@@ -114,3 +116,49 @@ def test_index_of_a_local_folder_goes_where_an_in_place_stream_looks(
     assert stream.built_index_path() == built
     status, _, err = run(capsys, "index", str(tmp_path / "nowhere"))
     assert status == 1 and "nowhere" in err
+
+
+def test_a_published_index_spares_a_new_node_every_footer_until_a_file_changes(
+    moto: ServerProcess,
+    s3: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = moto_client(moto.endpoint)
+    data = tmp_path / "data"
+    write_parquet(data)
+    for path in sorted(data.iterdir()):
+        client.upload_file(str(path), BUCKET, f"pub/{path.name}")
+    status, out, _ = run(capsys, "index", f"{s3}/pub", "--local", str(tmp_path / "a"), "--publish", "--json")
+    report = json.loads(out)
+    assert status == 0 and report["published"] == f"{s3}/pub/{PUBLISHED_INDEX}"
+    published = client.get_object(Bucket=BUCKET, Key=f"pub/{PUBLISHED_INDEX}")["Body"].read()
+    assert published == Path(report["index"]).read_bytes()
+
+    def new_node(cache: str) -> tuple[StreamingDataset, dict]:
+        with FaultProxy(moto.port) as proxy:  # counts the requests on their way to moto
+            monkeypatch.setenv("S3_ENDPOINT_URL", proxy.endpoint)
+            dataset = StreamingDataset(remote=f"{s3}/pub", local=str(tmp_path / cache), batch_size=4)
+            return dataset, dict(proxy.requests)
+
+    dataset, requests = new_node("b")
+    assert not [path for _, path in requests if path.endswith(".parquet")], "no footer was read"
+    assert requests[("GET", f"/{BUCKET}/pub/{PUBLISHED_INDEX}")] == 1
+    assert sorted(int(dataset[i]["id"]) for i in range(len(dataset))) == list(range(FILES * ROWS))
+    assert dataset.streams[0].built_index_path().read_bytes() == published
+
+    # A file rewritten since: the published index no longer describes the folder, so it is not used.
+    table = pa.table({"id": pa.array([7_000, 7_001], pa.int64()), "text": ["new", "new"]})
+    pq.write_table(table, data / "part-1.parquet")
+    client.upload_file(str(data / "part-1.parquet"), BUCKET, "pub/part-1.parquet")
+    with caplog.at_level("WARNING", logger="shardflow.dataset.sources"):
+        dataset, requests = new_node("c")
+    assert [path for _, path in requests if path.endswith(".parquet")], "the footers were read again"
+    assert "changed since it was published" in caplog.text
+    ids = sorted(int(dataset[i]["id"]) for i in range(len(dataset)))
+    assert ids == [*range(ROWS), *range(2 * ROWS, 3 * ROWS), 7_000, 7_001]
+
+    status, _, err = run(capsys, "index", str(data), "--publish")
+    assert status == 1 and "--publish needs a storage URL" in err

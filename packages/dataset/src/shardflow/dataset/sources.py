@@ -8,6 +8,9 @@ caches it as :data:`BUILT_INDEX` in its cache folder, and reuses it while the so
 same source and options, and the same files with the same sizes and versions (the store's version tokens:
 a file rewritten since is a change). Any change rebuilds the index, and a rebuilt index is a new index
 version: the shards cached under the old one are downloaded again, as for a rewritten MDS ``index.json``.
+An index published beside the data (:data:`PUBLISHED_INDEX`, by ``shardflow index URL --publish``) is
+taken instead of building one when it was built from the same source, options and files, so a node
+with an empty cache reads one file rather than every file's footer.
 
 A shard entry may name the byte ranges its local file is made of, as ``"parts": [[file, start, end],
 ...]`` (``file`` relative to the stream's folder): :func:`fetch_parts` joins them into the cached file
@@ -41,6 +44,8 @@ from shardflow.storage import Store
 
 __all__ = [
     "BUILT_INDEX",
+    "PUBLISHED_INDEX",
+    "publish_built_index",
     "Source",
     "SourceFile",
     "SourceFolder",
@@ -62,6 +67,10 @@ R = TypeVar("R")
 BUILT_INDEX = "shardflow-index.json"
 """The file name of a built index, in the stream's cache folder (for a stream read in place, in
 ``<cache home>/sources/<digest of the folder>/``)."""
+
+PUBLISHED_INDEX = "_shardflow-index.json"
+"""The file name of a built index published in the source's own folder (a name starting with ``_``, so no
+source takes it for data)."""
 
 _FETCH_CHUNK = 16 << 20  # bytes of one ranged read while joining parts
 
@@ -88,6 +97,7 @@ class SourceFolder:
         self.store = store
         self.threads = threads
         self._files: list[SourceFile] | None = None
+        self._hidden: set[str] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -103,7 +113,9 @@ class SourceFolder:
         ``_`` (``_SUCCESS``, ``.gitattributes``, shardflow's own bookkeeping) are left out."""
         with self._lock:
             if self._files is None:
-                listed = [(name, stat) for name, stat in self.store.list_stats("") if not _hidden(name)]
+                listing = self.store.list_stats("")
+                self._hidden = {name for name, _ in listing if _hidden(name)}
+                listed = [(name, stat) for name, stat in listing if not _hidden(name)]
                 unknown = [name for name, stat in listed if stat is None]
                 stated = dict(zip(unknown, self.map(self.store.stat, unknown), strict=True))
                 stats = [stat or stated[name] for name, stat in listed]
@@ -112,6 +124,11 @@ class SourceFolder:
                 ]
                 logger.debug("listed %s: %d files", self.describe(), len(self._files))
             return list(self._files)
+
+    def holds_hidden(self, name: str) -> bool:
+        """Whether the listing holds ``name``, one of the names :meth:`files` leaves out."""
+        self.files()
+        return name in self._hidden
 
     def read(self, name: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of file ``name``."""
@@ -290,6 +307,8 @@ def load_built_index(
         stable = all(f.version is not None for f in files)
         if stable and _recorded_stamp(path) == stamp:
             logger.debug("reusing the %s index of %s in %s", source.name, folder.describe(), path)
+        elif stable and _adopt_published(folder, path, stamp):
+            logger.info("using the %s index published in %s", source.name, folder.describe(PUBLISHED_INDEX))
         else:
             entries = source.build(folder)
             data = json.dumps({"version": INDEX_VERSION, "shards": entries, "source": stamp}).encode("utf-8")
@@ -299,6 +318,34 @@ def load_built_index(
                         len(entries), path)  # fmt: skip
         version = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
     return path, f"{source.name}:{version}"
+
+
+def _adopt_published(folder: SourceFolder, path: Path, stamp: dict[str, Any]) -> bool:
+    """Make the folder's published index the one at ``path`` when it was built for ``stamp``; False when
+    there is none, or it was built for other files or options (then it is left alone, with a warning)."""
+    if not folder.holds_hidden(PUBLISHED_INDEX):
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fetched = path.with_name(f".{PUBLISHED_INDEX}.{os.getpid()}-{os.urandom(4).hex()}")
+    try:
+        folder.download(PUBLISHED_INDEX, fetched)
+        if _recorded_stamp(fetched) != stamp:
+            logger.warning(
+                "%s was built for other files or options than the folder holds now (changed since it was "
+                "published): indexing the folder again; run shardflow index --publish to refresh it",
+                folder.describe(PUBLISHED_INDEX),
+            )
+            return False
+        os.replace(fetched, path)
+        return True
+    finally:
+        fetched.unlink(missing_ok=True)
+
+
+def publish_built_index(folder: SourceFolder, path: Path) -> str:
+    """Upload the built index at ``path`` into the source's folder as :data:`PUBLISHED_INDEX`; its URL."""
+    folder.store.put_bytes(PUBLISHED_INDEX, path.read_bytes())
+    return folder.describe(PUBLISHED_INDEX)
 
 
 def _recorded_stamp(path: Path) -> Any:

@@ -409,6 +409,21 @@ class Stream:
             return None
         return sources.built_index_path(self.local_root, self.remote_root is None)
 
+    def publish_built_index(self) -> str:
+        """Upload the index built for the stream's source (after :meth:`load_shards`) into its remote
+        folder, where any node's stream of the same source and files takes it instead of indexing the
+        files again (see :data:`shardflow.dataset.sources.PUBLISHED_INDEX`); returns its URL.
+
+        Raises:
+            DatasetConfigError: The stream reads an MDS dataset, or a local folder in place (shardflow
+                never writes into it).
+        """
+        built = self.built_index_path()
+        if built is None or self.remote_root is None:
+            what = "an MDS dataset (its index.json is the index)" if built is None else "a folder in place"
+            raise DatasetConfigError(f"{self.describe('')} is {what}: there is no built index to publish")
+        return sources.publish_built_index(self._source_folder(), built)
+
     def local_bytes(self, shard: ShardInfo) -> int:
         """Bytes of the shard's files (raw and compressed) in the local folder, as the index sizes them."""
         root = self.local_root
