@@ -12,13 +12,12 @@ into every checkpoint. Without ``--remote`` the example writes a tiny dataset of
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from tiny_data import CLASSES, FEATURES, default_folder, ensure_dataset, write_record
+from tiny_data import CLASSES, FEATURES, default_folder, ensure_dataset, recipe_parser, write_record
 
 from shardflow.dataset import StreamingDataset
 from shardflow.dataset.lightning import StreamingDataModule
@@ -59,20 +58,10 @@ class Checkpoints(pl.Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--remote", type=Path, default=default_folder("classes"), help="the dataset")
-    parser.add_argument("--cache", default=None, help="cache folder (default: shardflow's own)")
-    parser.add_argument("--samples", type=int, default=512, help="samples to write when --remote is empty")
+    parser = recipe_parser(__doc__)
     parser.add_argument("--devices", type=int, default=2, help="processes (CPU, gloo)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8, help="per rank")
-    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers per rank")
     parser.add_argument("--checkpoints", type=Path, default=default_folder("lightning-ckpt"))
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint there and stop")
-    parser.add_argument("--resume", default=None, help="a checkpoint to continue from")
-    parser.add_argument("--record", default=None, help="write each rank's ids to this path ({rank})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -1,10 +1,12 @@
-"""Small helpers the examples share: a tiny dataset written once, and what each rank read.
+"""Small helpers the examples share: a tiny dataset written once, the framework recipes' common options, and
+what each rank read.
 
 Not part of shardflow: the examples import it (their folder is on ``sys.path`` when run as scripts).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -25,6 +27,7 @@ __all__ = [
     "classes_sample",
     "default_folder",
     "ensure_dataset",
+    "recipe_parser",
     "write_record",
 ]
 
@@ -78,6 +81,23 @@ def ensure_dataset(
             raise TimeoutError(f"rank 0 did not write the example dataset {folder} within 120 s")
         time.sleep(0.2)
     return folder
+
+
+def recipe_parser(description: str | None, workers: int = 1) -> argparse.ArgumentParser:
+    """The options every framework recipe takes: the dataset and its cache, the run's size, ``--resume`` and
+    ``--record``. Each recipe adds its checkpoint folder and where to stop."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--remote", type=Path, default=default_folder("classes"), help="the dataset")
+    parser.add_argument("--cache", default=None, help="cache folder (default: shardflow's own)")
+    parser.add_argument("--samples", type=int, default=512, help="samples to write when --remote is empty")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8, help="per rank")
+    parser.add_argument("--workers", type=int, default=workers, help="DataLoader workers per rank")
+    parser.add_argument("--resume", default=None, help="a checkpoint to continue from")
+    parser.add_argument("--record", default=None, help="write each rank's ids to this path ({rank})")
+    return parser
 
 
 def write_record(pattern: str | None, rank: int, ids: list[int], samples_per_epoch: int, **more: Any) -> None:

@@ -13,32 +13,21 @@ of its own first.
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from tiny_data import CLASSES, FEATURES, default_folder, ensure_dataset, write_record
+from tiny_data import CLASSES, FEATURES, default_folder, ensure_dataset, recipe_parser, write_record
 from torch.nn.parallel import DistributedDataParallel
 
 from shardflow.dataset import StreamingDataLoader, StreamingDataset
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--remote", type=Path, default=default_folder("classes"), help="the dataset")
-    parser.add_argument("--cache", default=None, help="cache folder (default: shardflow's own)")
-    parser.add_argument("--samples", type=int, default=512, help="samples to write when --remote is empty")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8, help="per rank")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers per rank")
+    parser = recipe_parser(__doc__, workers=2)
     parser.add_argument("--checkpoints", type=Path, default=default_folder("torchrun-ckpt"))
     parser.add_argument("--stop-at-step", type=int, default=None, help="checkpoint there and stop")
-    parser.add_argument("--resume", default=None, help="a checkpoint to continue from")
-    parser.add_argument("--record", default=None, help="write each rank's ids to this path ({rank})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 

@@ -39,6 +39,32 @@ def records(pattern: Path, ranks: int = 2) -> list[dict]:
     return [json.loads(Path(str(pattern).format(rank=r)).read_text()) for r in range(ranks)]
 
 
+def recipe_folders(tmp: Path, checkpoints: str) -> list[str]:
+    """A framework recipe's ``--remote``, ``--cache`` and checkpoint folder (option ``checkpoints``), in
+    ``tmp``."""
+    return ["--remote", str(tmp / "remote"), "--cache", str(tmp / "cache"), checkpoints, str(tmp / "ckpt")]
+
+
+def run_recorded(
+    script: str, args: Sequence[str], tmp: Path, name: str, processes: int | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """``run_example`` with ``--record <tmp>/<name>{rank}``: the run and what its 2 ranks read."""
+    pattern = tmp / f"{name}{{rank}}"
+    done = run_example(script, [*args, "--record", str(pattern)], tmp, processes)
+    return done, records(pattern)
+
+
+def stop_and_resume(
+    script: str, args: Sequence[str], checkpoint: str, tmp: Path, processes: int | None = None
+) -> tuple[subprocess.CompletedProcess[str], list[dict], list[dict]]:
+    """Run a recipe stopped at step 40 (records ``a``), then again resumed from ``<tmp>/ckpt/<checkpoint>``
+    (records ``b``); returns the resumed run and both runs' records."""
+    _, first = run_recorded(script, [*args, "--stop-at-step", "40"], tmp, "a", processes)
+    resume = ["--resume", str(tmp / "ckpt" / checkpoint)]
+    done, resumed = run_recorded(script, [*args, *resume], tmp, "b", processes)
+    return done, first, resumed
+
+
 def check_stop_and_resume(first: list[dict], resumed: list[dict]) -> list[list[int]]:
     """``first``: 2 ranks that trained epoch 0 and stopped in epoch 1 at a checkpoint; ``resumed``: the run
     continued from it. Each epoch's rank shares are disjoint and cover every sample once, epoch 1's order

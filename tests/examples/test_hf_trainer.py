@@ -9,29 +9,11 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from ._recipes import check_stop_and_resume, records, run_example  # noqa: E402
+from ._recipes import check_stop_and_resume, recipe_folders, stop_and_resume  # noqa: E402
 
 
 def test_two_ranks_disjoint_new_order_and_exact_resume(tmp_path: Path) -> None:
-    common = [
-        "--remote",
-        str(tmp_path / "remote"),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--output",
-        str(tmp_path / "out"),
-    ]
-    run_example(
-        "hf_trainer.py",
-        [*common, "--stop-at-step", "40", "--record", str(tmp_path / "a{rank}")],
-        tmp_path,
-        processes=2,
-    )
-    done = run_example(
-        "hf_trainer.py",
-        [*common, "--resume", str(tmp_path / "out" / "checkpoint-40"), "--record", str(tmp_path / "b{rank}")],
-        tmp_path,
-        processes=2,
-    )
+    folders = recipe_folders(tmp_path, "--output")
+    done, first, resumed = stop_and_resume("hf_trainer.py", folders, "checkpoint-40", tmp_path, processes=2)
     assert "trained to step 64 on 2 process(es)" in done.stdout
-    check_stop_and_resume(records(tmp_path / "a{rank}"), records(tmp_path / "b{rank}"))
+    check_stop_and_resume(first, resumed)

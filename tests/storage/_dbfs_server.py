@@ -21,16 +21,15 @@ import base64
 import email.utils
 import itertools
 import json
-import re
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _http_server import LoopbackServer, ServedError, StandInHandler
 
 __all__ = ["FakeWorkspace"]
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _last_write = [0]
 
 
@@ -46,13 +45,7 @@ class _File:
     modified: int = field(default_factory=_now_ms)
 
 
-class _Error(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class FakeWorkspace:
+class FakeWorkspace(LoopbackServer):
     """A workspace on ``127.0.0.1:<port>`` accepting one token.
 
     Args:
@@ -66,19 +59,7 @@ class FakeWorkspace:
         self.handles: dict[int, tuple[str, bytearray]] = {}
         self._handles = itertools.count(1)
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> FakeWorkspace:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_handler(self))
 
     def is_folder(self, path: str) -> bool:
         path = path.rstrip("/") or "/"
@@ -100,46 +81,19 @@ class FakeWorkspace:
     def get(self, path: str, code: str = "RESOURCE_DOES_NOT_EXIST") -> _File:
         found = self.files.get(path)
         if found is None:
-            raise _Error(404, code, f"No file or directory exists on path {path}.")
+            raise ServedError(404, code, f"No file or directory exists on path {path}.")
         return found
 
     def put(self, path: str, data: bytes, overwrite: bool) -> None:
         if not overwrite and path in self.files:
-            raise _Error(409, "RESOURCE_ALREADY_EXISTS", f"A file or directory already exists at {path}.")
+            raise ServedError(
+                409, "RESOURCE_ALREADY_EXISTS", f"A file or directory already exists at {path}."
+            )
         self.files[path] = _File(data)
 
 
-def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet
-            pass
-
-        def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD" and body:
-                self.wfile.write(body)
-
-        def _json(self, value: object) -> None:
-            self._reply(200, json.dumps(value).encode(), {"Content-Type": "application/json"})
-
-        def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-            parts = []
-            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-                parts.append(self.rfile.read(size))
-                self.rfile.readline()
-            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                pass
-            return b"".join(parts)
-
+def _handler(workspace: FakeWorkspace) -> type[StandInHandler]:
+    class Handler(StandInHandler):
         def _handle(self) -> None:
             body = self._body()
             parsed = urllib.parse.urlsplit(self.path)
@@ -150,7 +104,7 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 if self.headers.get("Authorization") != f"Bearer {workspace.token}":
-                    raise _Error(401, "UNAUTHENTICATED", "Invalid access token.")
+                    raise ServedError(401, "UNAUTHENTICATED", "Invalid access token.")
                 with workspace.lock:
                     if path.startswith("/api/2.0/fs/files/"):
                         self._files(path[len("/api/2.0/fs/files") :], query, body)
@@ -160,8 +114,10 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                         args = json.loads(body) if body else query
                         self._dbfs(path[len("/api/2.0/dbfs/") :], args)
                     else:
-                        raise _Error(404, "ENDPOINT_NOT_FOUND", f"{self.command} {path} is not served here")
-            except _Error as error:
+                        raise ServedError(
+                            404, "ENDPOINT_NOT_FOUND", f"{self.command} {path} is not served here"
+                        )
+            except ServedError as error:
                 payload = json.dumps({"error_code": error.code, "message": error.message}).encode()
                 self._reply(error.status, payload, {"Content-Type": "application/json"})
 
@@ -178,26 +134,19 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 self._reply(204)
                 return
             file = workspace.get(path, "NOT_FOUND")
-            data = file.data
             headers = {
                 "Content-Type": "application/octet-stream",
                 "Last-Modified": email.utils.formatdate(file.modified / 1000, usegmt=True),
             }
+            self._data(file.data, headers)
+
+        def _range_past_end(self, size: int) -> None:
             wanted = self.headers.get("Range")
-            if wanted and self.command == "GET":
-                first, last = _RANGE.match(wanted).groups()  # type: ignore[union-attr]
-                start = int(first or 0)
-                if start >= len(data):
-                    raise _Error(416, "INVALID_RANGE", f"range {wanted} starts past the end of {path}")
-                stop = min(int(last) + 1 if last else len(data), len(data))
-                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-                self._reply(206, data[start:stop], headers)
-                return
-            self._reply(200, data, headers)
+            raise ServedError(416, "INVALID_RANGE", f"range {wanted} starts past the end of the {size} bytes")
 
         def _directories(self, path: str, query: dict[str, str]) -> None:
             if not workspace.is_folder(path):
-                raise _Error(404, "NOT_FOUND", f"The directory {path} does not exist.")
+                raise ServedError(404, "NOT_FOUND", f"The directory {path} does not exist.")
             entries = [
                 {
                     "path": name + ("/" if file is None else ""),
@@ -228,7 +177,7 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                     self._json({"files": [self._status(path)]})
                     return
                 if not workspace.is_folder(path):
-                    raise _Error(
+                    raise ServedError(
                         404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {path}."
                     )
                 self._json({"files": [self._status(name) for name, _ in workspace.children(path)]})
@@ -239,7 +188,7 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 self._json({})
             elif action == "create":
                 if not args.get("overwrite") and path in workspace.files:
-                    raise _Error(409, "RESOURCE_ALREADY_EXISTS", f"A file already exists at {path}.")
+                    raise ServedError(409, "RESOURCE_ALREADY_EXISTS", f"A file already exists at {path}.")
                 handle = next(workspace._handles)
                 workspace.handles[handle] = (path, bytearray())
                 self._json({"handle": handle})
@@ -254,14 +203,14 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 if path in workspace.files:
                     del workspace.files[path]
                 elif not workspace.is_folder(path):
-                    raise _Error(
+                    raise ServedError(
                         404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {path}."
                     )
                 self._json({})
             elif action == "move":
                 source, target = str(args["source_path"]), str(args["destination_path"])
                 if target in workspace.files:
-                    raise _Error(409, "RESOURCE_ALREADY_EXISTS", f"A file already exists at {target}.")
+                    raise ServedError(409, "RESOURCE_ALREADY_EXISTS", f"A file already exists at {target}.")
                 workspace.files[target] = workspace.get(source)
                 del workspace.files[source]
                 self._json({})
@@ -269,7 +218,7 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 workspace.folders.add(path.rstrip("/"))
                 self._json({})
             else:
-                raise _Error(404, "ENDPOINT_NOT_FOUND", f"/api/2.0/dbfs/{action} is not served here")
+                raise ServedError(404, "ENDPOINT_NOT_FOUND", f"/api/2.0/dbfs/{action} is not served here")
 
         def _status(self, path: str) -> dict[str, object]:
             file = workspace.files.get(path)
@@ -282,6 +231,6 @@ def _handler(workspace: FakeWorkspace) -> type[BaseHTTPRequestHandler]:
                 }
             if workspace.is_folder(path):
                 return {"path": path, "is_dir": True, "file_size": 0}
-            raise _Error(404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {path}.")
+            raise ServedError(404, "RESOURCE_DOES_NOT_EXIST", f"No file or directory exists on path {path}.")
 
     return Handler

@@ -28,7 +28,8 @@ import json
 import re
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _http_server import LoopbackServer, ServedError, StandInHandler
 
 __all__ = ["FakeHub", "git_blob_id"]
 
@@ -36,7 +37,6 @@ _RESOLVE = re.compile(r"^/datasets/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _API = re.compile(
     r"^/api/datasets/([^/]+/[^/]+)/(paths-info|tree|preupload|commit|revision)/([^/]+)(?:/(.*))?$"
 )
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def git_blob_id(data: bytes) -> str:
@@ -44,13 +44,7 @@ def git_blob_id(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-class _Error(Exception):
-    def __init__(self, status: int, code: str | None, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class FakeHub:
+class FakeHub(LoopbackServer):
     """Dataset repositories on ``127.0.0.1:<port>``.
 
     Args:
@@ -65,19 +59,7 @@ class FakeHub:
         self.lock = threading.Lock()
         for repo in repos:
             self.branches[repo] = {"main": self._commit_tree({}, f"create {repo}")}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> FakeHub:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_handler(self))
 
     def _commit_tree(self, files: dict[str, bytes], summary: str) -> str:
         oid = hashlib.sha1(f"{summary}{len(self.commits)}".encode()).hexdigest()
@@ -88,17 +70,17 @@ class FakeHub:
         """``(commit id, files)`` of ``repo`` at a branch or commit id."""
         branches = self.branches.get(repo)
         if branches is None:
-            raise _Error(404, "RepoNotFound", f"Repository {repo} not found")
+            raise ServedError(404, "RepoNotFound", f"Repository {repo} not found")
         oid = branches.get(revision, revision if revision in self.commits else None)
         if oid is None:
-            raise _Error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+            raise ServedError(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         return oid, self.commits[oid]
 
     def commit(self, repo: str, revision: str, lines: list[dict[str, object]]) -> str:
         with self.lock:
             _, files = self.files(repo, revision)
             if revision not in self.branches[repo]:
-                raise _Error(400, None, f"commits go to a branch, not to {revision}")
+                raise ServedError(400, None, f"commits go to a branch, not to {revision}")
             files = dict(files)
             summary = ""
             for line in lines:
@@ -110,11 +92,13 @@ class FakeHub:
                     files[str(value["path"])] = base64.b64decode(str(value["content"]))
                 elif line["key"] == "deletedFile":
                     if files.pop(str(value["path"]), None) is None:
-                        raise _Error(
+                        raise ServedError(
                             404, "EntryNotFound", f"A file with this name doesn't exist: {value['path']}"
                         )
                 else:
-                    raise _Error(400, None, f"commit line {line['key']!r} is not served by this stand-in")
+                    raise ServedError(
+                        400, None, f"commit line {line['key']!r} is not served by this stand-in"
+                    )
             oid = self._commit_tree(files, summary)
             self.branches[repo][revision] = oid
             return oid
@@ -135,36 +119,13 @@ def _folders(files: dict[str, bytes], under: str) -> set[str]:
     return found
 
 
-def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet
-            pass
-
-        def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD" and body:
-                self.wfile.write(body)
-
-        def _json(self, value: object, headers: dict[str, str] | None = None) -> None:
-            self._reply(
-                200, json.dumps(value).encode(), {"Content-Type": "application/json", **(headers or {})}
-            )
-
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
+def _handler(hub: FakeHub) -> type[StandInHandler]:
+    class Handler(StandInHandler):
         def _handle(self) -> None:
             body = self._body()
             try:
                 if hub.token is not None and self.headers.get("Authorization") != f"Bearer {hub.token}":
-                    raise _Error(401, None, "Invalid credentials in Authorization header")
+                    raise ServedError(401, None, "Invalid credentials in Authorization header")
                 parsed = urllib.parse.urlsplit(self.path)
                 query = urllib.parse.parse_qs(parsed.query)
                 resolve = _RESOLVE.match(parsed.path)
@@ -177,8 +138,10 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     revision, rest = urllib.parse.unquote(revision), urllib.parse.unquote(rest or "")
                     getattr(self, "_" + action.replace("-", "_"))(repo, revision, rest, query, body)
                 else:
-                    raise _Error(404, None, f"{self.command} {parsed.path} is not served by this stand-in")
-            except _Error as error:
+                    raise ServedError(
+                        404, None, f"{self.command} {parsed.path} is not served by this stand-in"
+                    )
+            except ServedError as error:
                 headers = {"Content-Type": "application/json", "X-Error-Message": error.message}
                 if error.code:
                     headers["X-Error-Code"] = error.code
@@ -191,25 +154,14 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 oid, files = hub.files(repo, revision)
             data = files.get(path)
             if data is None:
-                raise _Error(404, "EntryNotFound", f"{path} does not exist at {revision}")
+                raise ServedError(404, "EntryNotFound", f"{path} does not exist at {revision}")
             headers = {
                 "Content-Type": "application/octet-stream",
                 "ETag": f'"{git_blob_id(data)}"',
                 "X-Repo-Commit": oid,
                 "Accept-Ranges": "bytes",
             }
-            wanted = self.headers.get("Range")
-            if wanted and self.command == "GET":
-                first, last = _RANGE.match(wanted).groups()  # type: ignore[union-attr]
-                start = int(first or 0)
-                if start >= len(data):
-                    self._reply(416, b"", {"Content-Range": f"bytes */{len(data)}"})
-                    return
-                stop = min(int(last) + 1 if last else len(data), len(data))
-                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-                self._reply(206, data[start:stop], headers)
-                return
-            self._reply(200, data, headers)
+            self._data(data, headers)
 
         def _paths_info(self, repo: str, revision: str, rest: str, query: object, body: bytes) -> None:
             form = urllib.parse.parse_qs(body.decode())
@@ -230,7 +182,7 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 _, files = hub.files(repo, revision)
             under = f"{folder.strip('/')}/" if folder.strip("/") else ""
             if under and under[:-1] not in _folders(files, under[:-1]):
-                raise _Error(404, "EntryNotFound", f"{folder} does not exist at {revision}")
+                raise ServedError(404, "EntryNotFound", f"{folder} does not exist at {revision}")
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
             entries: list[dict[str, object]] = [
                 _entry(path, data)

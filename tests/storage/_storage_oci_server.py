@@ -16,13 +16,13 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from _http_server import LoopbackServer, StandInHandler
 
 __all__ = ["FakeObjectStorage"]
 
 _OBJECT = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/(.+)$")
 _LISTING = re.compile(r"^/n/([^/]+)/b/([^/]+)/o/?$")
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @dataclass
@@ -34,7 +34,7 @@ class _Object:
     modified: str = field(default_factory=lambda: email.utils.formatdate(time.time(), usegmt=True))
 
 
-class FakeObjectStorage:
+class FakeObjectStorage(LoopbackServer):
     """Object Storage on ``127.0.0.1:<port>`` with in-memory buckets.
 
     Args:
@@ -46,120 +46,78 @@ class FakeObjectStorage:
         self.namespace = namespace
         self.objects: dict[tuple[str, str], dict[str, _Object]] = {(namespace, b): {} for b in buckets}
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self) -> FakeObjectStorage:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(_handler(self))
 
 
-def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+def _handler(store: FakeObjectStorage) -> type[StandInHandler]:
+    class Handler(StandInHandler):
+        def _reply(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
+            super()._reply(status, body, {**(headers or {}), "opc-request-id": "fake"})
 
-        def log_message(self, format: str, *args: object) -> None:  # quiet
-            pass
-
-        def _reply(
-            self,
-            status: int,
-            body: bytes = b"",
-            headers: dict[str, str] | None = None,
-            send_body: bool = True,
-        ) -> None:
-            self.send_response(status)
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.send_header("opc-request-id", "fake")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if send_body and body:
-                self.wfile.write(body)
-
-        def _error(self, status: int, code: str, send_body: bool = True) -> None:
+        def _error(self, status: int, code: str) -> None:
             body = json.dumps({"code": code, "message": f"fake OCI: {code}"}).encode()
-            self._reply(status, body, {"Content-Type": "application/json"}, send_body)
+            self._reply(status, body, {"Content-Type": "application/json"})
 
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+        def _range_past_end(self, size: int) -> None:
+            self._error(416, "InvalidRange")
 
         def _target(self) -> tuple[str, dict[str, list[str]]]:
             parsed = urllib.parse.urlsplit(self.path)
             return parsed.path, urllib.parse.parse_qs(parsed.query)
 
-        def _bucket(self, namespace: str, bucket: str, send_body: bool = True) -> dict[str, _Object] | None:
+        def _bucket(self, namespace: str, bucket: str) -> dict[str, _Object] | None:
             found = store.objects.get((namespace, bucket))
             if found is None:
-                self._error(404, "BucketNotFound", send_body)
+                self._error(404, "BucketNotFound")
             return found
 
-        def _object(self, send_body: bool = True) -> tuple[dict[str, _Object], str] | None:
+        def _object(self) -> tuple[dict[str, _Object], str] | None:
             """The bucket's objects and the object name of this request, or None after an error reply."""
             path, _ = self._target()
             match = _OBJECT.match(path)
             if not match:
-                self._error(400, "InvalidRequest", send_body)
+                self._error(400, "InvalidRequest")
                 return None
             namespace, bucket, name = map(urllib.parse.unquote, match.groups())
             with store.lock:
-                objects = self._bucket(namespace, bucket, send_body)
+                objects = self._bucket(namespace, bucket)
             return None if objects is None else (objects, name)
 
         def do_GET(self) -> None:
             self._body()
             path, query = self._target()
             if path.rstrip("/") == "/n":
-                self._reply(200, json.dumps(store.namespace).encode(), {"Content-Type": "application/json"})
+                self._json(store.namespace)
                 return
             listing = _LISTING.match(path)
             if listing:
                 self._list(*map(urllib.parse.unquote, listing.groups()), query)
                 return
-            self._get(send_body=True)
+            self._get()
 
         def do_HEAD(self) -> None:
-            self._get(send_body=False)
+            self._get()
 
-        def _get(self, send_body: bool) -> None:
-            target = self._object(send_body)
+        def _get(self) -> None:
+            target = self._object()
             if target is None:
                 return
             objects, name = target
             with store.lock:
                 found = objects.get(name)
             if found is None:
-                self._error(404, "ObjectNotFound", send_body)
+                self._error(404, "ObjectNotFound")
                 return
             wanted_etag = self.headers.get("if-match")
             if wanted_etag is not None and wanted_etag != found.etag:
-                self._error(412, "IfMatchFailed", send_body)
+                self._error(412, "IfMatchFailed")
                 return
-            data = found.data
-            status = 200
             headers = {
                 "Content-Type": "application/octet-stream",
                 "ETag": found.etag,
                 "Last-Modified": found.modified,
             }
-            wanted = self.headers.get("Range")
-            if wanted and send_body:
-                first, last = _RANGE.match(wanted).groups()  # type: ignore[union-attr]
-                start, stop = int(first or 0), min(int(last) + 1 if last else len(data), len(data))
-                if start >= len(data):
-                    self._error(416, "InvalidRange")
-                    return
-                headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(data)}"
-                status, data = 206, data[start:stop]
-            self._reply(status, data, headers, send_body)
+            self._data(found.data, headers)
 
         def do_PUT(self) -> None:
             body = self._body()
@@ -198,6 +156,6 @@ def _handler(store: FakeObjectStorage) -> type[BaseHTTPRequestHandler]:
             body: dict[str, object] = {"objects": page, "prefixes": []}
             if len(names) > limit:
                 body["nextStartWith"] = names[limit]
-            self._reply(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            self._json(body)
 
     return Handler
