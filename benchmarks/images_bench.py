@@ -4,7 +4,8 @@
     python benchmarks/images_bench.py --images 200 --seconds 3           # a smoke run
     python benchmarks/images_bench.py --only shardflow-thread imagefolder   # some loaders only
     python benchmarks/images_bench.py --workers 1 4 12 --images 60000 --seconds 15 --train resnet50
-                                                                         # the GPU host (CUDA torch)
+                                                                         # the GPU host (CUDA torch):
+                                                                         # shardflow-gpu-decode included
 
 Run it with ``PYTHONPATH=/tmp/tvlib python3 -m hatch run python benchmarks/images_bench.py`` from the
 repository root after ``pip install --no-deps --target /tmp/tvlib torchvision==0.28.0`` (the dev
@@ -40,7 +41,11 @@ WebDataset tars (``.jpg`` + ``.cls``). The loaders, each measured in a fresh pro
 - ``shardflow-fast-process`` / ``shardflow-fast-thread``: the same with the augmentation as it is, which
   shardflow's JPEG fast path (``shardflow.dataset.images``) recognises: crops decoded at a reduced scale, a
   batch at a time. Where this shardflow has none, ``--fast-path auto`` (the default) writes "absent" in
-  those rows, ``require`` stops, ``off`` leaves them out.
+  those rows, ``require`` stops, ``off`` leaves them out (and the next);
+- ``shardflow-gpu-decode``: the fast path with ``StreamingImageFolder(decode_device="cuda")`` and thread
+  workers: nvJPEG decodes each batch whole (torchvision's ``decode_jpeg``) and the crops are cut on the
+  GPU, so the batches arrive there (the clock waits for the GPU's queue). The row reads "absent" where
+  torch has no CUDA (or this shardflow no ``decode_device``); run it with ``--only shardflow-gpu-decode``.
 
 Each rate is images per second over ``--seconds`` (or to the end of the epoch: a log line says when,
 then pass more ``--images``), timed from the batch after the first one per worker (five when training:
@@ -90,7 +95,14 @@ CLASSES = 100
 CROP = 224
 SHUFFLE_BUFFER = 1000  # WebDataset's sample shuffle buffer
 PEERS = ("imagefolder", "mosaicml", "litdata", "webdataset")
-OURS = ("shardflow-process", "shardflow-thread", "shardflow-fast-process", "shardflow-fast-thread")
+GPU_DECODE = "shardflow-gpu-decode"
+OURS = (
+    "shardflow-process",
+    "shardflow-thread",
+    "shardflow-fast-process",
+    "shardflow-fast-thread",
+    GPU_DECODE,
+)
 LOADERS = PEERS + OURS
 IN_REFERENCE_VENV = ("mosaicml", "litdata")
 GPU_ALONE = "resnet50-alone"
@@ -258,14 +270,17 @@ def make_loader(name: str, workdir: Path, workers: int, batch: int, pin: bool) -
         return DataLoader(pipeline, **options)
     from shardflow.dataset import StreamingDataLoader, StreamingImageFolder
 
-    if "-fast-" in name:
-        problem = fast_path_problem()
-        if problem is not None:
-            raise RuntimeError(problem)
-    transform = augment if "-fast-" in name else PerSample(augment)
+    problem = row_problem(name)
+    if problem is not None:
+        raise RuntimeError(problem)
+    fast = "-fast-" in name or name == GPU_DECODE
+    transform = augment if fast else PerSample(augment)
+    extra: dict[str, Any] = {"decode_device": "cuda"} if name == GPU_DECODE else {}
     folder = StreamingImageFolder(
-        local=str(workdir / "mds"), shuffle=True, batch_size=batch, transform=transform
+        local=str(workdir / "mds"), shuffle=True, batch_size=batch, transform=transform, **extra
     )
+    if name == GPU_DECODE:  # decoded in the training process, straight onto the GPU: nothing to pin
+        return StreamingDataLoader(folder, worker_kind="thread", **{**options, "pin_memory": False})
     return StreamingDataLoader(folder, worker_kind=name.rsplit("-", 1)[1], **options)
 
 
@@ -288,6 +303,29 @@ def fast_path_problem() -> str | None:
     if fast_plan(augmentation()) is None:
         return f"shardflow's JPEG fast path does not recognise {augmentation()!r}"
     return None
+
+
+def gpu_decode_problem() -> str | None:
+    """Why the fast path cannot decode on the GPU here (no CUDA, no ``crop_batch``); None when it can."""
+    import torch
+
+    problem = fast_path_problem()
+    if problem is not None:
+        return problem
+    try:
+        from shardflow.dataset.images import crop_batch  # noqa: F401 - shipped with decode_device
+    except ImportError:
+        return "this shardflow's fast path does not decode on the GPU"
+    if not torch.cuda.is_available():
+        return f"torch {torch.__version__} here has no CUDA"
+    return None
+
+
+def row_problem(name: str) -> str | None:
+    """Why the shardflow row ``name`` cannot run here; None when it can (or it needs nothing special)."""
+    if name == GPU_DECODE:
+        return gpu_decode_problem()
+    return fast_path_problem() if "-fast-" in name else None
 
 
 class ResNetStep:
@@ -327,29 +365,35 @@ class ResNetStep:
 
 def drain(batches: Iterator[Any], seconds: float, warmup: int, step: ResNetStep | None) -> dict[str, Any]:
     """Consume batches; the time to the first, and the rate for ``seconds`` after ``warmup`` more (or to
-    the end of the epoch)."""
+    the end of the epoch). The clock waits for the GPU when a step or the batches run there."""
     started = time.perf_counter()
     head = next(batches)
     if tuple(head[0].shape[1:]) != (3, CROP, CROP) or str(head[0].dtype) != "torch.uint8":
         raise RuntimeError(
             f"a batch of {tuple(head[0].shape)} {head[0].dtype}, not (B, 3, {CROP}, {CROP}) uint8"
         )
+    synchronize = step.synchronize if step is not None else None
+    if head[0].is_cuda:
+        import torch
+
+        synchronize = torch.cuda.synchronize
+        synchronize()
     first = time.perf_counter() - started
     seen, ended, steady = 0, True, 0.0
     for index, (images, labels) in enumerate(itertools.chain([head], batches)):
         if step is not None:
             step(images, labels)
         if index == warmup:
-            if step is not None:
-                step.synchronize()
+            if synchronize is not None:
+                synchronize()
             steady = time.perf_counter()
         elif index > warmup:
             seen += len(images)
             if time.perf_counter() - steady >= seconds:
                 ended = False
                 break
-    if step is not None:
-        step.synchronize()
+    if synchronize is not None:
+        synchronize()
     elapsed = time.perf_counter() - steady
     if seen == 0:
         raise RuntimeError(f"the epoch ended within the {warmup} warm-up batches: pass more --images")
@@ -461,12 +505,15 @@ def run_all(args: argparse.Namespace) -> None:
     """Write the datasets, measure every loader at every worker count, print the table."""
     loaders = list(args.only or LOADERS)
     if args.fast_path == "off":
-        loaders = [name for name in loaders if "-fast-" not in name]
+        loaders = [name for name in loaders if "-fast-" not in name and name != GPU_DECODE]
     problem = fast_path_problem() if any("-fast-" in name for name in loaders) else None
     if problem is not None:
         if args.fast_path == "require":
             sys.exit(f"--fast-path require: {problem}")
         logger.warning("no fast-path rows: %s", problem)
+    absent = {name: why for name in loaders if name in OURS and (why := row_problem(name)) is not None}
+    if GPU_DECODE in absent:
+        logger.warning("no %s row: %s", GPU_DECODE, absent[GPU_DECODE])
     if args.train and args.train_device == "cuda":
         import torch
 
@@ -484,7 +531,7 @@ def run_all(args: argparse.Namespace) -> None:
                 [litdata_python, __file__, "--write-litdata", "--folder", str(workdir)], check=True
             )
         logger.info("%d images written in every format in %.0f s", args.images, time.perf_counter() - started)
-        summary = table(args, loaders, pythons, problem, workdir)
+        summary = table(args, loaders, pythons, absent, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
@@ -500,7 +547,7 @@ def table(
     args: argparse.Namespace,
     loaders: list[str],
     pythons: dict[str, str | None],
-    problem: str | None,
+    absent: dict[str, str],
     workdir: Path,
 ) -> list[str]:
     """Measure and print the table's rows, one per loader and worker count (and training mode); return a
@@ -520,7 +567,7 @@ def table(
         found: dict[str, dict[bool, dict[str, Any] | None]] = {}
         for name in loaders:
             python = pythons[name]
-            if python is None or ("-fast-" in name and problem is not None):
+            if python is None or name in absent:
                 continue
             found[name] = {train: run_cell(python, name, workdir, workers, args, train) for train in modes}
         rates: dict[str, float] = {
@@ -532,6 +579,8 @@ def table(
             cells = found.get(name)
             if cells is None:
                 why = "absent (no reference venv)" if pythons[name] is None else "absent (no fast path)"
+                if name == GPU_DECODE and pythons[name] is not None:
+                    why = "absent (no CUDA)" if "CUDA" in absent[name] else "absent (no GPU decoding)"
                 print(f"| {name} | {workers} | {why} | - | - |" + (" - |" if args.train else ""))
                 continue
             plain = cells[False]

@@ -113,3 +113,15 @@ def test_the_walk_finds_imports_behind_type_checking_and_finds_circles(tmp_path:
     assert f"{PACKAGE}.dataset" in _imports(probe, f"{PACKAGE}.probe")
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """Seams are public names: ``from shardflow.dataset.x import _name`` from another module is not one."""
+    found = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+                names = [alias.name for alias in node.names]
+                private = [name for name in names if name.startswith("_") and not name.startswith("__")]
+                found += [f"{_module_name(path)}: {node.module}.{name}" for name in private]
+    assert not found, found

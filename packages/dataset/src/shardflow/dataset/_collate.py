@@ -132,7 +132,8 @@ def read_spans(batch: Any, pool: ShardPool) -> Any:
 
 def to_tensors(batch: Any, pin: bool = False) -> Any:
     """``batch`` (a dict, or a list or tuple as ``default_collate`` makes of pairs) with its numpy arrays
-    made tensors (sharing their memory), copied to pinned memory with ``pin`` unless pinned already."""
+    made tensors (sharing their memory), copied to pinned memory with ``pin`` unless pinned already (or on
+    a GPU already)."""
     if isinstance(batch, (list, tuple)):
         return type(batch)(_tensor(value, pin) for value in batch)
     return {name: _tensor(value, pin) for name, value in batch.items()}
@@ -141,6 +142,6 @@ def to_tensors(batch: Any, pin: bool = False) -> Any:
 def _tensor(value: Any, pin: bool) -> Any:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
-    if pin and isinstance(value, torch.Tensor) and not value.is_pinned():
+    if pin and isinstance(value, torch.Tensor) and value.device.type == "cpu" and not value.is_pinned():
         value = value.pin_memory()
     return value

@@ -9,11 +9,18 @@ straight from the crop's box to the output size (no intermediate crop), into its
 ``(B, 3, H, W)`` batch. Pillow releases the GIL while it decodes and resizes, so loader threads (or
 ``threads``) decode in parallel. Nothing here imports torchvision: its transform objects are recognised
 by their class names and read through their attributes.
+
+On a CUDA device (``decode_batch(..., device="cuda")``) the batch's JPEGs are decoded whole by nvJPEG, in
+one call of torchvision's ``decode_jpeg``, and each crop is cut and resized on the GPU by torch's
+antialiased ``interpolate`` (:func:`resize_crop`, which works on any device); torchvision and CUDA are
+imported only there.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from shardflow.dataset.errors import DatasetConfigError
@@ -32,17 +40,34 @@ __all__ = [
     "Normalize",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
+    "checked_device",
+    "crop_batch",
     "crop_params",
     "decode_batch",
     "decode_crop",
     "fast_plan",
+    "resize_crop",
+    "seeded_rng",
 ]
+
+logger = logging.getLogger(__name__)
 
 ATTEMPTS = 10
 """Tries at an area and aspect ratio that fit the image before the central fallback (torchvision's)."""
 
 RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}
 """Pillow's resampling filters by torchvision's ``InterpolationMode`` values."""
+
+INTERPOLATE = {
+    RESAMPLE["nearest"]: "nearest-exact",
+    RESAMPLE["bilinear"]: "bilinear",
+    RESAMPLE["bicubic"]: "bicubic",
+}
+"""torch's ``interpolate`` modes for the Pillow filters it has (antialiased, as Pillow's, but for nearest);
+the others (box, hamming, lanczos) resize bilinear on tensors."""
+
+JPEG_START = b"\xff\xd8\xff"
+"""The first bytes of every JPEG file (start of image, then a marker)."""
 
 
 def _pil() -> Any:
@@ -55,7 +80,7 @@ def _pil() -> Any:
     return Image
 
 
-def _torch_rng() -> np.random.Generator:
+def seeded_rng() -> np.random.Generator:
     """A numpy generator seeded from torch's global one (so ``torch.manual_seed`` and DataLoader workers'
     seeds govern it, as they govern torchvision's transforms)."""
     return np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
@@ -95,7 +120,7 @@ def crop_params(
     Returns:
         ``(top, left, height, width)`` arrays, one entry per image.
     """
-    rng = _torch_rng() if rng is None else rng
+    rng = seeded_rng() if rng is None else rng
     heights = np.asarray(heights, np.int64)
     widths = np.asarray(widths, np.int64)
     count = len(heights)
@@ -166,10 +191,131 @@ class CropPlan:
         out = batch.to(torch.float32).div_(255)
         if self.mean is not None and self.std is not None:
             shape = (-1, 1, 1)
-            mean = torch.tensor(self.mean, dtype=torch.float32).view(shape)
-            std = torch.tensor(self.std, dtype=torch.float32).view(shape)
+            mean = torch.tensor(self.mean, dtype=torch.float32, device=out.device).view(shape)
+            std = torch.tensor(self.std, dtype=torch.float32, device=out.device).view(shape)
             out.sub_(mean).div_(std)
         return out
+
+
+def _as_plan(plan: CropPlan | Callable[[Any], Any]) -> CropPlan:
+    """``plan``, or the plan of a transform that :func:`fast_plan` recognises."""
+    if isinstance(plan, CropPlan):
+        return plan
+    recognised = fast_plan(plan)
+    if recognised is None:
+        raise DatasetConfigError(
+            f"{plan!r} is not a transform the fast path recognises (see "
+            "shardflow.dataset.images.fast_plan): apply it per sample instead"
+        )
+    return recognised
+
+
+def resize_crop(
+    image: torch.Tensor,
+    crop: tuple[int, int, int, int],
+    size: tuple[int, int],
+    resample: int = RESAMPLE["bilinear"],
+    flip: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The crop ``(top, left, height, width)`` of a decoded ``(3, H, W)`` ``uint8`` image, resized to
+    ``size`` ``(height, width)`` (and mirrored with ``flip``) on the image's device: a ``uint8``
+    ``(3, height, width)`` tensor, written into ``out`` when given.
+
+    torch's ``interpolate`` stands in for Pillow's filter ``resample``: bilinear and bicubic antialiased as
+    Pillow's (within a grey level or so: torch computes in floats, Pillow in fixed point), nearest as
+    ``nearest-exact``; box, hamming and lanczos, which torch lacks, resize bilinear.
+    """
+    top, left, height, width = (int(v) for v in crop)
+    region = image[None, :, top : top + height, left : left + width].to(torch.float32)
+    mode = INTERPOLATE.get(resample, "bilinear")
+    resized = F.interpolate(region, size=size, mode=mode, antialias=mode != "nearest-exact")[0]
+    resized = resized.round_().clamp_(0, 255)
+    if flip:
+        resized = resized.flip(-1)
+    if out is None:
+        return resized.to(torch.uint8)
+    return out.copy_(resized)
+
+
+def crop_batch(
+    images: Sequence[torch.Tensor],
+    plan: CropPlan | Callable[[Any], Any],
+    *,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
+    """Decoded ``(3, H, W)`` ``uint8`` images, all on one device (any), through ``plan``: a
+    ``(B, 3, H, W)`` batch on that device, each image's crop and flip drawn as :func:`decode_batch` draws
+    them (the same ``rng`` state gives the same crops) and cut by :func:`resize_crop`."""
+    plan = _as_plan(plan)
+    rng = seeded_rng() if rng is None else rng
+    heights = [image.shape[-2] for image in images]
+    widths = [image.shape[-1] for image in images]
+    top, left, height, width = crop_params(heights, widths, plan.scale, plan.ratio, rng)
+    flips = rng.random(len(images)) < plan.flip
+    device = images[0].device if len(images) else torch.device("cpu")
+    batch = torch.empty((len(images), 3, *plan.size), dtype=torch.uint8, device=device)
+    for k, image in enumerate(images):
+        crop = (top[k], left[k], height[k], width[k])
+        resize_crop(image, crop, plan.size, plan.resample, bool(flips[k]), out=batch[k])
+    return plan.finish(batch)
+
+
+def checked_device(device: str | torch.device, argument: str = "device", ready: bool = True) -> torch.device:
+    """``device`` as a torch device where images can be decoded: ``cpu``, or ``cuda`` when (unless not
+    ``ready``: the name only) this torch has such a device and torchvision is installed (for nvJPEG); else
+    a :class:`DatasetConfigError` naming ``argument`` and what is missing. CUDA is not initialised."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise DatasetConfigError(f"{argument}={str(device)!r} is not a torch device: {exc}") from exc
+    if resolved.type == "cpu" or resolved.type == "cuda" and not ready:
+        return resolved
+    if resolved.type != "cuda":
+        raise DatasetConfigError(
+            f"{argument}={str(device)!r}: images decode on 'cpu' (Pillow) or 'cuda' (nvJPEG), not "
+            f"{resolved.type!r}"
+        )
+    if not torch.cuda.is_available():
+        raise DatasetConfigError(
+            f"{argument}={str(device)!r} needs a CUDA device, and torch {torch.__version__} here has none "
+            "(torch.cuda.is_available() is False): decode on 'cpu'"
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise DatasetConfigError(
+            f"{argument}={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    if importlib.util.find_spec("torchvision") is None:
+        raise DatasetConfigError(
+            f"{argument}={str(device)!r} decodes with torchvision's decode_jpeg (nvJPEG), and torchvision is "
+            "not installed: pip install the torchvision build that matches torch, or decode on 'cpu'"
+        )
+    return resolved
+
+
+def _pillow_tensor(data: bytes) -> torch.Tensor:
+    """An image's bytes decoded whole by Pillow: a ``(3, H, W)`` ``uint8`` RGB tensor."""
+    image = _pil().open(io.BytesIO(data)).convert("RGB")
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)))
+
+
+def _decode_on_gpu(jpegs: Sequence[bytes], device: torch.device) -> list[torch.Tensor]:
+    """Each image as a ``(3, H, W)`` ``uint8`` RGB tensor on CUDA ``device``: the JPEGs by nvJPEG in one
+    batched call of torchvision's ``decode_jpeg``; other formats, or a batch nvJPEG refuses (say a CMYK
+    JPEG), by Pillow, then copied over."""
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except (ImportError, RuntimeError) as exc:
+        raise DatasetConfigError(f"decoding on {device} needs torchvision's decode_jpeg: {exc}") from exc
+    decoded: dict[int, torch.Tensor] = {}
+    at = [k for k, data in enumerate(jpegs) if bytes(data[: len(JPEG_START)]) == JPEG_START]
+    if at:
+        encoded = [torch.from_numpy(np.frombuffer(jpegs[k], np.uint8).copy()) for k in at]
+        try:
+            decoded.update(zip(at, decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device), strict=True))
+        except RuntimeError as exc:
+            logger.warning("nvJPEG did not decode a batch (%s): Pillow decodes it", exc)
+    return [decoded[k] if k in decoded else _pillow_tensor(data).to(device) for k, data in enumerate(jpegs)]
 
 
 def decode_batch(
@@ -179,6 +325,7 @@ def decode_batch(
     rng: np.random.Generator | None = None,
     threads: int = 1,
     pin: bool | None = None,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """The JPEGs through ``plan`` (a :class:`CropPlan`, or a transform that :func:`fast_plan` recognises):
     a ``(B, 3, H, W)`` tensor, ``uint8`` unless the plan normalises.
@@ -191,16 +338,17 @@ def decode_batch(
             decode in parallel.
         pin: Allocate the batch in pinned memory; by default when CUDA is available and this is not a
             DataLoader worker process (the loader pins there, with ``pin_memory``).
+        device: ``"cpu"``: Pillow decodes each crop at a reduced scale, as the module doc says. A CUDA
+            device: nvJPEG decodes the batch whole (torchvision's ``decode_jpeg``), then
+            :func:`crop_batch` cuts the same crops and flips on the GPU, and the batch stays there (then
+            ``threads`` and ``pin`` do not apply). Needs CUDA and torchvision; call it in the process that
+            trains (CUDA does not work in forked DataLoader workers).
     """
-    if not isinstance(plan, CropPlan):
-        recognised = fast_plan(plan)
-        if recognised is None:
-            raise DatasetConfigError(
-                f"{plan!r} is not a transform the fast path recognises (see "
-                "shardflow.dataset.images.fast_plan): apply it per sample instead"
-            )
-        plan = recognised
-    rng = _torch_rng() if rng is None else rng
+    plan = _as_plan(plan)
+    rng = seeded_rng() if rng is None else rng
+    where = checked_device(device)
+    if where.type == "cuda":
+        return crop_batch(_decode_on_gpu(jpegs, where), plan, rng=rng)
     if pin is None:
         pin = torch.cuda.is_available() and torch.utils.data.get_worker_info() is None
     pil = _pil()

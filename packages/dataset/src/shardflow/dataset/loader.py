@@ -52,6 +52,7 @@ class _BatchReads:
         self.batch_sampler = None
         self._auto_collation = False
         self._IterableDataset_len_called = None  # the iterator counts bundles, not batches
+        self.pin_memory = False  # the batch path pins its CPU tensors itself (to_tensors), never GPU ones
 
     def __getattr__(self, name: str) -> Any:
         if name == "_loader":  # not yet set (a copy being made)

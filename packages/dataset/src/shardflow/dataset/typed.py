@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
-from torch.utils.data import default_collate
+from torch.utils.data import default_collate, get_worker_info
 
 from shardflow.dataset.dataset import StreamingDataset
 from shardflow.dataset.errors import DatasetConfigError
-from shardflow.dataset.images import CropPlan, _torch_rng, decode_batch, fast_plan
+from shardflow.dataset.images import CropPlan, checked_device, decode_batch, fast_plan, seeded_rng
 
 __all__ = ["StreamingImageFolder", "StreamingImageNet", "StreamingCIFAR10", "StreamingText", "StreamingC4"]
 
@@ -90,11 +91,26 @@ class StreamingImageFolder(_Pairs):
     ``collate_fn``) reads whole batches: each decoded at the scale its crops need, straight into one
     ``(B, 3, H, W)`` tensor, ``decode_threads`` images at a time (1 suits ``worker_kind="thread"``, whose
     workers already decode in parallel). Its batches are ``[images, targets]``, as the per-sample path's.
+
+    ``decode_device="cuda"`` (or ``"cuda:N"``) decodes those batches on the GPU instead (nvJPEG through
+    torchvision's ``decode_jpeg``, the crops cut there: see :func:`shardflow.dataset.images.decode_batch`),
+    and the images come on that device. CUDA does not work in forked DataLoader worker processes, so it
+    decodes in the training process: with ``num_workers=0`` or ``worker_kind="thread"`` (process workers are
+    refused). It needs a recognised ``transform``; CUDA and torchvision are checked when decoding starts.
     """
 
-    def __init__(self, *, decode_threads: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, *, decode_threads: int = 1, decode_device: str | torch.device = "cpu", **kwargs: Any
+    ) -> None:
+        device = checked_device(decode_device, "decode_device", ready=False)
         super().__init__(**kwargs)
         self.decode_threads = decode_threads
+        self.decode_device = device
+        if device.type == "cuda" and self._plan() is None:
+            raise DatasetConfigError(
+                f"decode_device={decode_device!r} decodes on the JPEG fast path, which does not take "
+                f"transform={self.transform!r} (see shardflow.dataset.images.fast_plan): decode on 'cpu'"
+            )
 
     def _plan(self) -> CropPlan | None:
         """The fast path's plan for ``transform``, or None (then samples go one by one)."""
@@ -114,7 +130,15 @@ class StreamingImageFolder(_Pairs):
         plan = self._plan()
         if plan is None:
             raise DatasetConfigError(f"transform={self.transform!r} does not run on the JPEG fast path")
-        rng = _torch_rng()  # drawn now, in the thread that plans the epoch, so that seeds set the crops
+        if self.decode_device.type == "cuda":
+            if get_worker_info() is not None:
+                raise DatasetConfigError(
+                    f"decode_device='{self.decode_device}' decodes in the training process (CUDA does not "
+                    "work in forked DataLoader worker processes), and this is a worker process: use "
+                    "StreamingDataLoader(num_workers=0) or worker_kind='thread', or decode_device='cpu'"
+                )
+            checked_device(self.decode_device, "decode_device")
+        rng = seeded_rng()  # drawn now, in the thread that plans the epoch, so that seeds set the crops
         return self._decoded(super().read_batches(chunks, batch_size, drop_last), plan, rng)
 
     def _decoded(
@@ -122,7 +146,9 @@ class StreamingImageFolder(_Pairs):
     ) -> Iterator[Any]:
         try:
             for batch in batches:
-                images = decode_batch(batch["x"], plan, rng=rng, threads=self.decode_threads)
+                images = decode_batch(
+                    batch["x"], plan, rng=rng, threads=self.decode_threads, device=self.decode_device
+                )
                 targets = batch["y"]
                 if self.target_transform is not None:
                     targets = default_collate([self.target_transform(y) for y in targets.tolist()])
