@@ -277,17 +277,22 @@ def test_torchvision_pipelines_are_recognised() -> None:
 CLASSES = ["a", "b", "c"]
 
 
+def write_image_folder(out: Path, images: list[tuple[np.ndarray, int]], classes: list[str]) -> Path:
+    """``(pixels, class)`` pairs as shardflow.convert.imagefolder writes them (JPEG bytes and labels)."""
+    with MDSWriter(out=str(out), columns={"x": "bytes", "y": "int"}, size_limit=200_000) as writer:
+        for pixels, label in images:
+            writer.write({"x": jpeg(pixels), "y": label})
+    (out / "classes.json").write_text(json.dumps({"classes": classes}))
+    return out
+
+
 @pytest.fixture(scope="module")
 def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An image-folder dataset as shardflow.convert.imagefolder writes it: 30 JPEGs of 3 classes."""
-    out = tmp_path_factory.mktemp("images") / "mds"
+    """An image-folder dataset: 30 JPEGs of 3 classes."""
     rng = np.random.default_rng(11)
-    with MDSWriter(out=str(out), columns={"x": "bytes", "y": "int"}, size_limit=200_000) as writer:
-        for k in range(30):
-            height, width = (150, 200) if k % 3 else (210, 160)
-            writer.write({"x": jpeg(photo(rng, height, width, gray=k == 7)), "y": k % 3})
-    (out / "classes.json").write_text(json.dumps({"classes": CLASSES}))
-    return out
+    sizes = [(150, 200) if k % 3 else (210, 160) for k in range(30)]
+    images = [(photo(rng, h, w, gray=k == 7), k % 3) for k, (h, w) in enumerate(sizes)]
+    return write_image_folder(tmp_path_factory.mktemp("images") / "mds", images, CLASSES)
 
 
 def _batches(folder: Path, cache: Path, transform: Any, **loader: Any) -> list[Any]:

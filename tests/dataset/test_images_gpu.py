@@ -9,7 +9,6 @@ host with CUDA and torchvision: the whole GPU path against the CPU path.
 from __future__ import annotations
 
 import io
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,9 +32,8 @@ from shardflow.dataset.images import (
     decode_batch,
     resize_crop,
 )
-from shardflow.format import MDSWriter
 
-from .test_images_fast import CENTRAL, MIN_PSNR, full_decode_crop, jpeg, photo, psnr
+from .test_images_fast import CENTRAL, MIN_PSNR, full_decode_crop, jpeg, photo, psnr, write_image_folder
 
 
 def _gpu_decoding() -> bool:
@@ -158,13 +156,9 @@ print("torchvision" in sys.modules, torch.cuda.is_initialized())
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """16 JPEGs of 2 classes, as shardflow.convert.imagefolder writes them."""
-    out = tmp_path_factory.mktemp("gpu-images") / "mds"
     rng = np.random.default_rng(23)
-    with MDSWriter(out=str(out), columns={"x": "bytes", "y": "int"}, size_limit=200_000) as writer:
-        for k in range(16):
-            writer.write({"x": jpeg(photo(rng, 150 + 10 * k, 200)), "y": k % 2})
-    (out / "classes.json").write_text(json.dumps({"classes": ["a", "b"]}))
-    return out
+    images = [(photo(rng, 150 + 10 * k, 200), k % 2) for k in range(16)]
+    return write_image_folder(tmp_path_factory.mktemp("gpu-images") / "mds", images, ["a", "b"])
 
 
 def _loader(
