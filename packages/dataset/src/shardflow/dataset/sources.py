@@ -322,24 +322,20 @@ def load_built_index(
 
 def _adopt_published(folder: SourceFolder, path: Path, stamp: dict[str, Any]) -> bool:
     """Make the folder's published index the one at ``path`` when it was built for ``stamp``; False when
-    there is none, or it was built for other files or options (then it is left alone, with a warning)."""
+    there is none, or it was built for other files or options (with a warning: the caller builds the index
+    over it; meanwhile its stamp keeps it from being reused)."""
     if not folder.holds_hidden(PUBLISHED_INDEX):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fetched = path.with_name(f".{PUBLISHED_INDEX}.{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        folder.download(PUBLISHED_INDEX, fetched)
-        if _recorded_stamp(fetched) != stamp:
-            logger.warning(
-                "%s was built for other files or options than the folder holds now (changed since it was "
-                "published): indexing the folder again; run shardflow index --publish to refresh it",
-                folder.describe(PUBLISHED_INDEX),
-            )
-            return False
-        os.replace(fetched, path)
+    folder.download(PUBLISHED_INDEX, path)  # atomic
+    if _recorded_stamp(path) == stamp:
         return True
-    finally:
-        fetched.unlink(missing_ok=True)
+    logger.warning(
+        "%s was built for other files or options than the folder holds now (changed since it was "
+        "published): indexing the folder again; run shardflow index --publish to refresh it",
+        folder.describe(PUBLISHED_INDEX),
+    )
+    return False
 
 
 def publish_built_index(folder: SourceFolder, path: Path) -> str:
