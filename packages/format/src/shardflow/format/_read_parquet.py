@@ -333,26 +333,23 @@ class ParquetShard:
 
     def _decoded(self, name: str) -> Any:
         found = self._columns.get(name)
-        if found is not None:
-            return found
-        with self._lock:
-            if name not in self._columns:
-                if self._table is None:
-                    self._table = self._read_table()
-                self._columns[name] = self._convert(name, self._table.column(name))
-            return self._columns[name]
+        return found if found is not None else self._load(self._columns, name, convert=True)
 
     def _arrow_column(self, name: str) -> Any:
         """Column ``name`` as Arrow's (chunked) array, for taking a batch's rows and converting only those."""
         found = self._arrow.get(name)
-        if found is not None:
-            return found
+        return found if found is not None else self._load(self._arrow, name, convert=False)
+
+    def _load(self, cache: dict[str, Any], name: str, convert: bool) -> Any:
+        """Column ``name`` into ``cache`` once (the shard's table read first if need be), under the lock;
+        ``convert``: as :meth:`_convert` makes it, else Arrow's column."""
         with self._lock:
-            if name not in self._arrow:
+            if name not in cache:
                 if self._table is None:
                     self._table = self._read_table()
-                self._arrow[name] = self._table.column(name)
-            return self._arrow[name]
+                column = self._table.column(name)
+                cache[name] = self._convert(name, column) if convert else column
+            return cache[name]
 
     def _read_table(self) -> Any:
         pa = require("pyarrow", "parquet", "reading Parquet files")
