@@ -294,19 +294,15 @@ class StorageClient:
 
     def list_stats(self, prefix: str) -> list[tuple[str, ObjectStat | None]]:
         """:meth:`list`, each URL with its object's size and version where the listing tells them (see
-        :meth:`Backend.list_stats`; S3 does), else None: :meth:`stat` it. Sorted by URL."""
-        return self._listing(prefix, lambda: self.backend.list_stats(prefix, self.list_page_size), stats=True)
+        :meth:`Backend.list_stats`; S3 does), else None: :meth:`stat` it. Sorted by URL; retried."""
 
-    def _listing(self, prefix: str, items: Callable[[], Any], stats: bool = False) -> list[Any]:
-        """The items of a listing (URLs, or ``(URL, stat)`` pairs with ``stats``), sorted by URL; retried."""
-
-        def request(attempt: Attempt) -> list[Any]:
+        def request(attempt: Attempt) -> list[tuple[str, ObjectStat | None]]:
             found = []
-            for item in items():
+            for item in self.backend.list_stats(prefix, self.list_page_size):
                 attempt.check()
-                found.append(item if stats else (item, None))
+                found.append(item)
             found.sort(key=lambda pair: pair[0])
-            return found if stats else [url for url, _ in found]
+            return found
 
         return self._read(
             lambda attempt: self._persist(lambda: request(attempt), attempt, prefix, "list"), prefix, "list"
@@ -319,8 +315,7 @@ class StorageClient:
         ``s3://b/data/shard.00000.mds``. End it with ``/`` to list one folder-like level and everything
         below it.
         """
-        urls: list[str] = self._listing(prefix, lambda: self.backend.list(prefix, self.list_page_size))
-        return urls
+        return [url for url, _ in self.list_stats(prefix)]
 
     def delete(self, url: str) -> None:
         """Delete the object; deleting one that does not exist is not an error."""
