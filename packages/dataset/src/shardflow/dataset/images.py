@@ -184,6 +184,15 @@ class CropPlan:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
+    def draw(
+        self, heights: Sequence[int], widths: Sequence[int], rng: np.random.Generator
+    ) -> tuple[list[tuple[int, int, int, int]], NDArray[np.bool_]]:
+        """The crops ``(top, left, height, width)`` and flips of images of these sizes, in the one order
+        every decoding path draws them (so the same ``rng`` state gives the same crops on any device)."""
+        top, left, height, width = crop_params(heights, widths, self.scale, self.ratio, rng)
+        flips = rng.random(len(heights)) < self.flip
+        return list(zip(top.tolist(), left.tolist(), height.tolist(), width.tolist(), strict=True)), flips
+
     def finish(self, batch: torch.Tensor) -> torch.Tensor:
         """A ``uint8`` batch (or image) made ``float32`` and normalised as the plan says."""
         if not self.to_float:
@@ -249,15 +258,12 @@ def crop_batch(
     them (the same ``rng`` state gives the same crops) and cut by :func:`resize_crop`."""
     plan = _as_plan(plan)
     rng = seeded_rng() if rng is None else rng
-    heights = [image.shape[-2] for image in images]
-    widths = [image.shape[-1] for image in images]
-    top, left, height, width = crop_params(heights, widths, plan.scale, plan.ratio, rng)
-    flips = rng.random(len(images)) < plan.flip
+    heights, widths = [image.shape[-2] for image in images], [image.shape[-1] for image in images]
+    crops, flips = plan.draw(heights, widths, rng)
     device = images[0].device if len(images) else torch.device("cpu")
     batch = torch.empty((len(images), 3, *plan.size), dtype=torch.uint8, device=device)
     for k, image in enumerate(images):
-        crop = (top[k], left[k], height[k], width[k])
-        resize_crop(image, crop, plan.size, plan.resample, bool(flips[k]), out=batch[k])
+        resize_crop(image, crops[k], plan.size, plan.resample, bool(flips[k]), out=batch[k])
     return plan.finish(batch)
 
 
@@ -353,16 +359,12 @@ def decode_batch(
         pin = torch.cuda.is_available() and torch.utils.data.get_worker_info() is None
     pil = _pil()
     images = [pil.open(io.BytesIO(data)) for data in jpegs]
-    widths = [image.size[0] for image in images]
-    heights = [image.size[1] for image in images]
-    top, left, height, width = crop_params(heights, widths, plan.scale, plan.ratio, rng)
-    flips = rng.random(len(images)) < plan.flip
-    out_h, out_w = plan.size
-    batch = torch.empty((len(images), 3, out_h, out_w), dtype=torch.uint8, pin_memory=bool(pin))
+    crops, flips = plan.draw([image.size[1] for image in images], [image.size[0] for image in images], rng)
+    batch = torch.empty((len(images), 3, *plan.size), dtype=torch.uint8, pin_memory=bool(pin))
     target = batch.numpy()
 
     def fill(k: int) -> None:
-        pixels = decode_crop(images[k], (top[k], left[k], height[k], width[k]), plan.size, plan.resample)
+        pixels = decode_crop(images[k], crops[k], plan.size, plan.resample)
         target[k] = (pixels[:, ::-1] if flips[k] else pixels).transpose(2, 0, 1)
 
     if threads > 1 and len(images) > 1:
