@@ -149,6 +149,8 @@ def index_source(
     from shardflow.storage import StorageError, is_url
 
     remote = location if is_url(location) else None
+    if publish and remote is None:  # before any indexing
+        raise CliError(f"--publish needs a storage URL: {location} is a local folder, indexed in place")
     where = local if remote is not None else os.path.expanduser(location)
     try:
         stream = Stream(remote=remote, local=where, split=split, format=format)
@@ -163,8 +165,6 @@ def index_source(
     report = _describe(location, str(built), built)
     report["shards"] = len(shards)
     if publish:
-        if remote is None:
-            raise CliError(f"--publish needs a storage URL: {location} is a local folder, indexed in place")
         try:
             report["published"] = stream.publish_built_index()
         except (DatasetError, StorageError) as exc:
