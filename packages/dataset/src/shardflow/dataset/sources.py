@@ -97,7 +97,7 @@ class SourceFolder:
         self.store = store
         self.threads = threads
         self._files: list[SourceFile] | None = None
-        self._hidden: set[str] = set()
+        self._hidden_names: set[str] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -109,12 +109,12 @@ class SourceFolder:
 
     def files(self) -> list[SourceFile]:
         """Every file below the folder, sorted by name, with its size and version: from the listing where
-        the store's tells them (S3), else stat'ed in parallel. Names with a part starting with ``.`` or
-        ``_`` (``_SUCCESS``, ``.gitattributes``, shardflow's own bookkeeping) are left out."""
+        the store's listing tells them (S3), else stat'ed in parallel. Names with a part starting with
+        ``.`` or ``_`` (``_SUCCESS``, ``.gitattributes``, shardflow's own bookkeeping) are left out."""
         with self._lock:
             if self._files is None:
                 listing = self.store.list_stats("")
-                self._hidden = {name for name, _ in listing if _hidden(name)}
+                self._hidden_names = {name for name, _ in listing if _hidden(name)}
                 listed = [(name, stat) for name, stat in listing if not _hidden(name)]
                 unknown = [name for name, stat in listed if stat is None]
                 stated = dict(zip(unknown, self.map(self.store.stat, unknown), strict=True))
@@ -128,7 +128,7 @@ class SourceFolder:
     def holds_hidden(self, name: str) -> bool:
         """Whether the listing holds ``name``, one of the names :meth:`files` leaves out."""
         self.files()
-        return name in self._hidden
+        return name in self._hidden_names
 
     def read(self, name: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of file ``name``."""
